@@ -1,0 +1,54 @@
+"""The `autointerp` console script. One module per command, each about 25 lines:
+build a config, call the library."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from autointerp.errors import AutointerpError
+
+app = typer.Typer(
+    help="Measure how interpretable the features of a language model's activations are.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module registers its command(s) on `app` when imported.
+COMMAND_MODULES = [
+    "harvest", "train", "baseline", "inspect", "score", "selftest", "compare", "report", "demo",
+]
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    if debug:
+        os.environ["AUTOINTERP_DEBUG"] = "1"
+
+
+for _name in COMMAND_MODULES:
+    try:
+        importlib.import_module(f"autointerp.cli.{_name}")
+    except ModuleNotFoundError as e:  # a command still being written must not break the rest
+        if e.name != f"autointerp.cli.{_name}":
+            raise
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv or os.environ.get("AUTOINTERP_DEBUG") == "1"
+    try:
+        app()
+    except AutointerpError as e:
+        if debug:
+            raise
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)

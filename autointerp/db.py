@@ -1,0 +1,117 @@
+"""The one SQLite database: LLM-call cache and results, through sqlite-utils.
+
+WAL mode and a busy timeout let several `score` processes share it. Migrations
+are append-only and named (the simonw/llm pattern): never edit one that shipped,
+add a new one at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+BUSY_TIMEOUT_MS = 60_000
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = []
+
+
+def migration(fn):
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["llm_calls"].create({
+        "key": str,          # sha256 of the canonical request (see llm/cache.py)
+        "client": str,       # e.g. inprocess:smollm2-135m, openai:http://host/v1 gpt-4o
+        "request": str,      # JSON, never containing an API key
+        "response": str,     # JSON Completion, with logprobs
+        "latency_s": float,
+        "created_at": str,
+    }, pk="key")
+    db["dictionaries"].create({
+        "id": str,           # sha256 of the dictionary's weights file
+        "path": str,
+        "method": str,       # tied | relu | topk | pca | ica | neurons | random | saelens | sparsify
+        "model": str,
+        "hook": str,         # e.g. resid.3
+        "layer": int,
+        "n_features": int,
+        "l0": float,
+        "fvu": float,
+        "meta": str,         # JSON
+        "created_at": str,
+    }, pk="id")
+    db["runs"].create({
+        "id": str,           # sha256 of the config JSON
+        "dictionary_id": str,
+        "label": str,        # method label shown in tables, e.g. "topk", "pca (lexical)"
+        "explainer": str,
+        "simulator": str,
+        "simulator_mode": str,
+        "selftest_id": str,  # the simulator self-test this run's scores depend on
+        "config": str,       # JSON: every setting of the run
+        "n_sampled": int,
+        "n_skipped": int,    # features with too few non-zero fragments
+        "created_at": str,
+    }, pk="id")
+    db["features"].create({
+        "run_id": str,
+        "feature": int,
+        "status": str,       # scored | failed
+        "reason": str,       # why it failed, else null
+        "explanation": str,  # the first explanation
+        "explanations": str, # JSON list when --explanations-per-feature > 1
+        "score": float,      # pooled top+random correlation (mean over explanations)
+        "score_top": float,
+        "score_random": float,
+        "score_spread": float,  # std of the score over explanations
+        "constant": int,     # 1 when a simulation was constant (scored 0)
+        "fragments": str,    # JSON: explainer and scoring fragments, tokens, true and simulated activations
+        "created_at": str,
+    }, pk=("run_id", "feature"))
+    db["selftests"].create({
+        "id": str,           # sha256 of the simulator identity and self-test settings
+        "simulator": str,
+        "simulator_mode": str,
+        "right_mean": float, "right_lo": float, "right_hi": float,
+        "wrong_mean": float, "wrong_lo": float, "wrong_hi": float,
+        "gap_mean": float, "gap_lo": float, "gap_hi": float,
+        "passed": int,
+        "thresholds": str,   # JSON
+        "details": str,      # JSON: per planted feature scores
+        "created_at": str,
+    }, pk="id")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def open_db(path: str | Path) -> sqlite_utils.Database:
+    """Open (creating if needed) and migrate the database."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(path)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.enable_wal()
+    db.execute("PRAGMA synchronous = NORMAL")
+    with db.conn:  # one transaction, so two processes cannot apply a migration twice
+        db.execute("BEGIN IMMEDIATE")
+        if "_migrations" not in db.table_names():
+            db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+        done = {r["name"] for r in db["_migrations"].rows}
+        for name, fn in MIGRATIONS:
+            if name not in done:
+                fn(db)
+                db["_migrations"].insert({"name": name, "applied_at": now()})
+    return db
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

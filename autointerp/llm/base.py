@@ -1,0 +1,73 @@
+"""One LLM client contract: an async `complete(request) -> Completion` that can
+return token logprobs. The in-process transformers client and the
+OpenAI-compatible client implement it; `CachedClient` wraps either."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from autointerp.errors import AutointerpError
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A chat (`messages`) or raw-prompt (`prompt`) request. Exactly one is set."""
+
+    model: str
+    messages: tuple[tuple[str, str], ...] | None = None
+    """(role, content) pairs."""
+    prompt: str | None = None
+    """Raw text for completion endpoints (the all-at-once simulator)."""
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_logprobs: int = 0
+    """How many alternatives to return per generated token (0: no logprobs)."""
+    prompt_logprobs: int = 0
+    """How many alternatives to return per prompt token (0: none). vLLM `prompt_logprobs`,
+    llama.cpp `echo` + `logprobs`, exact in-process."""
+    candidate_tokens: tuple[str, ...] = ()
+    """Tokens whose logprob a backend that can compute it exactly (in-process) adds to
+    every position's alternatives, e.g. the digits "0".."10"."""
+    stop: tuple[str, ...] = ()
+    sample_index: int = 0
+    """Distinguishes repeated samples of the same request in the cache."""
+
+    def __post_init__(self):
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("exactly one of messages and prompt must be set")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float | None
+    top: tuple[tuple[str, float], ...] = ()
+    """Alternatives at this position, most likely first."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens: tuple[TokenLogprob, ...] | None = None
+    """Generated tokens with their logprobs, when requested and supported."""
+    prompt_tokens: tuple[TokenLogprob, ...] | None = None
+    """Prompt tokens with their logprobs (position i: P(token i | tokens < i))."""
+    finish_reason: str | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+    """Backend extras (latency, cache hit); never part of the cache key."""
+
+
+class LLMCallError(AutointerpError):
+    """A call failed for good (after retries, or a non-retryable 4xx)."""
+
+
+class LLMClient(Protocol):
+    name: str
+    """Model identity recorded in results, e.g. 'inprocess:smollm2-135m' or 'openai:gpt-4o'."""
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    def supports(self, feature: str) -> bool | None:
+        """'prompt_logprobs' | 'top_logprobs': True/False when known, None when only a probe can tell."""
+        ...
