@@ -89,6 +89,22 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     }, pk="id")
 
 
+@migration
+def m002_fragment_sets(db: sqlite_utils.Database) -> None:
+    # Sampled features and their top/random fragments (pipeline.py), computed once per
+    # dictionary, store and sampling settings, so a rerun or resume skips both passes
+    # over the eval split.
+    db["fragment_sets"].create({
+        "id": str,           # sha256 of dictionary id, store metadata and sampling settings
+        "dictionary_id": str,
+        "n_sampled": int,
+        "n_eligible": int,
+        "n_skipped": int,
+        "data": bytes,       # zlib-compressed JSON: per feature, its top and random fragments
+        "created_at": str,
+    }, pk="id")
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -1,0 +1,50 @@
+"""`autointerp harvest`: record one hook point's activations over a corpus into a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autointerp.cli import app
+from autointerp.cli.options import DeviceOpt, OverwriteOpt, SeedOpt
+
+
+@app.command()
+def harvest(
+    layer: Annotated[int, typer.Option("--layer", help="Decoder block index, from 0.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the activation store.")],
+    model: Annotated[str, typer.Option(
+        "--model", help="Hugging Face id, local folder, or smollm2-135m (offline default).")] = "smollm2-135m",
+    hook: Annotated[str, typer.Option(
+        "--hook", help="resid (block output), mlp or attn (submodule outputs).")] = "resid",
+    corpus: Annotated[str, typer.Option(
+        "--corpus", help="builtin, a .txt/.jsonl file or folder, or hf:NAME.")] = "builtin",
+    tokens: Annotated[int, typer.Option(
+        "--tokens", help="Tokens to store, train and eval together.")] = 1_000_000,
+    eval_fraction: Annotated[float, typer.Option(
+        "--eval-fraction", help="Share of documents held out for eval fragments.")] = 0.1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 32,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(
+        "--dtype", help="Model dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = "auto",
+    store_dtype: Annotated[str, typer.Option(
+        "--store-dtype", help="Stored activation dtype: float16 or bfloat16.")] = "float16",
+    random_init: Annotated[int | None, typer.Option(
+        "--random-init", help="Re-initialise the model's weights with this seed (random-model control).")] = None,
+    text_field: Annotated[str, typer.Option(
+        "--text-field", help="Field holding the text in .jsonl and Hugging Face corpora.")] = "text",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Run the model over a corpus and store one hook point's activation for every token."""
+    from autointerp.harvest import HarvestConfig
+    from autointerp.harvest import harvest as run_harvest
+
+    cfg = HarvestConfig(
+        out=out, hook=f"{hook}.{layer}", model=model, corpus=corpus, n_tokens=tokens,
+        eval_fraction=eval_fraction, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
+        store_dtype=store_dtype, random_init=random_init, text_field=text_field, overwrite=overwrite)
+    path = run_harvest(cfg)
+    typer.echo(f"activation store: {path}")

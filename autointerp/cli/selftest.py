@@ -1,0 +1,93 @@
+"""`autointerp selftest`: can this simulator tell a right explanation from a wrong one?"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autointerp.cli import app
+from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
+from autointerp.cli.score import (
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    SimulatorModelOpt,
+    SimulatorModeOpt,
+    SimulatorOpt,
+    SimulatorUrlOpt,
+    make_simulator,
+)
+
+StoreOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store whose eval fragments carry the planted features; default: the builtin corpus, tokenized with SmolLM2's tokenizer.")]
+PlantedOpt = Annotated[int, typer.Option("--n-features", min=2, max=12, help="Planted features to simulate, each with its true and with a wrong explanation.")]
+RightOpt = Annotated[float, typer.Option("--right-threshold", help="The simulator fails below this mean score with the true explanations.")]
+GapOpt = Annotated[float, typer.Option("--gap-threshold", help="The simulator fails below this mean gap between true and wrong explanations.")]
+
+WARNING = ("WARNING: scores from this simulator are not meaningful: it failed the self-test "
+           "on planted features ({why}). Use a stronger simulator (Cunningham et al. simulated "
+           "with a GPT-3.5-class model).")
+
+
+def _ci(mean: float, lo: float, hi: float) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.3f}" if math.isnan(lo) else f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _score(x: float | None) -> str:
+    return "failed" if x is None else f"{x:.3f}"
+
+
+def details_table(res) -> Table:
+    table = Table(title=f"Simulator self-test: {res.simulator} ({res.mode})")
+    for col in ("planted feature", "true explanation", "score", "wrong explanation", "score",
+                "failure"):
+        table.add_column(col, overflow="fold")
+    for d in res.details:
+        table.add_row(d.feature, d.explanation, _score(d.right), d.wrong_explanation,
+                      _score(d.wrong), d.failure or "")
+    return table
+
+
+@app.command()
+def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedOpt = 12,
+             right_threshold: RightOpt = 0.5, gap_threshold: GapOpt = 0.2,
+             simulator: SimulatorOpt = "inprocess", simulator_model: SimulatorModelOpt = None,
+             simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",
+             base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+             concurrency: ConcurrencyOpt = 8, device: DeviceOpt = "auto",
+             seed: SeedOpt = 0) -> None:
+    """Simulate planted features with their true and with wrong explanations; PASS or FAIL."""
+    from autointerp.db import open_db
+    from autointerp.selftest import run_selftest
+    from autointerp.store import ActivationStore
+
+    store = ActivationStore(acts) if acts is not None else None
+    database = open_db(db)
+    sim = make_simulator(database, simulator, simulator_model, simulator_mode,
+                         simulator_base_url or base_url, api_key_env, concurrency, device, {})
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("simulations", total=None)
+        res = run_selftest(sim, database, store=store, n_features=n_features, seed=seed,
+                           right_threshold=right_threshold, gap_threshold=gap_threshold,
+                           on_total=lambda n: bar.update(task, total=n),
+                           tick=lambda: bar.advance(task))
+    console = Console()
+    console.print(details_table(res))
+    console.print(f"right explanation {_ci(*res.right)}   wrong explanation {_ci(*res.wrong)}   "
+                  f"gap {_ci(*res.gap)}   (thresholds: right >= {res.right_threshold}, gap >= "
+                  f"{res.gap_threshold}; {res.n_failed} failed simulations"
+                  f"{'; cached' if res.cached else ''})", markup=False)
+    style = "bold green" if res.passed else "bold red"
+    console.print(f"{res.verdict}: {res.simulator} ({res.mode})", style=style, markup=False)
+    if not res.passed:
+        console.print(WARNING.format(why="; ".join(res.shortfalls())), style="bold red",
+                      markup=False)

@@ -1,0 +1,303 @@
+"""The method comparison (Cunningham et al. 2023, Figure 2): mean interpretability
+score per run with bootstrap 95% CIs, pairwise differences, and the simulator
+self-test verdict that every artefact made from these scores must carry (issue 7).
+
+Everything here reads the results database only; `write_comparison` writes the
+files that `autointerp compare` promises: table.md, table.csv, differences.md and
+scores.png.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+import sqlite_utils
+
+from autointerp.errors import BadInputError
+from autointerp.scoring import mean_ci
+
+N_RESAMPLES = 10_000
+FAILED = "FAILED: scores not meaningful"
+SCORE_KINDS = {"score": "score", "top": "score_top", "random": "score_random"}
+"""Output column prefix -> features column: pooled top+random, top-only, random-only."""
+
+RUNS_SQL = """
+SELECT r.id AS run_id, r.label AS method, d.model, d.hook, d.layer, r.explainer, r.simulator,
+       r.simulator_mode, r.n_sampled, r.n_skipped, d.id AS dictionary_id, d.method AS dictionary_method,
+       d.n_features, d.l0, d.fvu, r.selftest_id, s.passed AS selftest_passed
+FROM runs r
+LEFT JOIN dictionaries d ON d.id = r.dictionary_id
+LEFT JOIN selftests s ON s.id = r.selftest_id
+ORDER BY d.layer, d.hook, r.explainer, r.simulator, r.label, r.id
+"""
+
+
+def is_lexical(explainer: str | None, simulator: str | None) -> bool:
+    """A lexical row is a reference (how much token identity alone explains), not a method."""
+    return any(str(name or "").startswith("lexical") for name in (explainer, simulator))
+
+
+def _selftest_label(passed) -> str:
+    return "none" if _missing(passed) else "passed" if int(passed) else FAILED
+
+
+def ci(values, seed: int) -> tuple[float, float, float]:
+    """(mean, lo, hi) over the values that exist (SQL NULL arrives as None or NaN)."""
+    return mean_ci([float(x) for x in values if x is not None], seed)
+
+
+def load_runs(db: sqlite_utils.Database) -> pd.DataFrame:
+    if "runs" not in db.table_names() or db["runs"].count == 0:
+        raise BadInputError(f"{db.conn.execute('PRAGMA database_list').fetchone()[2]} has no "
+                            "scored runs; run `autointerp score` (or `autointerp demo`) first")
+    return pd.read_sql_query(RUNS_SQL, db.conn)
+
+
+def load_features(db: sqlite_utils.Database) -> pd.DataFrame:
+    return pd.read_sql_query(
+        "SELECT run_id, feature, status, score, score_top, score_random FROM features", db.conn)
+
+
+def build_table(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
+    """One row per run (dictionary x explainer x simulator), in the order of RUNS_SQL."""
+    runs, feats = load_runs(db), load_features(db)
+    rows = []
+    for run in runs.itertuples(index=False):
+        mine = feats[feats.run_id == run.run_id]
+        scored = mine[mine.status == "scored"]
+        row = {
+            "method": run.method, "model": run.model, "hook": run.hook, "layer": run.layer,
+            "explainer": run.explainer, "simulator": run.simulator,
+            "simulator_mode": run.simulator_mode,
+            "n_scored": len(scored), "n_failed": int((mine.status == "failed").sum()),
+            "n_skipped": run.n_skipped,
+        }
+        for prefix, column in SCORE_KINDS.items():
+            row[f"{prefix}_mean"], row[f"{prefix}_lo"], row[f"{prefix}_hi"] = ci(
+                scored[column].tolist(), seed)
+        row.update({
+            "l0": run.l0, "fvu": run.fvu, "selftest": _selftest_label(run.selftest_passed),
+            "reference": is_lexical(run.explainer, run.simulator),
+            "run_id": run.run_id, "dictionary_id": run.dictionary_id,
+        })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _difference(a: pd.DataFrame, b: pd.DataFrame, same_dictionary: bool, seed: int) -> dict:
+    """Mean score of a minus b with a 95% CI. Paired over shared features when both
+    runs scored the same dictionary (the same feature under two explainers or
+    simulators); features of different dictionaries are unrelated, so otherwise
+    the two samples are resampled independently."""
+    sa, sb = a.set_index("feature").score.dropna(), b.set_index("feature").score.dropna()
+    shared = sa.index.intersection(sb.index)
+    if same_dictionary and len(shared) >= 2:
+        d = (sa[shared] - sb[shared]).to_numpy()
+        mean, lo, hi = ci(d, seed)
+        return {"difference": mean, "lo": lo, "hi": hi, "n_a": len(shared), "n_b": len(shared),
+                "resampling": f"paired over {len(shared)} shared features"}
+    mean = float(sa.mean() - sb.mean()) if len(sa) and len(sb) else math.nan
+    lo = hi = math.nan
+    if len(sa) >= 2 and len(sb) >= 2:
+        if np.ptp(sa) == 0 and np.ptp(sb) == 0:
+            lo = hi = mean
+        else:
+            res = scipy.stats.bootstrap(
+                (sa.to_numpy(), sb.to_numpy()), lambda x, y, axis: x.mean(axis) - y.mean(axis),
+                paired=False, vectorized=True, n_resamples=N_RESAMPLES,
+                rng=np.random.default_rng(seed))
+            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"difference": mean, "lo": lo, "hi": hi, "n_a": len(sa), "n_b": len(sb),
+            "resampling": "independent"}
+
+
+def build_differences(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
+    """Every pair of runs on the same hook point that share the explainer and simulator
+    (methods compared like for like) or the dictionary (e.g. LLM vs lexical rows)."""
+    runs, feats = load_runs(db), load_features(db)
+    scored = feats[feats.status == "scored"]
+    rows = []
+    for a, b in itertools.combinations(runs.itertuples(index=False), 2):
+        same_scorer = (a.explainer, a.simulator) == (b.explainer, b.simulator)
+        same_dictionary = a.dictionary_id == b.dictionary_id
+        if a.hook != b.hook or not (same_scorer or same_dictionary):
+            continue
+        d = _difference(scored[scored.run_id == a.run_id], scored[scored.run_id == b.run_id],
+                        same_dictionary, seed)
+        rows.append({"hook": a.hook, "layer": a.layer,
+                     "method_a": a.method, "scorer_a": f"{a.explainer} / {a.simulator}",
+                     "method_b": b.method, "scorer_b": f"{b.explainer} / {b.simulator}", **d})
+    return pd.DataFrame(rows, columns=[
+        "hook", "layer", "method_a", "scorer_a", "method_b", "scorer_b",
+        "difference", "lo", "hi", "n_a", "n_b", "resampling"])
+
+
+@dataclass(frozen=True)
+class SelftestVerdict:
+    """What the simulator self-test on planted features found, for the runs that use it."""
+
+    simulator: str
+    simulator_mode: str
+    passed: bool
+    right: tuple[float, float, float]
+    """Mean score with the right explanation, and its 95% CI."""
+    wrong: tuple[float, float, float]
+    """Mean score with another planted feature's explanation."""
+    gap: tuple[float, float, float]
+    thresholds: dict
+    methods: tuple[str, ...]
+    """Labels of the runs whose scores depend on this simulator."""
+
+    def line(self) -> str:
+        figures = (f"right-explanation mean {_fmt_ci(*self.right)}, wrong-explanation mean "
+                   f"{_fmt_ci(*self.wrong)}, gap {_fmt_ci(*self.gap)}")
+        limits = ", ".join(f"{k} >= {v}" for k, v in
+                           sorted(self.thresholds.items(), key=lambda kv: kv[0] != "right"))
+        who = f"simulator {self.simulator} ({self.simulator_mode})"
+        if self.passed:
+            return f"Self-test passed: {who} on planted features: {figures} (thresholds: {limits})."
+        return (f"WARNING: {who} FAILED its self-test on planted features: {figures} "
+                f"(thresholds: {limits}). Scores of {', '.join(self.methods)} are not meaningful.")
+
+
+def selftest_verdicts(db: sqlite_utils.Database) -> list[SelftestVerdict]:
+    """One verdict per self-test that some run's scores depend on, failures first."""
+    if "runs" not in db.table_names():
+        return []
+    out = []
+    for st in db.query("SELECT * FROM selftests WHERE id IN (SELECT selftest_id FROM runs) "
+                       "ORDER BY passed, simulator"):
+        methods = tuple(r["label"] for r in db.query(
+            "SELECT DISTINCT label FROM runs WHERE selftest_id = ? ORDER BY label", [st["id"]]))
+        out.append(SelftestVerdict(
+            simulator=st["simulator"], simulator_mode=st["simulator_mode"] or "",
+            passed=bool(st["passed"]),
+            right=(st["right_mean"], st["right_lo"], st["right_hi"]),
+            wrong=(st["wrong_mean"], st["wrong_lo"], st["wrong_hi"]),
+            gap=(st["gap_mean"], st["gap_lo"], st["gap_hi"]),
+            thresholds=json.loads(st["thresholds"] or "{}"), methods=methods))
+    return out
+
+
+def verdict_lines(db: sqlite_utils.Database) -> list[str]:
+    """The self-test lines every artefact starts with: warnings first, then passes, then
+    runs whose simulator has no recorded self-test (unvalidated)."""
+    lines = [v.line() for v in selftest_verdicts(db)]
+    untested = [r["label"] for r in db.query(
+        "SELECT DISTINCT label FROM runs WHERE selftest_id IS NULL OR selftest_id NOT IN "
+        "(SELECT id FROM selftests) ORDER BY label")]
+    if untested:
+        lines.append(f"Note: no simulator self-test is recorded for {', '.join(untested)}; "
+                     "their scores are unvalidated.")
+    return lines
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _fmt_ci(mean, lo, hi) -> str:
+    if _missing(mean):
+        return "n/a"
+    if _missing(lo) or _missing(hi):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _fmt_num(x, digits: int = 3) -> str:
+    return "n/a" if _missing(x) else f"{x:.{digits}g}"
+
+
+def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
+    """The table as strings, shared by table.md, the terminal and the report."""
+    out = []
+    for r in table.itertuples(index=False):
+        out.append({
+            "method": r.method + (" (reference)" if r.reference and "lexical" not in r.method else ""),
+            "model": str(r.model), "hook": str(r.hook), "layer": str(r.layer),
+            "explainer": str(r.explainer), "simulator": str(r.simulator),
+            "scored": str(r.n_scored), "failed": str(r.n_failed),
+            "score (95% CI)": _fmt_ci(r.score_mean, r.score_lo, r.score_hi),
+            "top only": _fmt_ci(r.top_mean, r.top_lo, r.top_hi),
+            "random only": _fmt_ci(r.random_mean, r.random_lo, r.random_hi),
+            "L0": _fmt_num(r.l0), "FVU": _fmt_num(r.fvu), "self-test": r.selftest,
+        })
+    return out
+
+
+def _markdown(rows: list[dict[str, str]]) -> str:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _banner(lines: list[str]) -> str:
+    """Self-test verdicts as a blockquote at the very top; failures in bold."""
+    if not lines:
+        return ""
+    quoted = [f"> **{ln}**" if ln.startswith("WARNING") else f"> {ln}" for ln in lines]
+    return "\n>\n".join(quoted) + "\n\n"
+
+
+def table_markdown(table: pd.DataFrame, verdicts: list[str], seed: int) -> str:
+    return (
+        _banner(verdicts)
+        + "# Interpretability score by method\n\n" + _markdown(display_rows(table))
+        + "\nScore: Pearson correlation between simulated and true activations, pooled over "
+        "every token of the top and random scoring fragments (Bills et al. 2023); top only and "
+        "random only pool one kind. Each cell is the mean over scored features with a 95% "
+        f"bootstrap CI ({N_RESAMPLES:,} resamples, seed {seed}). Rows whose explainer or "
+        "simulator is `lexical` are a reference: how much of a feature token identity alone "
+        "explains; an LLM explanation should beat them. L0 and FVU describe the dictionary.\n")
+
+
+def differences_markdown(diffs: pd.DataFrame, verdicts: list[str], seed: int) -> str:
+    head = (_banner(verdicts) + "# Differences in mean score\n\n"
+            "Mean score of A minus mean score of B, 95% bootstrap CI "
+            f"({N_RESAMPLES:,} resamples, seed {seed}). Runs of the same dictionary are paired "
+            "over the features both scored; different dictionaries have unrelated features, so "
+            "their scores are resampled independently. The last column says which.\n\n")
+    if diffs.empty:
+        return head + "No two runs share a hook point and a scorer or a dictionary.\n"
+    rows = [{
+        "hook": str(d.hook), "A": f"{d.method_a} ({d.scorer_a})", "B": f"{d.method_b} ({d.scorer_b})",
+        "A - B (95% CI)": _fmt_ci(d.difference, d.lo, d.hi),
+        "excludes 0": "n/a" if math.isnan(d.lo) else ("yes" if d.lo > 0 or d.hi < 0 else "no"),
+        "n A / n B": f"{d.n_a} / {d.n_b}", "resampling": d.resampling,
+    } for d in diffs.itertuples(index=False)]
+    return head + _markdown(rows)
+
+
+@dataclass(frozen=True)
+class ComparisonFiles:
+    table: pd.DataFrame
+    differences: pd.DataFrame
+    verdicts: list[str]
+    paths: dict[str, Path]
+
+
+def write_comparison(db: sqlite_utils.Database, out: Path, seed: int = 0) -> ComparisonFiles:
+    """Write table.md, table.csv, differences.md and scores.png under `out`."""
+    from autointerp.plot import plot_scores
+
+    table, diffs, verdicts = build_table(db, seed), build_differences(db, seed), verdict_lines(db)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in
+             ("table.md", "table.csv", "differences.md", "scores.png")}
+    paths["table.md"].write_text(table_markdown(table, verdicts, seed))
+    table.to_csv(paths["table.csv"], index=False)
+    paths["differences.md"].write_text(differences_markdown(diffs, verdicts, seed))
+    fig, _ = plot_scores(table, verdicts)
+    fig.savefig(paths["scores.png"], dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return ComparisonFiles(table, diffs, verdicts, paths)

@@ -1,0 +1,271 @@
+"""Harvest: run the subject model over a corpus and store one hook point's activation for every
+token, in the sharded format of autointerp/store.py.
+
+Each model input is [BOS] + up to `fragment_len` tokens of one document; the BOS position is
+not stored (its activation is a huge attention-sink outlier, not a feature of the text) and
+neither is padding. Documents, not tokens, are split into train and eval by a seeded hash of
+their id, so no eval fragment shares a document with the training data. Eval keeps whole
+`fragment_len` fragments only: they are the 64-token fragments that scoring shows to the
+explainer and simulator (Bills et al. 2023).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autointerp.corpus import Corpus, open_corpus
+from autointerp.errors import AutointerpError, BadInputError
+from autointerp.harvest_io import ShardWriter, harvest_progress
+from autointerp.models import DEFAULT_MODEL, LoadedModel, capture, load_causal_lm, parse_hook
+from autointerp.store import SPLITS, STORE_DTYPES, atomic_write_json, completed_shards
+
+
+@dataclass(frozen=True)
+class HarvestConfig:
+    out: Path
+    """Store folder; created by the harvest."""
+    hook: str
+    """Hook point: resid.L, mlp.L, attn.L, or a bare layer number (resid)."""
+    model: str = DEFAULT_MODEL
+    """Hugging Face id, local folder, or smollm2-135m (offline default)."""
+    corpus: str = "builtin"
+    """builtin, a .txt/.jsonl file or folder, or hf:NAME."""
+    n_tokens: int = 1_000_000
+    """Tokens to store, train and eval together (BOS and padding not counted)."""
+    eval_fraction: float = 0.1
+    """Share of documents held out for eval fragments."""
+    fragment_len: int = 64
+    """Tokens per model input after BOS; eval fragments are exactly this long."""
+    batch_size: int = 32
+    seed: int = 0
+    """Seeds the train/eval split of documents."""
+    device: str = "auto"
+    dtype: str = "auto"
+    """Model compute dtype: auto, float32, bfloat16, float16."""
+    store_dtype: str = "float16"
+    shard_tokens: int = 65536
+    """A shard is written once its buffer holds this many tokens (whole sequences only)."""
+    random_init: int | None = None
+    """Re-initialise the model's weights with this seed (random-model control)."""
+    text_field: str = "text"
+    """Field holding the text in .jsonl and Hugging Face corpora."""
+    overwrite: bool = False
+    """Replace an existing store made with other arguments."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", Path(self.out))
+        positive = {"n_tokens": self.n_tokens, "fragment_len": self.fragment_len,
+                    "batch_size": self.batch_size, "shard_tokens": self.shard_tokens}
+        for name, value in positive.items():
+            if value < 1:
+                raise BadInputError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if not 0 <= self.eval_fraction < 1:
+            raise BadInputError(f"eval-fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.store_dtype not in STORE_DTYPES:
+            raise BadInputError(f"store-dtype must be one of {', '.join(STORE_DTYPES)}")
+
+    def identity(self) -> dict:
+        """The arguments a store must have been made with to be reused or resumed. Batch size
+        is left out on purpose: it changes speed and memory, not which tokens are stored."""
+        args = asdict(self)
+        for key in ("out", "overwrite", "batch_size"):
+            args.pop(key)
+        return args
+
+
+@dataclass(frozen=True)
+class Sequence:
+    split: str
+    """train | eval"""
+    index: int
+    """Position among this split's sequences, in stream order (resume skips by it)."""
+    token_ids: list[int] = field(repr=False)
+
+
+def is_eval_document(doc_id: str, seed: int, eval_fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}\0{doc_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < eval_fraction * 2**64
+
+
+def iter_sequences(corpus: Corpus, tokenizer, cfg: HarvestConfig,
+                   dropped: dict[str, int] | None = None) -> Iterator[Sequence]:
+    """Cut each document into model inputs, stopping once n_tokens are reached. Deterministic,
+    so a resumed run sees the same sequences with the same indices."""
+    counts = dict.fromkeys(SPLITS, 0)
+    total = 0
+    for doc in corpus:
+        split = "eval" if is_eval_document(doc.id, cfg.seed, cfg.eval_fraction) else "train"
+        ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids), cfg.fragment_len):
+            chunk = ids[start:start + cfg.fragment_len]
+            if split == "eval" and len(chunk) < cfg.fragment_len:
+                break
+            # A cut through a multi-byte character decodes to U+FFFD; such fragments cannot be
+            # shown to an explainer faithfully, so neither split keeps them.
+            if "\ufffd" in tokenizer.decode(chunk):
+                if dropped is not None:
+                    dropped[split] += 1
+                continue
+            yield Sequence(split, counts[split], chunk)
+            counts[split] += 1
+            total += len(chunk)
+            if total >= cfg.n_tokens:
+                return
+
+
+def prefix_token_id(tokenizer) -> int:
+    """BOS, or EOS / <|endoftext|> for tokenizers without one (GPT-2 starts documents so)."""
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise BadInputError("the tokenizer has neither a BOS nor an EOS token to start inputs with")
+
+
+def make_batch(sequences: list[Sequence], prefix_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask), each (batch, 1 + longest). Right padding keeps
+    every real token's position (and so its activation) what it is unpadded."""
+    width = 1 + max(len(s.token_ids) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, 0] = prefix_id
+        ids[row, 1:1 + len(seq.token_ids)] = torch.tensor(seq.token_ids)
+        mask[row, :1 + len(seq.token_ids)] = 1
+    return ids, mask
+
+
+def harvest(cfg: HarvestConfig, on_shard: Callable[[str, int], None] | None = None) -> Path:
+    """Write (or finish, or reuse) the activation store cfg.out; return its path.
+    `on_shard(split, index)` is called after each shard is written."""
+    state = _existing_state(cfg)
+    if state == "complete":
+        return cfg.out
+    corpus = open_corpus(cfg.corpus, cfg.text_field)
+    loaded = load_causal_lm(cfg.model, cfg.device, cfg.dtype, cfg.random_init)
+    hook = parse_hook(cfg.hook, loaded.n_layers, cfg.model)
+    if state == "replace":
+        shutil.rmtree(cfg.out)
+    created = state != "resume"
+    try:
+        meta = _start_metadata(cfg, loaded, hook, corpus) if created else _read_meta(cfg.out)
+        _run(cfg, loaded, hook, corpus, meta, on_shard)
+    except AutointerpError:
+        if created:  # a user error must not leave a half-written store behind
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
+    return cfg.out
+
+
+def _read_meta(out: Path) -> dict:
+    try:
+        return json.loads((out / "metadata.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise BadInputError(f"{out} exists and is not an activation store; choose another --out") from None
+
+
+def _existing_state(cfg: HarvestConfig) -> str:
+    """new | resume | complete | replace, or BadInputError for a store made otherwise."""
+    out = cfg.out
+    if not out.exists():
+        return "new"
+    if not out.is_dir():
+        raise BadInputError(f"--out {out} is a file, not a folder")
+    if not any(out.iterdir()):
+        return "new"
+    meta = _read_meta(out)
+    if cfg.overwrite:
+        return "replace"
+    if meta.get("args") != json.loads(json.dumps(cfg.identity(), default=str)):
+        old = meta.get("args") or {}
+        diff = [k for k in sorted(set(old) | set(cfg.identity()))
+                if json.dumps(old.get(k), default=str) != json.dumps(cfg.identity().get(k), default=str)]
+        raise BadInputError(f"{out} holds a store made with other arguments ({', '.join(diff)} "
+                            "differ); pass --overwrite to replace it, or choose another --out")
+    return "complete" if meta.get("status") == "complete" else "resume"
+
+
+def _start_metadata(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpus) -> dict:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    loaded.tokenizer.save_pretrained(cfg.out / "tokenizer")
+    meta = {
+        "status": "incomplete", "args": json.loads(json.dumps(cfg.identity(), default=str)),
+        "model": cfg.model, "model_hash": loaded.weights_hash, "random_init": cfg.random_init,
+        "hook": hook.name, "hook_kind": hook.kind, "layer": hook.layer,
+        "n_layers": loaded.n_layers, "d_model": loaded.d_model, "dtype": loaded.dtype,
+        "device": loaded.device, "store_dtype": cfg.store_dtype, "fragment_len": cfg.fragment_len,
+        "corpus": cfg.corpus, "corpus_fingerprint": corpus.fingerprint, "seed": cfg.seed,
+        "eval_fraction": cfg.eval_fraction, "n_tokens_requested": cfg.n_tokens,
+        "bos_token_id": prefix_token_id(loaded.tokenizer), "prepend_bos": True,
+        "tool_version": importlib.metadata.version("autointerp"),
+        "torch_version": torch.__version__,
+        "transformers_version": importlib.metadata.version("transformers"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(cfg.out / "metadata.json", meta)
+    return meta
+
+
+def _run(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpus, meta: dict,
+         on_shard: Callable[[str, int], None] | None) -> None:
+    writers = {s: ShardWriter(cfg.out / s, cfg.store_dtype, cfg.shard_tokens,
+                              completed_shards(cfg.out / s), on_shard) for s in SPLITS}
+    done_tokens = sum(w.stored_tokens for w in writers.values())
+    prefix_id = prefix_token_id(loaded.tokenizer)
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else prefix_id
+    dropped = dict.fromkeys(SPLITS, 0)
+    pending: list[Sequence] = []
+    computed, started = 0, time.perf_counter()
+    with harvest_progress(cfg.n_tokens, done_tokens, hook.name) as advance:
+        for seq in iter_sequences(corpus, loaded.tokenizer, cfg, dropped):
+            if seq.index < writers[seq.split].done_sequences:
+                continue  # stored by an earlier run (resume)
+            pending.append(seq)
+            if len(pending) == cfg.batch_size:
+                computed += _forward_batch(loaded, hook, pending, prefix_id, pad_id, writers, cfg)
+                advance(sum(len(s.token_ids) for s in pending))
+                pending = []
+        if pending:
+            computed += _forward_batch(loaded, hook, pending, prefix_id, pad_id, writers, cfg)
+            advance(sum(len(s.token_ids) for s in pending))
+        for w in writers.values():
+            w.flush()
+    seconds = time.perf_counter() - started
+    infos = {s: w.infos for s, w in writers.items()}
+    n_train = sum(i["n_tokens"] for i in infos["train"])
+    n_eval = sum(i["n_tokens"] for i in infos["eval"])
+    meta.update({
+        "status": "complete", "shards": infos, "n_train_tokens": n_train, "n_eval_tokens": n_eval,
+        "n_eval_fragments": sum(i["n_fragments"] for i in infos["eval"]),
+        "n_train_sequences": sum(i["n_sequences"] for i in infos["train"]),
+        "dropped_fffd_fragments": dropped, "corpus_exhausted": n_train + n_eval < cfg.n_tokens,
+        "last_run": {"computed_tokens": computed, "seconds": round(seconds, 2),
+                     "tokens_per_second": round(computed / max(seconds, 1e-9), 1),
+                     "batch_size": cfg.batch_size},
+    })
+    atomic_write_json(cfg.out / "metadata.json", meta)
+
+
+def _forward_batch(loaded: LoadedModel, hook, batch: list[Sequence], prefix_id: int,
+                   pad_id: int, writers: dict[str, ShardWriter], cfg: HarvestConfig) -> int:
+    ids, mask = make_batch(batch, prefix_id, pad_id)
+    acts = capture(loaded, hook, ids, mask)  # (batch, 1 + longest, d_model)
+    if not torch.isfinite(acts).all():
+        raise BadInputError(f"the model produced NaN or inf activations at {hook.name}; "
+                            "try --dtype float32")
+    stored = acts.to(dtype=getattr(torch, cfg.store_dtype)).cpu()
+    if not torch.isfinite(stored).all():
+        raise BadInputError("activations overflow float16; harvest again with --store-dtype bfloat16")
+    for row, seq in enumerate(batch):
+        n = len(seq.token_ids)
+        writers[seq.split].add(seq, stored[row, 1:1 + n], np.asarray(seq.token_ids, np.int32))
+    return int(mask.sum()) - len(batch)

@@ -1,0 +1,79 @@
+"""Harvest plumbing: a per-split shard writer (memory holds one shard at most) and the progress
+bar with tokens/s."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from autointerp.store import write_shard
+
+
+class ShardWriter:
+    """Buffers one split's sequences; writes a shard (with sequence offsets) whenever the
+    buffer reaches shard_tokens. Shards hold whole sequences, so a resumed run can skip
+    exactly the sequences of the shards already on disk."""
+
+    def __init__(self, directory: Path, store_dtype: str, shard_tokens: int,
+                 done_infos: list[dict], on_shard: Callable[[str, int], None] | None = None):
+        self.directory = directory
+        self.store_dtype = store_dtype
+        self.shard_tokens = shard_tokens
+        self.on_shard = on_shard
+        self.infos = list(done_infos)
+        self.done_sequences = sum(i["n_sequences"] for i in done_infos)
+        self.stored_tokens = sum(i["n_tokens"] for i in done_infos)
+        self._acts: list[torch.Tensor] = []
+        self._tokens: list[np.ndarray] = []
+        self._first_sequence = 0
+        self._buffered = 0
+
+    def add(self, sequence, acts: torch.Tensor, tokens: np.ndarray) -> None:
+        """acts: (len(tokens), d_model) in the store dtype, on the CPU."""
+        if not self._acts:
+            self._first_sequence = sequence.index
+        self._acts.append(acts)
+        self._tokens.append(tokens)
+        self._buffered += len(tokens)
+        if self._buffered >= self.shard_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._acts:
+            return
+        lengths = [len(t) for t in self._tokens]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        index = len(self.infos)
+        info = write_shard(self.directory, index, self.store_dtype, torch.cat(self._acts),
+                           np.concatenate(self._tokens), offsets,
+                           extra={"first_sequence": self._first_sequence,
+                                  "n_sequences": len(lengths)})
+        self.infos.append(info)
+        self.stored_tokens += info["n_tokens"]
+        self.done_sequences += len(lengths)
+        self._acts, self._tokens, self._buffered = [], [], 0
+        if self.on_shard is not None:
+            self.on_shard(self.directory.name, index)
+
+
+class _TokensPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f} tok/s" if task.speed else "- tok/s", style="cyan")
+
+
+@contextmanager
+def harvest_progress(total: int, completed: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A rich bar over stored tokens; yields `advance(n_tokens)`."""
+    progress = Progress(TextColumn(f"harvest {label}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("tokens"), _TokensPerSecond(), TimeRemainingColumn(),
+                        console=Console(stderr=True))
+    with progress:
+        task = progress.add_task("harvest", total=total, completed=min(completed, total))
+        yield lambda n: progress.advance(task, n)

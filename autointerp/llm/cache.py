@@ -1,0 +1,158 @@
+"""A cache around any LLM client, in the `llm_calls` table of the results database.
+
+The key is the sha256 of the canonical JSON of the client's name and every
+request field (sample_index included), so a rerun with the same settings makes
+zero calls and every cached answer can be traced to its prompt. Only successes
+are stored; API keys never reach a request, a client name or this table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import asdict
+
+import sqlite_utils
+
+from autointerp.db import dumps, now
+from autointerp.llm.base import Completion, CompletionRequest, LLMClient, TokenLogprob
+
+PROBE_PREFIX = "probe:"
+
+
+def request_json(request: CompletionRequest) -> dict:
+    return asdict(request)
+
+
+def request_key(client_name: str, request: CompletionRequest) -> str:
+    return hashlib.sha256(dumps([client_name, request_json(request)]).encode()).hexdigest()
+
+
+def _tokens_to_json(tokens: tuple[TokenLogprob, ...] | None) -> list | None:
+    if tokens is None:
+        return None
+    return [[t.token, t.logprob, [list(a) for a in t.top]] for t in tokens]
+
+
+def _tokens_from_json(rows: list | None) -> tuple[TokenLogprob, ...] | None:
+    if rows is None:
+        return None
+    return tuple(TokenLogprob(tok, lp, tuple((a, float(b)) for a, b in top)) for tok, lp, top in rows)
+
+
+def completion_to_json(c: Completion) -> dict:
+    """Compact form: one [token, logprob, [[alt, logprob], ...]] triple per position."""
+    return {
+        "text": c.text,
+        "tokens": _tokens_to_json(c.tokens),
+        "prompt_tokens": _tokens_to_json(c.prompt_tokens),
+        "finish_reason": c.finish_reason,
+        "meta": c.meta,
+    }
+
+
+def completion_from_json(d: dict) -> Completion:
+    return Completion(
+        text=d["text"],
+        tokens=_tokens_from_json(d.get("tokens")),
+        prompt_tokens=_tokens_from_json(d.get("prompt_tokens")),
+        finish_reason=d.get("finish_reason"),
+        meta=dict(d.get("meta") or {}),
+    )
+
+
+def _incomplete(request: CompletionRequest, c: Completion) -> bool:
+    return bool((request.top_logprobs and c.tokens is None)
+                or (request.prompt_logprobs and c.prompt_tokens is None))
+
+
+class CachedClient:
+    """Wraps `inner`; same contract. Counters: `hits`, `calls` (made to inner), `failures`."""
+
+    def __init__(self, inner: LLMClient, db: sqlite_utils.Database):
+        self.inner = inner
+        self.db = db
+        self.name = inner.name
+        self.hits = 0
+        self.calls = 0
+        self.failures = 0
+        # Identical requests in flight at once share one call instead of racing.
+        self._in_flight: dict[str, asyncio.Future] = {}
+
+    def supports(self, feature: str) -> bool | None:
+        return self.inner.supports(feature)
+
+    def _lookup(self, key: str) -> dict | None:
+        rows = list(self.db.query("select response from llm_calls where key = ?", [key]))
+        return json.loads(rows[0]["response"]) if rows else None
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        key = request_key(self.name, request)
+        stored = self._lookup(key)
+        if stored is not None:
+            self.hits += 1
+            c = completion_from_json(stored)
+            return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
+                              {**c.meta, "cache_hit": True})
+        if key in self._in_flight:
+            self.hits += 1
+            return await asyncio.shield(self._in_flight[key])
+        fut = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = fut
+        try:
+            result = await self._call_and_store(key, request)
+            fut.set_result(result)
+            return result
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._in_flight[key]
+
+    async def _call_and_store(self, key: str, request: CompletionRequest) -> Completion:
+        self.calls += 1
+        t0 = time.perf_counter()
+        try:
+            result = await self.inner.complete(request)
+        except BaseException:
+            self.failures += 1
+            raise
+        latency = time.perf_counter() - t0
+        if _incomplete(request, result):
+            # Logprobs were asked for and did not come (a flaky endpoint): hand it back so
+            # the caller can fail or fall back, but let a rerun ask again.
+            return Completion(result.text, result.tokens, result.prompt_tokens,
+                              result.finish_reason, {**result.meta, "latency_s": latency,
+                                                     "cache_hit": False, "cached": False})
+        # Another process may have stored this key meanwhile: keep the first answer
+        # and return what is stored, so a fresh call and a later hit are identical.
+        self.db["llm_calls"].insert({
+            "key": key, "client": self.name, "request": dumps(request_json(request)),
+            "response": dumps(completion_to_json(result)), "latency_s": latency,
+            "created_at": now(),
+        }, ignore=True)
+        c = completion_from_json(self._lookup(key))
+        return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
+                          {**c.meta, "latency_s": latency, "cache_hit": False})
+
+    async def probe(self) -> dict:
+        """The inner client's capability probe, cached too, so a cached rerun calls nothing."""
+        key = hashlib.sha256(dumps([PROBE_PREFIX + self.name]).encode()).hexdigest()
+        stored = self._lookup(key)
+        inner_probe = getattr(self.inner, "probe", None)
+        if stored is not None:
+            adopt = getattr(self.inner, "adopt", None)
+            if adopt is not None:
+                adopt(stored)
+            return stored
+        if inner_probe is None:
+            return {}
+        found = await inner_probe()
+        self.db["llm_calls"].insert({
+            "key": key, "client": self.name, "request": dumps({"probe": True}),
+            "response": dumps(found), "latency_s": 0.0, "created_at": now(),
+        }, ignore=True)
+        return found

@@ -1,0 +1,286 @@
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, Ollama) through `openai`.
+
+Retries are ours (tenacity), not the SDK's: 429 (honouring Retry-After), 5xx,
+timeouts, dropped connections and unreadable bodies are retried with exponential
+backoff and jitter, bounded in attempts and in total time; 401 and other 4xx
+fail at once. The API key is read from the environment at call time and never
+appears in a name, a message, a log line or the cache.
+
+Prompt logprobs come in three dialects (see `wire.py`); `auto` probes which
+one the endpoint speaks and records it in `capabilities`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+from autointerp.llm.base import Completion, CompletionRequest, LLMCallError
+from autointerp.llm.wire import (
+    PROMPT_STYLES,
+    MalformedResponse,
+    detect_echo_shift,
+    parse_chat,
+    parse_completion,
+)
+
+log = logging.getLogger("autointerp.llm")
+
+PLACEHOLDER_KEY = "no-key"
+"""Sent when the key's variable is unset: local servers (llama.cpp, vLLM) need none."""
+
+# A counting sequence: each next token is near certain, so whether the echoed
+# alternatives at position i predict token i or token i+1 shows the alignment.
+PROBE_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+
+
+class _Transient(Exception):
+    """A failure worth another attempt."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _retry_after(response) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms or Retry-After), if any."""
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue  # an HTTP date: rare, fall back to our own backoff
+    return None
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class OpenAIClient:
+    """An OpenAI-compatible endpoint. `prompt_logprobs_style`: auto | vllm | llamacpp | echo | none."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 8, timeout_s: float = 60, max_attempts: int = 6,
+                 max_total_s: float = 300, prompt_logprobs_style: str = "auto"):
+        if prompt_logprobs_style not in PROMPT_STYLES + ("auto",):
+            raise ValueError(f"prompt_logprobs_style must be auto or one of {PROMPT_STYLES}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.max_total_s = max_total_s
+        self.name = f"openai:{self.base_url} {model}"
+        self.capabilities: dict = {}
+        """What is known: prompt_logprobs_style, top_logprobs; filled by `probe` or `adopt`."""
+        if prompt_logprobs_style != "auto":
+            self.capabilities["prompt_logprobs_style"] = prompt_logprobs_style
+        self.attempts = 0
+        """HTTP attempts made, retries included."""
+        self._loop = None
+
+    def supports(self, feature: str) -> bool | None:
+        if feature == "prompt_logprobs":
+            style = self.capabilities.get("prompt_logprobs_style")
+            return None if style is None else style != "none"
+        if feature == "top_logprobs":
+            return self.capabilities.get("top_logprobs")
+        return False
+
+    def adopt(self, capabilities: dict) -> None:
+        """Take capabilities found earlier (e.g. a cached probe) instead of probing again."""
+        self.capabilities = {**capabilities, **self.capabilities}
+
+    def _session(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore, asyncio.Lock]:
+        # The SDK's connection pool and asyncio primitives belong to one event loop;
+        # a new loop (another asyncio.run) gets fresh ones.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            # A plain pool (not the SDK's default wrapper, whose finaliser schedules a
+            # close on whatever loop runs next) may simply be dropped with its loop.
+            pool = openai.DefaultAsyncHttpxClient(timeout=self.timeout_s)
+            self._sdk = openai.AsyncOpenAI(api_key=PLACEHOLDER_KEY, base_url=self.base_url,
+                                           max_retries=0, timeout=self.timeout_s,
+                                           http_client=pool)
+            self._sem = asyncio.Semaphore(self.concurrency)
+            self._probe_lock = asyncio.Lock()
+        return self._sdk, self._sem, self._probe_lock
+
+    def _key(self) -> str | None:
+        return os.environ.get(self.api_key_env) or None
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        if request.messages is not None:
+            return await self._chat(request)
+        style = "none"
+        if request.prompt_logprobs:
+            style = self.capabilities.get("prompt_logprobs_style") or \
+                (await self.probe())["prompt_logprobs_style"]
+            if style == "none":
+                raise LLMCallError(f"endpoint {self.base_url} returns no prompt logprobs "
+                                   f"for {self.model}; use a simulator mode without them")
+        return await self._prompt(request, style)
+
+    async def _chat(self, request: CompletionRequest) -> Completion:
+        params = {"model": request.model or self.model, "max_tokens": request.max_tokens,
+                  "messages": [{"role": r, "content": c} for r, c in request.messages],
+                  "temperature": request.temperature, **self._common(request)}
+        if request.top_logprobs:
+            params.update(logprobs=True, top_logprobs=request.top_logprobs)
+        data = await self._post("chat", params)
+        return self._parsed(parse_chat, data, request.top_logprobs > 0)
+
+    async def _prompt(self, request: CompletionRequest, style: str) -> Completion:
+        params = {"model": request.model or self.model, "prompt": request.prompt,
+                  "temperature": request.temperature, **self._common(request),
+                  # llama.cpp reads max_tokens=0 as "unlimited": always ask for at least one.
+                  "max_tokens": max(1, request.max_tokens)}
+        if request.top_logprobs:
+            params["logprobs"] = request.top_logprobs
+        k = request.prompt_logprobs
+        if k and style == "vllm":
+            params["extra_body"] = {"prompt_logprobs": k}
+        elif k:
+            params.update(echo=True, logprobs=max(k, request.top_logprobs))
+        data = await self._post("completions", params)
+        return self._parsed(parse_completion, data, request, style if k else "none")
+
+    @staticmethod
+    def _common(request: CompletionRequest) -> dict:
+        out: dict = {}
+        if request.stop:
+            out["stop"] = list(request.stop)
+        if request.temperature > 0:  # distinct, reproducible samples where servers honour seeds
+            out["seed"] = request.sample_index
+        return out
+
+    def _parsed(self, parser, data: dict, *args) -> Completion:
+        try:
+            return parser(data, *args)
+        except MalformedResponse as e:  # checked in _post; kept for parse-time surprises
+            raise LLMCallError(f"endpoint {self.base_url} sent an unusable response: {e}") from None
+
+    async def _post(self, kind: str, params: dict) -> dict:
+        sdk, sem, _ = self._session()
+        t0 = time.monotonic()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_total_s),
+            wait=self._wait, reraise=True, before_sleep=self._log_retry)
+        async with sem:
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        return await self._attempt(sdk, kind, params)
+            except _Transient as e:
+                n = attempt.retry_state.attempt_number
+                raise LLMCallError(
+                    f"endpoint {self.base_url} failed after {n} attempt{'s' * (n > 1)} in "
+                    f"{time.monotonic() - t0:.1f}s: {e.reason}") from None
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, sdk: openai.AsyncOpenAI, kind: str, params: dict) -> dict:
+        self.attempts += 1
+        key = self._key()
+        client = sdk.with_options(api_key=key or PLACEHOLDER_KEY)
+        api = client.chat.completions if kind == "chat" else client.completions
+        try:
+            raw = await api.with_raw_response.create(**params)
+            data = json.loads(raw.http_response.text)
+        except openai.APIStatusError as e:
+            raise self._status_error(e, key) from None
+        except openai.APITimeoutError:
+            raise _Transient(f"no answer within {self.timeout_s:g}s") from None
+        except openai.APIConnectionError as e:
+            cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
+            raise _Transient(f"cannot connect ({cause})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _Transient("truncated or invalid JSON body") from None
+        if not isinstance(data, dict) or not data.get("choices"):
+            raise _Transient("response without choices")
+        return data
+
+    def _status_error(self, e: openai.APIStatusError, key: str | None) -> Exception:
+        status = e.status_code
+        if status == 429 or status == 408 or status >= 500:
+            return _Transient(f"HTTP {status}", _retry_after(e.response))
+        if status == 401:
+            where = f"from ${self.api_key_env}" if key else f"(${self.api_key_env} is not set)"
+            return LLMCallError(f"endpoint {self.base_url} rejected the API key (401) {where}")
+        detail = _one_line(getattr(e, "message", "") or "")
+        if key:
+            detail = detail.replace(key, "***")
+        return LLMCallError(f"endpoint {self.base_url} refused the request for model "
+                            f"{self.model} (HTTP {status}): {detail}")
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when the server sent one, else exponential backoff with full jitter."""
+        exc = state.outcome.exception() if state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        if asked is not None:
+            return asked * (1 + 0.1 * random.random())
+        cap = min(30.0, 0.5 * 2 ** (state.attempt_number - 1))
+        return cap * (0.5 + 0.5 * random.random())
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception()
+        log.info("%s: %s; retry %d/%d in %.2fs", self.name, getattr(exc, "reason", exc),
+                 state.attempt_number, self.max_attempts - 1, state.upcoming_sleep)
+
+    async def probe(self) -> dict:
+        """Find which prompt-logprob dialect the endpoint speaks, and whether chat gives
+        top logprobs. Results go to `capabilities` (recorded in runs by the caller)."""
+        _, _, lock = self._session()
+        async with lock:
+            if "prompt_logprobs_style" not in self.capabilities:
+                self.capabilities["prompt_logprobs_style"] = await self._probe_prompt_style()
+            if "top_logprobs" not in self.capabilities:
+                self.capabilities["top_logprobs"] = await self._probe_top_logprobs()
+        return dict(self.capabilities)
+
+    async def _probe_prompt_style(self) -> str:
+        base = {"model": self.model, "prompt": PROBE_PROMPT, "max_tokens": 1, "temperature": 0}
+        try:
+            data = await self._post("completions", {**base, "extra_body": {"prompt_logprobs": 5}})
+            if data["choices"][0].get("prompt_logprobs"):
+                return "vllm"
+            data = await self._post("completions", {**base, "echo": True, "logprobs": 5})
+        except LLMCallError as e:
+            if "refused the request" in str(e):  # a 4xx: this dialect is not spoken
+                return "none"
+            raise
+        shift = detect_echo_shift(data)
+        log.info("%s: echo prompt logprobs, shift %s", self.name, shift)
+        return {0: "echo", 1: "llamacpp"}.get(shift, "none")
+
+    async def _probe_top_logprobs(self) -> bool:
+        params = {"model": self.model, "messages": [{"role": "user", "content": "Say 1."}],
+                  "max_tokens": 2, "temperature": 0, "logprobs": True, "top_logprobs": 2}
+        try:
+            data = await self._post("chat", params)
+        except LLMCallError as e:
+            if "refused the request" in str(e):
+                return False
+            raise
+        c = parse_chat(data, True)
+        return bool(c.tokens) and all(t.top for t in c.tokens)

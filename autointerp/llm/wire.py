@@ -1,0 +1,142 @@
+"""OpenAI-compatible response bodies (plain JSON dicts) -> `Completion`.
+
+Prompt logprobs come in three dialects:
+
+- vllm: `choices[0].prompt_logprobs`, one {token_id: {logprob, rank, decoded_token}}
+  per prompt position (None at position 0), the prompt's own token first;
+- echo: legacy `echo=True, logprobs=k`; `logprobs.tokens[i]` with
+  `token_logprobs[i]` and `top_logprobs[i]` describe position i (OpenAI's own);
+- llamacpp: the same arrays, but llama-cpp-python's server (for models that add
+  no BOS token, like SmolLM2) fills entry i from the distribution *after* token
+  i, i.e. the one that predicts token i+1. So the alternatives for position i
+  are `top_logprobs[i-1]`, and token i's own logprob is its entry there. Entry 0
+  is blanked by the server ("first token has no logprob"), which loses position
+  1's alternatives as well. `detect_echo_shift` finds the offset empirically.
+
+A response without the logprobs that were asked for yields tokens=None, so the
+caller can fail that feature with a reason or fall back.
+"""
+
+from __future__ import annotations
+
+from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob
+
+PROMPT_STYLES = ("vllm", "llamacpp", "echo", "none")
+
+
+class MalformedResponse(Exception):
+    """A 200 whose body does not have the shape of a completion."""
+
+
+def _top(alts: dict | None) -> tuple[tuple[str, float], ...]:
+    """A {token: logprob} dict as pairs, most likely first."""
+    return tuple(sorted(((t, float(lp)) for t, lp in (alts or {}).items()), key=lambda a: -a[1]))
+
+
+def parse_chat(data: dict, want_logprobs: bool) -> Completion:
+    try:
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise MalformedResponse(f"no message in chat response ({type(e).__name__})") from None
+    tokens = None
+    content = (choice.get("logprobs") or {}).get("content") if want_logprobs else None
+    if content:
+        tokens = tuple(
+            TokenLogprob(t["token"], t.get("logprob"),
+                         tuple((a["token"], float(a["logprob"])) for a in t.get("top_logprobs") or ()))
+            for t in content)
+    return Completion(text, tokens, None, choice.get("finish_reason"))
+
+
+def _legacy_rows(lp: dict) -> list[tuple[str, float | None, dict | None, int | None]]:
+    offsets = lp.get("text_offset") or [None] * len(lp["tokens"])
+    return list(zip(lp["tokens"], lp["token_logprobs"], lp.get("top_logprobs") or
+                    [None] * len(lp["tokens"]), offsets))
+
+
+def _legacy_tokens(rows) -> tuple[TokenLogprob, ...]:
+    return tuple(TokenLogprob(tok, lp, _top(top)) for tok, lp, top, _ in rows)
+
+
+def _shifted_tokens(rows) -> tuple[TokenLogprob, ...]:
+    """Undo llama.cpp's one-position shift: row i-1 holds position i's distribution."""
+    out = [TokenLogprob(rows[0][0], None, ())] if rows else []
+    for i in range(1, len(rows)):
+        dist = rows[i - 1][2]
+        token = rows[i][0]
+        own = None if dist is None else dist.get(token)
+        out.append(TokenLogprob(token, None if own is None else float(own), _top(dist)))
+    return tuple(out)
+
+
+def _vllm_tokens(rows: list) -> tuple[TokenLogprob, ...]:
+    out = []
+    for row in rows:
+        if not row:
+            out.append(TokenLogprob("", None, ()))
+            continue
+        entries = list(row.items())
+        own_id, own = entries[0]  # vLLM puts the prompt token first, then the top-k
+        alts = {e.get("decoded_token", tid): e["logprob"] for tid, e in entries}
+        out.append(TokenLogprob(own.get("decoded_token", own_id), float(own["logprob"]), _top(alts)))
+    return tuple(out)
+
+
+def parse_completion(data: dict, request: CompletionRequest, style: str) -> Completion:
+    """`style` is how prompt logprobs were asked for ("none": they were not)."""
+    try:
+        choice = data["choices"][0]
+        text = choice.get("text") or ""
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise MalformedResponse(f"no text in completion response ({type(e).__name__})") from None
+    prompt = request.prompt or ""
+    lp = choice.get("logprobs") or None
+    tokens = prompt_tokens = None
+    if style == "vllm":
+        if choice.get("prompt_logprobs"):
+            prompt_tokens = _vllm_tokens(choice["prompt_logprobs"])
+        if lp and lp.get("tokens") and request.top_logprobs:
+            tokens = _legacy_tokens(_legacy_rows(lp))
+    elif style in ("echo", "llamacpp"):
+        if text.startswith(prompt):  # echo returns the prompt before the generation
+            text = text[len(prompt):]
+        if lp and lp.get("tokens"):
+            rows = _legacy_rows(lp)
+            n_prompt = _n_prompt_rows(rows, prompt)
+            fix = _shifted_tokens if style == "llamacpp" else _legacy_tokens
+            prompt_tokens = fix(rows[:n_prompt])
+            if request.top_logprobs and n_prompt < len(rows):
+                tokens = _legacy_tokens(rows[n_prompt:])
+    elif lp and lp.get("tokens") and request.top_logprobs:
+        tokens = _legacy_tokens(_legacy_rows(lp))
+    return Completion(text, tokens, prompt_tokens, choice.get("finish_reason"))
+
+
+def _n_prompt_rows(rows, prompt: str) -> int:
+    """Rows that belong to the prompt: by character offset where given, else by text length."""
+    if rows and rows[0][3] is not None:
+        return sum(1 for *_, off in rows if off < len(prompt))
+    n, used = 0, 0
+    while n < len(rows) and used < len(prompt):
+        used += len(rows[n][0])
+        n += 1
+    return n
+
+
+def detect_echo_shift(data: dict) -> int | None:
+    """How many positions echoed alternatives lag their token, from a predictable prompt.
+
+    Scores each hypothesis by how often the most likely alternative in row i equals
+    token i (shift 0) or token i+1 (shift 1); on a counting sequence the right one
+    matches nearly everywhere. None when neither does (no usable echo logprobs)."""
+    lp = (data.get("choices") or [{}])[0].get("logprobs") or {}
+    tokens, tops = lp.get("tokens") or [], lp.get("top_logprobs") or []
+    best = [max(t, key=t.get) if t else None for t in tops]
+    n = min(len(tokens), len(best)) - 1
+    if n < 8:
+        return None
+    hits = {s: sum(best[i] is not None and best[i] == tokens[i + s] for i in range(n))
+            for s in (0, 1)}
+    shift = max(hits, key=hits.get)
+    return shift if hits[shift] >= 0.6 * n and hits[shift] > hits[1 - shift] else None

@@ -1,0 +1,269 @@
+"""The simulator self-test: can this simulator score explanations at all?
+
+Each planted feature (planted.py) is simulated twice: with its true explanation and
+with the explanation of another planted feature. A simulator worth trusting scores
+the right explanation high and the wrong one much lower. A weak one (SmolLM2-135M,
+say) scores both about the same, and then no score it gives means anything: the
+explain-then-simulate method (Bills et al. 2023) measures the explanation only
+through the simulator. The verdict is cached in the `selftests` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import sqlite_utils
+
+from autointerp import db as dbm
+from autointerp.errors import BadInputError
+from autointerp.planted import (
+    PLANTED_VERSION,
+    PlantedCase,
+    plant,
+    smollm2_tokenizer,
+    store_fragments,
+    text_fragments,
+)
+from autointerp.scoring import mean_ci, score_simulation
+from autointerp.types import Fragment, SimulationFailed, Simulator
+
+Interval = tuple[float, float, float]
+"""(mean, lo, hi): a mean with its 95% bootstrap confidence interval."""
+
+@dataclass(frozen=True)
+class SelftestSettings:
+    n_features: int = 12
+    """Planted features to simulate (each twice); at most the 12 defined in planted.py."""
+    seed: int = 0
+    right_threshold: float = 0.5
+    """The mean score with the true explanation must reach this."""
+    gap_threshold: float = 0.2
+    """The mean paired gap (right minus wrong explanation) must reach this."""
+    max_fragments: int = 1000
+    """Eval fragments searched for planted features."""
+
+    def __post_init__(self):
+        if self.n_features < 2:
+            raise ValueError("the self-test needs at least 2 planted features (one's wrong "
+                             "explanation is another's true one)")
+
+
+@dataclass(frozen=True)
+class PlantedOutcome:
+    """One planted feature's two simulations."""
+
+    feature: str
+    explanation: str
+    wrong_explanation: str
+    """The true explanation of another planted feature."""
+    right: float | None
+    """Pooled correlation with the true explanation (None: the simulation failed)."""
+    wrong: float | None
+    failure: str | None = None
+    """Why a simulation failed; failures are reported, never scored."""
+
+
+@dataclass(frozen=True)
+class SelftestResult:
+    id: str
+    """sha256 of the simulator identity, mode, fragment source and settings."""
+    simulator: str
+    mode: str
+    right: Interval
+    wrong: Interval
+    gap: Interval
+    """Paired per feature: right minus wrong, over features where both simulations succeeded."""
+    passed: bool
+    right_threshold: float
+    gap_threshold: float
+    details: tuple[PlantedOutcome, ...]
+    cached: bool = field(default=False, compare=False)
+    """Read back from the database rather than simulated now."""
+
+    @property
+    def n_failed(self) -> int:
+        """Simulations that failed (each planted feature has two)."""
+        return sum((d.right is None) + (d.wrong is None) for d in self.details)
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def shortfalls(self) -> list[str]:
+        paired = sum(d.right is not None and d.wrong is not None for d in self.details)
+        return shortfalls(self.right, self.gap, paired, len(self.details),
+                          self.right_threshold, self.gap_threshold)
+
+
+def simulator_identity(simulator: Simulator) -> dict:
+    """Name, resolved mode and whatever else shapes its predictions (prompt version, scale),
+    but not how the mode was chosen."""
+    described = getattr(simulator, "settings", None)
+    ident = dict(described()) if described else {}
+    for how in ("note", "requested_mode"):
+        ident.pop(how, None)
+    return {**ident, "name": simulator.name, "mode": simulator.mode}
+
+
+def selftest_id(simulator: Simulator, source: str, settings: SelftestSettings) -> str:
+    key = {"simulator": simulator_identity(simulator), "source": source,
+           "planted_version": PLANTED_VERSION, **asdict(settings)}
+    return hashlib.sha256(dbm.dumps(key).encode()).hexdigest()
+
+
+def fragment_source(store, tokenizer=None) -> str:
+    """What the planted fragments are cut from, as part of the cache key."""
+    if store is None:
+        return f"builtin:{getattr(tokenizer, 'name_or_path', None) or 'smollm2'}"
+    meta = hashlib.sha256(dbm.dumps(store.meta).encode()).hexdigest()
+    return f"store:{meta}"
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation with no fixed point: feature i gets feature out[i]'s explanation."""
+    order = np.random.default_rng(seed).permutation(n)
+    out = [0] * n
+    for k in range(n):  # a cyclic shift along a shuffled order never maps i to itself
+        out[int(order[k])] = int(order[(k + 1) % n])
+    return out
+
+
+async def _score(simulator: Simulator, explanation: str, fragments: tuple[Fragment, ...],
+                 tick: Callable[[], None]) -> tuple[float | None, str | None]:
+    try:
+        simulation = await simulator.simulate(explanation, list(fragments))
+    except SimulationFailed as e:
+        return None, str(e) or "simulation failed"
+    finally:
+        tick()
+    return score_simulation(list(fragments), simulation).all, None
+
+
+async def simulate_cases(simulator: Simulator, cases: list[PlantedCase], seed: int,
+                         tick: Callable[[], None] = lambda: None) -> tuple[PlantedOutcome, ...]:
+    """Simulate every case with its true and with a deranged explanation, concurrently."""
+    wrong_of = derangement(len(cases), seed)
+    jobs = []
+    for i, case in enumerate(cases):
+        jobs.append(_score(simulator, case.feature.explanation, case.fragments, tick))
+        jobs.append(_score(simulator, cases[wrong_of[i]].feature.explanation, case.fragments, tick))
+    results = await asyncio.gather(*jobs)
+    outcomes = []
+    for i, case in enumerate(cases):
+        (right, e1), (wrong, e2) = results[2 * i], results[2 * i + 1]
+        failure = "; ".join(f"{which}: {e}" for which, e in (("right", e1), ("wrong", e2)) if e)
+        outcomes.append(PlantedOutcome(case.feature.name, case.feature.explanation,
+                                       cases[wrong_of[i]].feature.explanation,
+                                       right, wrong, failure or None))
+    return tuple(outcomes)
+
+
+def shortfalls(right: Interval, gap: Interval, n_paired: int, n_features: int,
+               right_threshold: float, gap_threshold: float) -> list[str]:
+    """Why a simulator fails, one phrase per unmet condition (none: it passes). Besides the
+    two thresholds, at least half the planted features (and two) must have been simulated
+    both ways: a simulator that mostly fails to answer is failing."""
+    out = []
+    if n_paired < max(2, n_features / 2):
+        out.append(f"only {n_paired} of {n_features} planted features were simulated both ways")
+    if not right[0] >= right_threshold:  # NaN fails too
+        out.append(f"mean score with the true explanation {right[0]:.3f} < {right_threshold}")
+    if not gap[0] >= gap_threshold:
+        out.append(f"mean gap between true and wrong explanations {gap[0]:.3f} < {gap_threshold}")
+    return out
+
+
+def summarise(outcomes: tuple[PlantedOutcome, ...], settings: SelftestSettings
+              ) -> tuple[Interval, Interval, Interval, bool]:
+    """Means with bootstrap CIs over planted features, and the verdict."""
+    right = [o.right for o in outcomes if o.right is not None]
+    wrong = [o.wrong for o in outcomes if o.wrong is not None]
+    gaps = [o.right - o.wrong for o in outcomes if o.right is not None and o.wrong is not None]
+    r, w, g = (mean_ci(v, seed=settings.seed) for v in (right, wrong, gaps))
+    unmet = shortfalls(r, g, len(gaps), len(outcomes), settings.right_threshold,
+                       settings.gap_threshold)
+    return r, w, g, not unmet
+
+
+def _to_row(res: SelftestResult, settings: SelftestSettings) -> dict:
+    row = {"id": res.id, "simulator": res.simulator, "simulator_mode": res.mode,
+           "passed": int(res.passed), "created_at": dbm.now(),
+           "thresholds": dbm.dumps({"right": res.right_threshold, "gap": res.gap_threshold}),
+           "details": dbm.dumps({"settings": asdict(settings),
+                                 "features": [asdict(d) for d in res.details]})}
+    for name, (mean, lo, hi) in (("right", res.right), ("wrong", res.wrong), ("gap", res.gap)):
+        # SQLite has no NaN; NULL stands for "no value" and is read back as NaN.
+        row.update({f"{name}_mean": _sql(mean), f"{name}_lo": _sql(lo), f"{name}_hi": _sql(hi)})
+    return row
+
+
+def _sql(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def _from_row(row: dict) -> SelftestResult:
+    def interval(name: str) -> Interval:
+        return tuple(math.nan if row[f"{name}_{k}"] is None else row[f"{name}_{k}"]
+                     for k in ("mean", "lo", "hi"))
+
+    thresholds = json.loads(row["thresholds"])
+    details = json.loads(row["details"])["features"]
+    return SelftestResult(row["id"], row["simulator"], row["simulator_mode"], interval("right"),
+                          interval("wrong"), interval("gap"), bool(row["passed"]),
+                          thresholds["right"], thresholds["gap"],
+                          tuple(PlantedOutcome(**d) for d in details), cached=True)
+
+
+def load_selftest(db: sqlite_utils.Database, id: str) -> SelftestResult | None:
+    rows = list(db["selftests"].rows_where("id = ?", [id]))
+    return _from_row(rows[0]) if rows else None
+
+
+async def selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=None,
+                   settings: SelftestSettings = SelftestSettings(), tokenizer=None,
+                   on_total: Callable[[int], None] = lambda n: None,
+                   tick: Callable[[], None] = lambda: None) -> SelftestResult:
+    """Run (or read back) the self-test. Fragments come from the store's eval split, else
+    from the builtin corpus tokenized with `tokenizer` (default: SmolLM2's)."""
+    prepare = getattr(simulator, "prepare", None)
+    if prepare is not None:  # resolves `--simulator-mode auto`, which the key must name
+        await prepare()
+    id = selftest_id(simulator, fragment_source(store, tokenizer), settings)
+    if (done := load_selftest(db, id)) is not None:
+        return done
+    cases = plant(_fragments(store, tokenizer, settings.max_fragments),
+                  settings.n_features, settings.seed)
+    if len(cases) < 2:
+        raise BadInputError(f"only {len(cases)} planted feature(s) fire in at least 5 eval "
+                            "fragments; the self-test needs more eval text")
+    on_total(2 * len(cases))
+    outcomes = await simulate_cases(simulator, cases, settings.seed, tick)
+    right, wrong, gap, passed = summarise(outcomes, settings)
+    res = SelftestResult(id, simulator.name, simulator.mode, right, wrong, gap, passed,
+                         settings.right_threshold, settings.gap_threshold, outcomes)
+    db["selftests"].upsert(_to_row(res, settings), pk="id")
+    return res
+
+
+def run_selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=None,
+                 n_features: int = 12, seed: int = 0, right_threshold: float = 0.5,
+                 gap_threshold: float = 0.2, tokenizer=None, **callbacks) -> SelftestResult:
+    """Synchronous entry point (the CLI's); `await selftest(...)` inside an event loop."""
+    settings = SelftestSettings(n_features, seed, right_threshold, gap_threshold)
+    return asyncio.run(selftest(simulator, db, store=store, settings=settings,
+                                tokenizer=tokenizer, **callbacks))
+
+
+def _fragments(store, tokenizer, max_fragments: int) -> list[tuple[int, tuple[str, ...]]]:
+    if store is not None:
+        return store_fragments(store, max_fragments)
+    from autointerp.corpus import open_corpus
+
+    return text_fragments(open_corpus("builtin"), tokenizer or smollm2_tokenizer(),
+                          max_fragments=max_fragments)

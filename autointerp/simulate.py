@@ -1,0 +1,253 @@
+"""The simulator: an LLM predicts a feature's activation on every token from an explanation.
+
+Modes, best first (Bills et al. 2023):
+
+- all-at-once: one raw prompt per fragment with `token<TAB>unknown` lines; at each
+  `unknown` slot the prompt logprobs over the tokens "0".."10" give the expected
+  activation, in one forward pass (in-process exactly, vLLM prompt_logprobs,
+  llama.cpp echo);
+- logprobs: a chat model writes a JSON array of integers; each number's expected
+  value is read from the top logprobs over digit tokens at its position;
+- json: the same array, its plain integers, for endpoints without logprobs.
+
+A tokenizer that writes "10" as two tokens ("1", "0": SmolLM2, Llama 2) would make
+P("1") mean both 1 and 10, so there the scale is 0..9 (recorded in `note`).
+Misaligned or unparseable output is retried a bounded number of times, sampling with
+a new sample_index; then SimulationFailed(reason). Nothing is scored silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from autointerp.errors import BadInputError
+from autointerp.explain import records_block
+from autointerp.llm.base import Completion, CompletionRequest, LLMCallError, LLMClient
+from autointerp.parsing import (
+    ParseError,
+    expected_value,
+    fewshot_examples,
+    format_numbered,
+    format_records,
+    parse_int_array,
+    render,
+    scale_activations,
+    template,
+    token_starts,
+)
+from autointerp.types import Fragment, Simulation, SimulationFailed
+
+MODES = ("all-at-once", "logprobs", "json")
+PLACEHOLDER = "unknown"
+PROBE_DIGITS = "0 1 2 3 4 5 6 7 8 9 10"
+
+
+def check_mode(mode: str) -> str:
+    if mode not in ("auto", *MODES):
+        raise BadInputError(f"unknown simulator mode {mode!r}; choose auto, {', '.join(MODES)}")
+    return mode
+
+
+def _examples(scale_max: int) -> list[tuple[str, list[Fragment]]]:
+    return [(ex["explanation"], [Fragment(tuple(t for t, _ in f), tuple(float(a) for _, a in f))
+                                 for f in ex["fragments"]]) for ex in fewshot_examples()]
+
+
+def _one_line(explanation: str) -> str:
+    return " ".join(explanation.split())
+
+
+def all_at_once_prompt(explanation: str, tokens, scale_max: int = 10) -> str:
+    examples = _examples(scale_max)
+    blocks = [render(template("simulator_example.txt"), index=i, explanation=text,
+                     records=records_block(frags, scale_max))
+              for i, (text, frags) in enumerate(examples, start=1)]
+    return render(template("simulator_all_at_once.txt"), scale_max=scale_max,
+                  examples="\n\n".join(blocks), index=len(examples) + 1,
+                  explanation=_one_line(explanation),
+                  records=format_records(tokens, [PLACEHOLDER] * len(tokens)))
+
+
+def chat_messages(explanation: str, tokens, scale_max: int = 10) -> tuple[tuple[str, str], ...]:
+    user = template("simulator_chat_user.txt")
+    messages = [("system", render(template("simulator_chat_system.txt"), scale_max=scale_max))]
+    for text, frags in _examples(scale_max):
+        for f in frags:
+            top = max(f.activations)
+            messages.append(("user", render(user, explanation=text, n_tokens=len(f.tokens),
+                                            records=format_numbered(f.tokens))))
+            messages.append(("assistant", json.dumps(scale_activations(f.activations, top,
+                                                                       scale_max))))
+    messages.append(("user", render(user, explanation=_one_line(explanation),
+                                    n_tokens=len(tokens), records=format_numbered(tokens))))
+    return tuple(messages)
+
+
+def slot_positions(prompt_tokens) -> list[int]:
+    """Indices of prompt tokens that begin an `unknown` placeholder right after a tab.
+    Corpus tokens never hold a raw tab (they are escaped), so only slots match."""
+    out, prev = [], ""
+    for i, t in enumerate(prompt_tokens):
+        tok = t.token
+        if prev.endswith("\t") and tok and (tok.startswith(PLACEHOLDER) or PLACEHOLDER.startswith(tok)):
+            out.append(i)
+        prev = tok or prev
+    return out
+
+
+def read_all_at_once(c: Completion, n_tokens: int, scale_max: int) -> list[float]:
+    if not c.prompt_tokens:
+        raise SimulationFailed("the endpoint returned no prompt logprobs for all-at-once mode")
+    slots = slot_positions(c.prompt_tokens)
+    if len(slots) != n_tokens:
+        raise SimulationFailed(f"found {len(slots)} activation slots in the scored prompt for "
+                               f"{n_tokens} tokens (does the tokenizer merge tab and placeholder?)")
+    values = [expected_value(c.prompt_tokens[i], scale_max) for i in slots]
+    if any(v is None for v in values):
+        raise SimulationFailed("no digit among the prompt logprob alternatives at a slot")
+    return values
+
+
+def read_logprobs(c: Completion, values: list[int], offsets: list[int], scale_max: int
+                  ) -> list[float]:
+    """Expected value at each written number's first token; the written integer where the
+    token does not hold the whole number or no digit is among its alternatives."""
+    if not c.tokens:
+        raise SimulationFailed("the endpoint returned no token logprobs; use --simulator-mode json")
+    joined = "".join(t.token for t in c.tokens)
+    shift = joined.find(c.text) if c.text else 0
+    if shift < 0:
+        raise SimulationFailed("the returned tokens do not spell the answer text")
+    starts = token_starts(c.tokens)
+    out, i = [], 0
+    for value, offset in zip(values, offsets, strict=True):
+        o = offset + shift
+        while i + 1 < len(starts) and starts[i + 1] <= o:
+            i += 1
+        whole = o + len(str(value)) <= starts[i] + len(c.tokens[i].token)
+        ev = expected_value(c.tokens[i], scale_max) if whole else None
+        out.append(float(value) if ev is None else ev)
+    return out
+
+
+class LLMSimulator:
+    """Simulator protocol (types.py) over any LLMClient. Call `await prepare()` first to
+    resolve `auto` and the digit scale (simulate does it too); both probes are cached."""
+
+    def __init__(self, client: LLMClient, mode: str = "auto", *, retries: int = 3,
+                 top_logprobs: int = 15, scale_max: int | None = None):
+        self.client = client
+        self.requested_mode = check_mode(mode)
+        self.mode = mode
+        self.retries = retries
+        self.top_logprobs = top_logprobs
+        self.scale_max = scale_max
+        self.note = ""
+        """How the mode and scale were chosen, recorded with the run."""
+        self.name = f"llm:{client.name}"
+        self._prepared = False
+
+    def settings(self) -> dict:
+        return {"name": self.name, "mode": self.mode, "requested_mode": self.requested_mode,
+                "scale_max": self.scale_max, "top_logprobs": self.top_logprobs,
+                "retries": self.retries, "note": self.note, "prompt_version": 1}
+
+    async def prepare(self) -> None:
+        if self._prepared:
+            return
+        if self.requested_mode != "auto" and self.scale_max is not None:
+            self.mode, self.note, self._prepared = self.requested_mode, f"mode {self.mode}", True
+            return  # nothing left to find out
+        probe = getattr(self.client, "probe", None)
+        if probe is not None:
+            await probe()
+        ten = None
+        if self.requested_mode in ("auto", "all-at-once"):
+            ok, ten = await self._probe_prompt()
+            if ok:
+                self.mode = "all-at-once"
+            elif self.requested_mode == "all-at-once":
+                raise BadInputError(f"{self.client.name} returns no prompt logprobs, which "
+                                    "all-at-once mode needs; try --simulator-mode logprobs or json")
+        if self.mode in ("auto", "logprobs"):
+            ok, ten = await self._probe_chat()
+            if not ok and self.requested_mode == "logprobs":
+                raise BadInputError(f"{self.client.name} returns no token logprobs, which "
+                                    "logprobs mode needs; try --simulator-mode json")
+            self.mode, ten = ("logprobs", ten) if ok else ("json", None)
+        if self.scale_max is None:
+            self.scale_max = 9 if ten is False else 10
+        notes = [f"mode {self.mode}" + (" (chosen by auto)" if self.requested_mode == "auto" else "")]
+        if ten is False and self.scale_max == 9:
+            notes.append("'10' is two tokens for this model, so activations use a 0..9 scale")
+        self.note = "; ".join(notes)
+        self._prepared = True
+
+    async def _probe_prompt(self) -> tuple[bool, bool | None]:
+        """Whether prompt logprobs come back, and whether '10' is one token."""
+        if self.client.supports("prompt_logprobs") is False:
+            return False, None
+        req = CompletionRequest(model="", prompt=PROBE_DIGITS, max_tokens=1, prompt_logprobs=1)
+        try:
+            c = await self.client.complete(req)
+        except LLMCallError:
+            return False, None
+        if not c.prompt_tokens:
+            return False, None
+        return True, any(t.token.strip() == "10" for t in c.prompt_tokens)
+
+    async def _probe_chat(self) -> tuple[bool, bool | None]:
+        """Whether generated tokens come with top logprobs, and whether '10' is one token."""
+        if self.client.supports("top_logprobs") is False:
+            return False, None
+        req = CompletionRequest(model="", messages=(("user", f"Repeat exactly: {PROBE_DIGITS}"),),
+                                max_tokens=32, top_logprobs=2)
+        try:
+            c = await self.client.complete(req)
+        except LLMCallError:
+            return False, None
+        if not c.tokens or not any(t.top for t in c.tokens):
+            return False, None
+        toks = [t.token.strip() for t in c.tokens]
+        return True, True if "10" in toks else (False if "10" in c.text else None)
+
+    async def simulate(self, explanation: str, fragments: list[Fragment]) -> Simulation:
+        await self.prepare()
+        one = self._all_at_once if self.mode == "all-at-once" else self._chat
+        results = await asyncio.gather(*(one(explanation, f.tokens) for f in fragments),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return Simulation(tuple(tuple(r) for r in results), self.name, self.mode)
+
+    def _digits(self) -> tuple[str, ...]:
+        return tuple(str(v) for v in range(self.scale_max + 1))
+
+    async def _all_at_once(self, explanation: str, tokens) -> list[float]:
+        # Deterministic in the prompt, so a misaligned answer would only repeat: no retry.
+        req = CompletionRequest(model="", prompt=all_at_once_prompt(explanation, tokens, self.scale_max),
+                                max_tokens=1, prompt_logprobs=self.top_logprobs,
+                                candidate_tokens=self._digits())
+        return read_all_at_once(await self.client.complete(req), len(tokens), self.scale_max)
+
+    async def _chat(self, explanation: str, tokens) -> list[float]:
+        messages = chat_messages(explanation, tokens, self.scale_max)
+        logprobs = self.mode == "logprobs"
+        reasons = []
+        for attempt in range(self.retries):
+            req = CompletionRequest(
+                model="", messages=messages, max_tokens=4 * len(tokens) + 16,
+                temperature=0.0 if attempt == 0 else 0.7, sample_index=attempt,
+                top_logprobs=self.top_logprobs if logprobs else 0,
+                candidate_tokens=self._digits() if logprobs else ())
+            c = await self.client.complete(req)
+            try:
+                values, offsets = parse_int_array(c.text, len(tokens), self.scale_max)
+            except ParseError as e:
+                reasons.append(str(e))
+                continue
+            return read_logprobs(c, values, offsets, self.scale_max) if logprobs else \
+                [float(v) for v in values]
+        raise SimulationFailed(f"simulator output unusable after {self.retries} tries: {reasons[-1]}")

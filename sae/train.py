@@ -1,0 +1,185 @@
+"""The SAE trainer: Adam over batches of activations, resumable from checkpoints.
+
+`train_sae` accepts any iterable of (batch, d_model) float tensors, so the toy tests
+feed it synthetic batches and the CLI feeds it `ActivationStore.train_batches`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from autointerp.dictionary import Dictionary
+from autointerp.errors import BadInputError
+from autointerp.sae.config import TrainConfig
+from autointerp.sae.modules import SparseAutoencoder
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_EVERY = 20  # steps between progress-bar statistics (each read forces a device sync)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise BadInputError(f"unknown --device {device!r}; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(device)
+
+
+class Trainer:
+    """One SAE, its optimiser and its running statistics."""
+
+    def __init__(self, d_model: int, config: TrainConfig, device: str = "auto"):
+        self.config, self.device = config, pick_device(device)
+        gen = torch.Generator().manual_seed(config.seed)
+        self.sae = SparseAutoencoder(config.arch, d_model, config.n_features, config.topk, gen)
+        self.sae.to(self.device)
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=config.learning_rate,
+                                    betas=(0.9, 0.999))
+        self.step_index = 0
+        self.scale = 1.0  # activations are divided by this so that E||x - mean||^2 = 1
+        self.since_fired = torch.zeros(config.n_features, dtype=torch.long, device=self.device)
+        self.stats = torch.zeros(4, device=self.device)  # sums of mse, fvu, l0 over LOG_EVERY steps
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor) -> None:
+        """Set the input scale and b_dec (the data mean) from a first batch."""
+        x = x.to(self.device, torch.float32)
+        mean = x.mean(0)
+        self.scale = float((x - mean).pow(2).sum(1).mean().sqrt().clamp(min=1e-8))
+        self.sae.b_dec.copy_(mean / self.scale)
+
+    def step(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        lr, l1 = cfg.schedule(self.step_index)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x = x.to(self.device, torch.float32, non_blocking=True) / self.scale  # (batch, d_model)
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
+            x_hat, f, pre = self.sae(x)
+        x_hat, f = x_hat.float(), f.float()
+        sse = (x_hat - x).pow(2).sum(1).mean()  # sum of squares: ~FVU in these units
+        if cfg.arch == "topk":
+            dead = self.since_fired >= cfg.dead_after
+            loss = sse + cfg.aux_coef * self.sae.aux_loss(x, x_hat, pre.float(), dead)
+        else:
+            loss = sse + l1 * f.abs().sum(1).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sae.remove_parallel_grads_()
+        self.opt.step()
+        self.sae.unit_norm_()
+        self._track(x, sse.detach(), f.detach())
+        self.step_index += 1
+
+    @torch.no_grad()
+    def _track(self, x: torch.Tensor, sse: torch.Tensor, f: torch.Tensor) -> None:
+        fired = (f > 0).any(0)
+        self.since_fired += len(x)
+        self.since_fired[fired] = 0
+        var = (x - x.mean(0)).pow(2).sum(1).mean()
+        self.stats += torch.stack([sse / x.shape[1], sse / var, (f > 0).sum(1).float().mean(),
+                                   torch.ones((), device=self.device)])
+
+    def summary(self) -> dict[str, float]:
+        """Mean MSE (original units), FVU, L0 since the last call, and the dead fraction."""
+        mse, fvu, l0, n = self.stats.tolist()
+        self.stats.zero_()
+        n = max(n, 1.0)
+        dead = (self.since_fired >= self.config.dead_after).float().mean().item()
+        return {"mse": mse / n * self.scale**2, "fvu": fvu / n, "l0": l0 / n, "dead": dead}
+
+    def state_dict(self) -> dict:
+        return {"config": asdict(self.config), "step": self.step_index, "scale": self.scale,
+                "sae": self.sae.state_dict(), "opt": self.opt.state_dict(),
+                "since_fired": self.since_fired.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.opt.load_state_dict(state["opt"])
+        self.step_index, self.scale = state["step"], state["scale"]
+        self.since_fired = state["since_fired"].to(self.device)
+
+    def to_dictionary(self, meta: dict) -> Dictionary:
+        meta = {**meta, "method": self.config.arch,
+                "hyperparameters": {**self.config.hyperparameters(), "input_scale": self.scale}}
+        return self.sae.to_dictionary(self.scale, meta)
+
+
+def save_checkpoint(trainer: Trainer, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(trainer.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def resume(trainer: Trainer, path: Path | None) -> bool:
+    """Load `path` into `trainer` when it holds a checkpoint of the same run."""
+    if path is None or not path.exists():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file: say which, never train over it silently
+        raise BadInputError(f"checkpoint {path} is unreadable ({type(e).__name__}); "
+                            "delete it to start over") from None
+    if state.get("config") != asdict(trainer.config):
+        raise BadInputError(f"checkpoint {path} is from a run with other settings; "
+                            "use another --out or --overwrite")
+    trainer.load_state_dict(state)
+    return True
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                    disable=not enabled, transient=False)
+
+
+def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig,
+              checkpoint: Path | None = None, meta: dict | None = None, device: str = "auto",
+              progress: bool = True) -> tuple[Dictionary, dict[str, float]]:
+    """Train one SAE; return it (in original units) and the final training statistics.
+
+    With `checkpoint`, the run resumes from it when present (skipping the batches it
+    already consumed, so the data order matches an uninterrupted run) and saves to it
+    every `checkpoint_every` steps and at the end."""
+    trainer = Trainer(d_model, config, device)
+    resumed = resume(trainer, checkpoint)
+    it = iter(batches)
+    for _ in range(trainer.step_index):
+        next(it, None)
+    summary = {}
+    with _progress(progress) as bar:
+        task = bar.add_task("train", total=config.n_steps, completed=trainer.step_index, stats="")
+        while trainer.step_index < config.n_steps:
+            x = next(it, None)
+            if x is None:
+                raise BadInputError(f"the activations ran out after {trainer.step_index} of "
+                                    f"{config.n_steps} steps")
+            _check_batch(x, d_model, trainer.step_index)
+            if trainer.step_index == 0 and not resumed:
+                trainer.init_from(x)
+            trainer.step(x)
+            done = trainer.step_index
+            if done % LOG_EVERY == 0 or done == config.n_steps:
+                summary = trainer.summary()
+                bar.update(task, stats="mse {mse:.4g} fvu {fvu:.3f} L0 {l0:.1f} dead {dead:.1%}"
+                           .format(**summary))
+            bar.update(task, completed=done)
+            if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.n_steps):
+                save_checkpoint(trainer, checkpoint)
+    return trainer.to_dictionary(meta or {}), summary
+
+
+def _check_batch(x: torch.Tensor, d_model: int, step: int) -> None:
+    if x.ndim != 2 or x.shape[1] != d_model:
+        raise BadInputError(f"training batch {step} has shape {tuple(x.shape)}, expected (n, {d_model})")
+    if not torch.isfinite(x).all():
+        raise BadInputError(f"training batch {step} has NaN or inf activations")

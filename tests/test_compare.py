@@ -1,0 +1,219 @@
+"""compare: the table, the differences and the plot, checked against a direct
+computation from a small results database built here."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from autointerp import compare
+from autointerp.db import dumps, now, open_db
+from autointerp.plot import plot_scores
+from autointerp.scoring import mean_ci
+
+NASTY_TOKEN = '</script><img src=x onerror="window.pwned=1">&amp;\n'
+
+
+def _fragments(rng, n_tokens: int = 8) -> str:
+    """The shape pipeline.score_feature writes: 2 top + 1 random scoring fragments."""
+    def frag(index: int):
+        tokens = [f" tok{i}" for i in range(n_tokens - 1)] + [NASTY_TOKEN]
+        return {"index": index, "tokens": tokens,
+                "activations": rng.random(n_tokens).round(3).tolist()}
+    return dumps({
+        "n_nonzero": 30, "n_top": 2, "explainer": [frag(i) for i in range(2)],
+        "scoring": [frag(i) for i in range(2, 5)],
+        "simulations": [[rng.integers(0, 11, n_tokens).tolist() for _ in range(3)]],
+    })
+
+
+def _selftest(db, id: str, simulator: str, passed: bool) -> None:
+    right, wrong = (0.8, 0.1) if passed else (0.21, 0.16)
+    db["selftests"].insert({
+        "id": id, "simulator": simulator,
+        "simulator_mode": "lexical" if simulator == "lexical" else "all-at-once",
+        "right_mean": right, "right_lo": right - 0.1, "right_hi": right + 0.1,
+        "wrong_mean": wrong, "wrong_lo": wrong - 0.1, "wrong_hi": wrong + 0.1,
+        "gap_mean": right - wrong, "gap_lo": right - wrong - 0.1, "gap_hi": right - wrong + 0.1,
+        "passed": int(passed), "thresholds": dumps({"right": 0.5, "gap": 0.2}),
+        "details": "{}", "created_at": now()})
+
+
+# (run label, dictionary, layer, explainer, simulator, features scored, failed)
+RUNS = [
+    ("topk", "topk3", 3, "inprocess:tiny", "inprocess:tiny", 12, 2),
+    ("pca", "pca3", 3, "inprocess:tiny", "inprocess:tiny", 10, 0),
+    ("pca (lexical)", "pca3", 3, "lexical", "lexical", 10, 0),
+    ("topk", "topk5", 5, "inprocess:tiny", "inprocess:tiny", 9, 1),
+    ("neurons", "neurons5", 5, "inprocess:tiny", "inprocess:tiny", 8, 0),
+]
+
+
+def make_results_db(path: Path, llm_selftest_passed: bool, seed: int = 0):
+    """A results DB shaped like the scoring pipeline's: 2 layers, SAE and baselines,
+    one lexical reference row sharing a dictionary with an LLM row."""
+    rng = np.random.default_rng(seed)
+    db = open_db(path)
+    _selftest(db, "st-llm", "inprocess:tiny", llm_selftest_passed)
+    _selftest(db, "st-lex", "lexical", True)
+    for name in {r[1] for r in RUNS}:
+        layer = int(name[-1])
+        db["dictionaries"].insert({
+            "id": name, "path": f"/d/{name}", "method": name[:-1], "model": "tiny",
+            "hook": f"resid.{layer}", "layer": layer, "n_features": 64,
+            "l0": float(rng.integers(5, 60)), "fvu": float(rng.random()), "meta": "{}",
+            "created_at": now()})
+    for i, (label, dic, _, explainer, simulator, n_scored, n_failed) in enumerate(RUNS):
+        run_id = f"run{i}"
+        db["runs"].insert({
+            "id": run_id, "dictionary_id": dic, "label": label, "explainer": explainer,
+            "simulator": simulator, "simulator_mode": "lexical" if simulator == "lexical" else
+            "all-at-once", "selftest_id": "st-lex" if simulator == "lexical" else "st-llm",
+            "config": "{}", "n_sampled": n_scored + n_failed, "n_skipped": 1, "created_at": now()})
+        for f in range(n_scored + n_failed):
+            scored = f < n_scored
+            top, rand = rng.uniform(-0.2, 0.9, 2)
+            db["features"].insert({
+                "run_id": run_id, "feature": f, "status": "scored" if scored else "failed",
+                "reason": None if scored else "simulation misaligned after 3 tries",
+                "explanation": f"<b>{label}</b> feature {f} fires on \"tok\" & co",
+                "explanations": None, "score": float((top + rand) / 2) if scored else None,
+                "score_top": float(top) if scored else None,
+                "score_random": float(rand) if scored else None, "score_spread": None,
+                "constant": int(f == 3), "fragments": _fragments(rng), "created_at": now()})
+    return db
+
+
+@pytest.fixture
+def failing_db(tmp_path):
+    return make_results_db(tmp_path / "fail.db", llm_selftest_passed=False)
+
+
+def test_table_numbers_equal_direct_computation(failing_db, tmp_path):
+    table = compare.build_table(failing_db, seed=7)
+    assert len(table) == len(RUNS)
+    con = sqlite3.connect(tmp_path / "fail.db")
+    for row in table.itertuples(index=False):
+        scores = pd.read_sql_query(
+            "SELECT f.score, f.score_top, f.score_random FROM features f WHERE f.run_id = ? "
+            "AND f.status = 'scored'", con, params=[row.run_id])
+        n_failed = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND status = "
+                               "'failed'", [row.run_id]).fetchone()[0]
+        assert row.n_scored == len(scores) and row.n_failed == n_failed
+        for prefix, column in (("score", "score"), ("top", "score_top"), ("random", "score_random")):
+            values = scores[column].to_numpy()
+            res = scipy.stats.bootstrap((values,), np.mean, n_resamples=10_000,
+                                        rng=np.random.default_rng(7))
+            assert getattr(row, f"{prefix}_mean") == pytest.approx(values.mean(), abs=1e-12)
+            assert (getattr(row, f"{prefix}_lo"), getattr(row, f"{prefix}_hi")) == pytest.approx(
+                (res.confidence_interval.low, res.confidence_interval.high), abs=0.02)
+            assert getattr(row, f"{prefix}_lo") < values.mean() < getattr(row, f"{prefix}_hi")
+        l0, fvu = con.execute("SELECT l0, fvu FROM dictionaries WHERE id = ?",
+                              [row.dictionary_id]).fetchone()
+        assert (row.l0, row.fvu) == (l0, fvu)
+    assert table.set_index("method").loc["pca (lexical)", "reference"]
+    assert not table.set_index("method").loc["pca", "reference"]
+
+
+def test_mean_ci_is_the_bootstrap_we_check_against():
+    values = np.random.default_rng(1).random(30)
+    mean, lo, hi = mean_ci(values, 3)
+    assert mean == pytest.approx(values.mean()) and lo < mean < hi
+    assert hi - lo < 0.3
+
+
+def test_differences_pair_shared_features_of_one_dictionary(failing_db):
+    diffs = compare.build_differences(failing_db, seed=0)
+    pairs = {(frozenset((d.method_a, d.method_b)), d.hook): d
+             for d in diffs.itertuples(index=False)}
+    # Same dictionary, LLM vs lexical: paired over the 10 shared features.
+    lex = pairs[(frozenset(("pca", "pca (lexical)")), "resid.3")]
+    assert (lex.method_a, lex.method_b) == ("pca", "pca (lexical)")
+    assert lex.resampling == "paired over 10 shared features"
+    con = failing_db.conn
+    a = [r[0] for r in con.execute("SELECT score FROM features WHERE run_id='run1' ORDER BY feature")]
+    b = [r[0] for r in con.execute("SELECT score FROM features WHERE run_id='run2' ORDER BY feature")]
+    assert lex.difference == pytest.approx(np.mean(np.subtract(a, b)))
+    # Different dictionaries, same scorer: independent; never across hook points.
+    sae_pca = pairs[(frozenset(("pca", "topk")), "resid.3")]
+    assert sae_pca.resampling == "independent" and sae_pca.lo < sae_pca.difference < sae_pca.hi
+    assert all(d.hook == "resid.3" or {d.method_a, d.method_b} == {"topk", "neurons"}
+               for d in diffs.itertuples(index=False))
+    # topk(resid.3) vs pca (lexical) share neither scorer nor dictionary.
+    assert not any({d.method_a, d.method_b} == {"topk", "pca (lexical)"}
+                   for d in diffs.itertuples(index=False))
+
+
+def test_failed_selftest_warns_in_every_file(failing_db, tmp_path):
+    out = compare.write_comparison(failing_db, tmp_path / "results", seed=0)
+    md = (tmp_path / "results" / "table.md").read_text()
+    assert md.startswith("> **WARNING: simulator inprocess:tiny (all-at-once) FAILED its self-test")
+    assert "not meaningful" in md.splitlines()[0]
+    assert "right-explanation mean 0.210" in md and "Self-test passed: simulator lexical" in md
+    csv = pd.read_csv(tmp_path / "results" / "table.csv")
+    by_sim = csv.groupby("simulator").selftest.unique()
+    assert list(by_sim["inprocess:tiny"]) == [compare.FAILED]
+    assert list(by_sim["lexical"]) == ["passed"]
+    assert (tmp_path / "results" / "differences.md").read_text().startswith("> **WARNING")
+    assert (tmp_path / "results" / "scores.png").stat().st_size > 10_000
+    assert out.verdicts[0].startswith("WARNING")
+
+
+def test_plot_draws_the_warning_and_groups_layers(failing_db):
+    table = compare.build_table(failing_db)
+    fig, texts = plot_scores(table, compare.verdict_lines(failing_db))
+    fig.canvas.draw()  # the text must survive layout, not only exist
+    drawn = [t for t in texts if t.get_visible() and t.get_window_extent().width > 100]
+    assert drawn and "FAILED its self-test" in drawn[0].get_text()
+    assert "not meaningful" in drawn[0].get_text().replace("\n", " ")
+    assert drawn[0].get_bbox_patch().get_facecolor()[:3] == pytest.approx((1.0, 0.839, 0.839),
+                                                                           abs=0.01)
+    ax = fig.axes[0]
+    group_titles = {t.get_text() for t in ax.texts}
+    assert {"resid.3", "resid.5"} <= group_titles
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(ticks) == len(RUNS) and any("lexical" in t for t in ticks)
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 1  # the one lexical reference row
+
+
+def test_passed_selftest_says_so_with_figures(tmp_path):
+    db = make_results_db(tmp_path / "pass.db", llm_selftest_passed=True)
+    lines = compare.verdict_lines(db)
+    assert not any(ln.startswith("WARNING") for ln in lines)
+    assert any("simulator inprocess:tiny" in ln and "right-explanation mean 0.800" in ln
+               and "gap 0.700" in ln for ln in lines)
+    fig, texts = plot_scores(compare.build_table(db), lines)
+    assert all("FAILED" not in t.get_text() for t in texts) and len(texts) == 2
+
+
+def test_cli_compare_prints_warning_and_table(failing_db, tmp_path):
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    res = CliRunner().invoke(app, ["compare", "--db", str(tmp_path / "fail.db"),
+                                   "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    words = " ".join(res.output.split())  # rich wraps at the runner's 80 columns
+    assert "WARNING: simulator inprocess:tiny (all-at-once) FAILED its self-test" in words
+    assert "Self-test passed: simulator lexical" in words and "neurons" in words
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
+        "differences.md", "scores.png", "table.csv", "table.md"]
+
+
+def test_cli_compare_empty_db_is_a_one_line_error(tmp_path):
+    open_db(tmp_path / "empty.db")
+    res = subprocess.run([str(Path(sys.executable).parent / "autointerp"), "compare", "--db",
+                          str(tmp_path / "empty.db"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 1
+    assert res.stderr.startswith("error: ") and "no scored runs" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
