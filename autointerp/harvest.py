@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -26,22 +27,25 @@ import torch
 from autointerp.corpus import Corpus, open_corpus
 from autointerp.errors import AutointerpError, BadInputError
 from autointerp.harvest_io import ShardWriter, harvest_progress
+from autointerp.hooks import HOOK_KINDS
 from autointerp.models import DEFAULT_MODEL, LoadedModel, capture, load_causal_lm, parse_hook
 from autointerp.store import SPLITS, STORE_DTYPES, atomic_write_json, completed_shards
 
 
 @dataclass(frozen=True)
 class HarvestConfig:
-    out: Path
-    """Store folder; created by the harvest."""
-    hook: str
-    """Hook point: resid.L, mlp.L, attn.L, or a bare layer number (resid)."""
+    layer: int
+    """Decoder block index, from 0."""
+    hook: str = "resid"
+    """resid (block output), mlp or attn (submodule outputs): see autointerp/hooks.py."""
     model: str = DEFAULT_MODEL
     """Hugging Face id, local folder, or smollm2-135m (offline default)."""
     corpus: str = "builtin"
     """builtin, a .txt/.jsonl file or folder, or hf:NAME."""
     n_tokens: int = 1_000_000
     """Tokens to store, train and eval together (BOS and padding not counted)."""
+    out: Path | None = None
+    """Store folder; default data/activations/<model>-<hook>-<corpus>-<tokens>-<args hash>."""
     eval_fraction: float = 0.1
     """Share of documents held out for eval fragments."""
     fragment_len: int = 64
@@ -51,7 +55,7 @@ class HarvestConfig:
     """Seeds the train/eval split of documents."""
     device: str = "auto"
     dtype: str = "auto"
-    """Model compute dtype: auto, float32, bfloat16, float16."""
+    """Model compute dtype: auto (see models.resolve_dtype), float32, bfloat16, float16."""
     store_dtype: str = "float16"
     shard_tokens: int = 65536
     """A shard is written once its buffer holds this many tokens (whole sequences only)."""
@@ -63,24 +67,38 @@ class HarvestConfig:
     """Replace an existing store made with other arguments."""
 
     def __post_init__(self):
-        object.__setattr__(self, "out", Path(self.out))
         positive = {"n_tokens": self.n_tokens, "fragment_len": self.fragment_len,
                     "batch_size": self.batch_size, "shard_tokens": self.shard_tokens}
         for name, value in positive.items():
             if value < 1:
                 raise BadInputError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.layer < 0:
+            raise BadInputError(f"layer must be 0 or more, got {self.layer}")
+        if self.hook not in HOOK_KINDS:
+            raise BadInputError(f"unknown hook '{self.hook}': use {', '.join(HOOK_KINDS)}")
         if not 0 <= self.eval_fraction < 1:
             raise BadInputError(f"eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if self.store_dtype not in STORE_DTYPES:
             raise BadInputError(f"store-dtype must be one of {', '.join(STORE_DTYPES)}")
+        object.__setattr__(self, "out", Path(self.out) if self.out is not None else self._default_out())
+
+    @property
+    def hook_spec(self) -> str:
+        return f"{self.hook}.{self.layer}"
 
     def identity(self) -> dict:
         """The arguments a store must have been made with to be reused or resumed. Batch size
         is left out on purpose: it changes speed and memory, not which tokens are stored."""
-        args = asdict(self)
-        for key in ("out", "overwrite", "batch_size"):
-            args.pop(key)
-        return args
+        args = {k: v for k, v in asdict(self).items() if k not in ("out", "overwrite", "batch_size")}
+        return json.loads(json.dumps(args, default=str))
+
+    def _default_out(self) -> Path:
+        def slug(text: str) -> str:
+            return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text).name or text).strip("_")[:40]
+
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        return Path("data/activations") / (f"{slug(self.model)}-{self.hook_spec}-{slug(self.corpus)}"
+                                           f"-{self.n_tokens}-{digest}")
 
 
 @dataclass(frozen=True)
@@ -152,12 +170,14 @@ def harvest(cfg: HarvestConfig, on_shard: Callable[[str, int], None] | None = No
         return cfg.out
     corpus = open_corpus(cfg.corpus, cfg.text_field)
     loaded = load_causal_lm(cfg.model, cfg.device, cfg.dtype, cfg.random_init)
-    hook = parse_hook(cfg.hook, loaded.n_layers, cfg.model)
+    hook = parse_hook(cfg.hook_spec, loaded.n_layers, cfg.model)
     if state == "replace":
         shutil.rmtree(cfg.out)
     created = state != "resume"
     try:
         meta = _start_metadata(cfg, loaded, hook, corpus) if created else _read_meta(cfg.out)
+        # Saved on every run, after metadata.json: a run killed mid-save is then resumable.
+        loaded.tokenizer.save_pretrained(cfg.out / "tokenizer")
         _run(cfg, loaded, hook, corpus, meta, on_shard)
     except AutointerpError:
         if created:  # a user error must not leave a half-written store behind
@@ -185,20 +205,19 @@ def _existing_state(cfg: HarvestConfig) -> str:
     meta = _read_meta(out)
     if cfg.overwrite:
         return "replace"
-    if meta.get("args") != json.loads(json.dumps(cfg.identity(), default=str)):
+    new = cfg.identity()
+    if meta.get("args") != new:
         old = meta.get("args") or {}
-        diff = [k for k in sorted(set(old) | set(cfg.identity()))
-                if json.dumps(old.get(k), default=str) != json.dumps(cfg.identity().get(k), default=str)]
-        raise BadInputError(f"{out} holds a store made with other arguments ({', '.join(diff)} "
-                            "differ); pass --overwrite to replace it, or choose another --out")
+        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        raise BadInputError(f"{out} holds a store made with other arguments (different: "
+                            f"{', '.join(diff)}); pass --overwrite to replace it, or choose another --out")
     return "complete" if meta.get("status") == "complete" else "resume"
 
 
 def _start_metadata(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpus) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
-    loaded.tokenizer.save_pretrained(cfg.out / "tokenizer")
     meta = {
-        "status": "incomplete", "args": json.loads(json.dumps(cfg.identity(), default=str)),
+        "status": "incomplete", "args": cfg.identity(),
         "model": cfg.model, "model_hash": loaded.weights_hash, "random_init": cfg.random_init,
         "hook": hook.name, "hook_kind": hook.kind, "layer": hook.layer,
         "n_layers": loaded.n_layers, "d_model": loaded.d_model, "dtype": loaded.dtype,

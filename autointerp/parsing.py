@@ -175,22 +175,24 @@ def parse_int_array(text: str, n: int, scale_max: int) -> tuple[list[int], list[
     return values, offsets
 
 
-def digit_value(token: str, scale_max: int) -> int | None:
-    """The integer a token stands for in an answer (' 3', '3', ',3', '[10'), else None."""
-    s = token.strip().strip("[],").strip()
+def digit_value(token: str, scale_max: int, exact: bool = False) -> int | None:
+    """The integer a token stands for in an answer (' 3', '3', ',3', '[10'), else None.
+    `exact`: only the bare digits count (after a tab in the all-at-once format, ' 3'
+    would be off-format)."""
+    s = token if exact else token.strip().strip("[],").strip()
     if s.isdigit() and s.isascii() and int(s) <= scale_max and (s == "0" or s[0] != "0"):
         return int(s)
     return None
 
 
-def expected_value(position: TokenLogprob, scale_max: int) -> float | None:
+def expected_value(position: TokenLogprob, scale_max: int, exact: bool = False) -> float | None:
     """Expected activation from the alternatives at one position: probabilities of
     the digit tokens, renormalised over the digits present (Bills et al. 2023).
     None when no digit is among the alternatives."""
     mass = [0.0] * (scale_max + 1)
     seen = set()
     for token, logprob in position.top:
-        v = digit_value(token, scale_max)
+        v = digit_value(token, scale_max, exact)
         if v is not None and token not in seen:
             seen.add(token)
             mass[v] += math.exp(logprob)

@@ -132,7 +132,7 @@ def fragment_set(db, dictionary, dict_id: str, store: ActivationStore, cfg: Frag
     db["fragment_sets"].insert({"id": key, "dictionary_id": dict_id, "n_sampled": len(fs.features),
                                 "n_eligible": fs.n_eligible, "n_skipped": fs.n_skipped,
                                 "data": data, "created_at": dbm.now()}, ignore=True)
-    return fragment_set_from_json(json.loads(zlib.decompress(data)))
+    return fs
 
 
 def run_label(cfg: ScoreConfig, meta: dict, explainer, simulator) -> str:
@@ -157,9 +157,9 @@ async def score_feature(ff: FeatureFragments, explainer, simulator, n_shown: int
     """One feature's row: explained n_explanations times, each explanation simulated and
     scored. Any failure fails the feature, with its reason; nothing is scored partially."""
     shown, scoring = ff.explainer_fragments(n_shown), ff.scoring_fragments(n_shown)
-    base = {"feature": ff.feature, "fragments": dbm.dumps(
-        {"n_nonzero": ff.n_nonzero, "n_top": n_shown, "explainer": [_frag(f) for f in shown],
-         "scoring": [_frag(f) for f in scoring]})}
+    fragments = {"n_nonzero": ff.n_nonzero, "n_top": n_shown,
+                 "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring]}
+    base = {"feature": ff.feature}
 
     async def one(i: int):
         explanation = await explainer.explain(shown, sample_index=i)
@@ -170,16 +170,17 @@ async def score_feature(ff: FeatureFragments, explainer, simulator, n_shown: int
         results = await asyncio.gather(*(one(i) for i in range(n_explanations)))
     except (ExplanationFailed, SimulationFailed) as e:
         stage = "explanation" if isinstance(e, ExplanationFailed) else "simulation"
-        return {**base, "status": "failed", "reason": f"{stage}: {e}"}
+        return {**base, "status": "failed", "reason": f"{stage}: {e}",
+                "fragments": dbm.dumps(fragments)}
     except LLMCallError as e:
-        return {**base, "status": "failed", "reason": f"{CALL_FAILED}: {e}"}
+        return {**base, "status": "failed", "reason": f"{CALL_FAILED}: {e}",
+                "fragments": dbm.dumps(fragments)}
     scores = [s for _, _, s in results]
 
     def mean(xs):
         xs = [x for x in xs if not math.isnan(x)]
         return float(np.mean(xs)) if xs else math.nan
 
-    fragments = json.loads(base["fragments"])
     fragments["simulations"] = [[list(p) for p in sim.predictions] for _, sim, _ in results]
     return {**base, "status": "scored", "reason": None,
             "explanation": results[0][0], "explanations": dbm.dumps([e for e, _, _ in results]),

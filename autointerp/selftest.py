@@ -36,10 +36,12 @@ from autointerp.types import Fragment, SimulationFailed, Simulator
 Interval = tuple[float, float, float]
 """(mean, lo, hi): a mean with its 95% bootstrap confidence interval."""
 
+
 @dataclass(frozen=True)
 class SelftestSettings:
-    n_features: int = 12
-    """Planted features to simulate (each twice); at most the 12 defined in planted.py."""
+    n_features: int = 8
+    """Planted features to simulate (each twice); at most the 12 defined in planted.py. Each
+    costs two simulations, i.e. as much as scoring two features."""
     seed: int = 0
     right_threshold: float = 0.5
     """The mean score with the true explanation must reach this."""
@@ -47,11 +49,16 @@ class SelftestSettings:
     """The mean paired gap (right minus wrong explanation) must reach this."""
     max_fragments: int = 1000
     """Eval fragments searched for planted features."""
+    n_top: int = 5
+    """Fragments per planted feature where it fires; 5 top + 5 random, as the scoring uses."""
+    n_random: int = 5
 
     def __post_init__(self):
         if self.n_features < 2:
             raise ValueError("the self-test needs at least 2 planted features (one's wrong "
                              "explanation is another's true one)")
+        if self.n_top < 1 or self.n_random < 0:
+            raise ValueError("the self-test needs n_top >= 1 and n_random >= 0")
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,10 @@ def selftest_id(simulator: Simulator, source: str, settings: SelftestSettings) -
 def fragment_source(store, tokenizer=None) -> str:
     """What the planted fragments are cut from, as part of the cache key."""
     if store is None:
-        return f"builtin:{getattr(tokenizer, 'name_or_path', None) or 'smollm2'}"
+        from autointerp.corpus import open_corpus
+
+        tok = getattr(tokenizer, "name_or_path", None) or "smollm2"
+        return f"builtin:{open_corpus('builtin').fingerprint}:{tok}"
     meta = hashlib.sha256(dbm.dumps(store.meta).encode()).hexdigest()
     return f"store:{meta}"
 
@@ -237,10 +247,11 @@ async def selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=Non
     id = selftest_id(simulator, fragment_source(store, tokenizer), settings)
     if (done := load_selftest(db, id)) is not None:
         return done
-    cases = plant(_fragments(store, tokenizer, settings.max_fragments),
-                  settings.n_features, settings.seed)
+    cases = plant(_fragments(store, tokenizer, settings.max_fragments), settings.n_features,
+                  settings.seed, settings.n_top, settings.n_random)
     if len(cases) < 2:
-        raise BadInputError(f"only {len(cases)} planted feature(s) fire in at least 5 eval "
+        raise BadInputError(f"only {len(cases)} planted feature(s) fire in at least "
+                            f"{settings.n_top} eval "
                             "fragments; the self-test needs more eval text")
     on_total(2 * len(cases))
     outcomes = await simulate_cases(simulator, cases, settings.seed, tick)
@@ -252,10 +263,12 @@ async def selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=Non
 
 
 def run_selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=None,
-                 n_features: int = 12, seed: int = 0, right_threshold: float = 0.5,
-                 gap_threshold: float = 0.2, tokenizer=None, **callbacks) -> SelftestResult:
+                 n_features: int = 8, seed: int = 0, right_threshold: float = 0.5,
+                 gap_threshold: float = 0.2, tokenizer=None, n_top: int = 5, n_random: int = 5,
+                 **callbacks) -> SelftestResult:
     """Synchronous entry point (the CLI's); `await selftest(...)` inside an event loop."""
-    settings = SelftestSettings(n_features, seed, right_threshold, gap_threshold)
+    settings = SelftestSettings(n_features, seed, right_threshold, gap_threshold,
+                                n_top=n_top, n_random=n_random)
     return asyncio.run(selftest(simulator, db, store=store, settings=settings,
                                 tokenizer=tokenizer, **callbacks))
 
@@ -265,5 +278,6 @@ def _fragments(store, tokenizer, max_fragments: int) -> list[tuple[int, tuple[st
         return store_fragments(store, max_fragments)
     from autointerp.corpus import open_corpus
 
-    return text_fragments(open_corpus("builtin"), tokenizer or smollm2_tokenizer(),
-                          max_fragments=max_fragments)
+    # The builtin corpus is shuffled so that any prefix mixes its genres (corpus_builtin.py).
+    return text_fragments((d.text for d in open_corpus("builtin")),
+                          tokenizer or smollm2_tokenizer(), max_fragments=max_fragments)

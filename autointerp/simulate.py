@@ -103,7 +103,7 @@ def read_all_at_once(c: Completion, n_tokens: int, scale_max: int) -> list[float
     if len(slots) != n_tokens:
         raise SimulationFailed(f"found {len(slots)} activation slots in the scored prompt for "
                                f"{n_tokens} tokens (does the tokenizer merge tab and placeholder?)")
-    values = [expected_value(c.prompt_tokens[i], scale_max) for i in slots]
+    values = [expected_value(c.prompt_tokens[i], scale_max, exact=True) for i in slots]
     if any(v is None for v in values):
         raise SimulationFailed("no digit among the prompt logprob alternatives at a slot")
     return values
@@ -227,9 +227,10 @@ class LLMSimulator:
 
     async def _all_at_once(self, explanation: str, tokens) -> list[float]:
         # Deterministic in the prompt, so a misaligned answer would only repeat: no retry.
+        # A backend that reads the digits' logprobs exactly needs no top-k beside them.
+        k = 1 if self.client.supports("candidate_tokens") else self.top_logprobs
         req = CompletionRequest(model="", prompt=all_at_once_prompt(explanation, tokens, self.scale_max),
-                                max_tokens=1, prompt_logprobs=self.top_logprobs,
-                                candidate_tokens=self._digits())
+                                max_tokens=1, prompt_logprobs=k, candidate_tokens=self._digits())
         return read_all_at_once(await self.client.complete(req), len(tokens), self.scale_max)
 
     async def _chat(self, explanation: str, tokens) -> list[float]:

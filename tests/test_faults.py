@@ -40,7 +40,7 @@ def retry_waits(server: FaultyServer) -> list[float]:
     by_body = defaultdict(list)
     for r in server.log:
         by_body[r.body_sha].append(r)
-    return [b.t - a.t for seq in by_body.values() for a, b in zip(seq, seq[1:]) if a.fault == "429"]
+    return [b.t - a.t for seq in by_body.values() for a, b in zip(seq, seq[1:], strict=False) if a.fault == "429"]
 
 
 def test_concurrent_calls_complete_despite_faults(tmp_path):
@@ -137,7 +137,8 @@ def test_planted_api_key_never_leaks(tmp_path, monkeypatch, caplog, capfd):
         errors += [str(r) for r in gather(client, [chat(9)])]
     assert client.name.count(SECRET) == 0 and len(errors) == 2  # the 400 and the 401
     assert "bad request from Bearer ***" in errors[0]  # the server echoed it; we scrubbed it
-    outputs = {"errors": "\n".join(errors), "logs": caplog.text, **dict(zip(("out", "err"), capfd.readouterr()))}
+    out, err = capfd.readouterr()
+    outputs = {"errors": "\n".join(errors), "logs": caplog.text, "stdout": out, "stderr": err}
     for f in Path(tmp_path).iterdir():  # the database with its WAL and shared-memory files
         outputs[f.name] = f.read_bytes().decode("latin-1")
     assert open_db(db_path)["llm_calls"].count == 2 and len(caplog.records) > 0

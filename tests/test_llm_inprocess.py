@@ -51,7 +51,7 @@ def close_tokens(a, b, atol=1e-4):
     return len(a) == len(b) and all(
         x.token == y.token and (x.logprob is None) == (y.logprob is None)
         and (x.logprob is None or abs(x.logprob - y.logprob) < atol)
-        and [t for t, _ in x.top] == [t for t, _ in y.top] for x, y in zip(a, b))
+        and [t for t, _ in x.top] == [t for t, _ in y.top] for x, y in zip(a, b, strict=True))
 
 
 def test_batching_gives_the_same_results_as_one_at_a_time(client):
@@ -62,7 +62,7 @@ def test_batching_gives_the_same_results_as_one_at_a_time(client):
     alone = run_alone(client, reqs)
     assert batches_together == 1 and client.stats.batches - before == 1 + len(reqs)
     assert {c.meta["batch_size"] for c in together} == {len(reqs)}
-    for t, a, r in zip(together, alone, reqs):
+    for t, a, r in zip(together, alone, reqs, strict=True):
         assert t.text == a.text and t.finish_reason == a.finish_reason
         assert close_tokens(t.tokens, a.tokens) and close_tokens(t.prompt_tokens, a.prompt_tokens)
         if r.top_logprobs:

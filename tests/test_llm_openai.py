@@ -10,7 +10,7 @@ import math
 import pytest
 
 from autointerp.errors import BadInputError
-from autointerp.llm.base import CompletionRequest
+from autointerp.llm.base import CompletionRequest, LLMCallError
 from autointerp.llm.factory import ClientSpec, make_client
 from autointerp.llm.inprocess import TransformersClient
 from autointerp.llm.openai_client import OpenAIClient
@@ -120,3 +120,13 @@ def test_name_and_factory(monkeypatch):
                 dict(api_key_env="not a var"), dict(device="tpu"), dict(model="")]:
         with pytest.raises(BadInputError):
             ClientSpec(**bad)
+
+
+def test_probe_of_an_endpoint_without_prompt_logprobs():
+    with FaultyServer(FaultPlan(script=("400", "400", "ok"))) as server:
+        client = OpenAIClient(server.url, "fake")
+        found = asyncio.run(client.probe())
+        with pytest.raises(LLMCallError, match="returns no prompt logprobs"):
+            run(client, [prompt_request()])
+    assert found == {"prompt_logprobs_style": "none", "top_logprobs": True}
+    assert client.supports("prompt_logprobs") is False and server.count() == 3

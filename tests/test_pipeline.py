@@ -1,6 +1,5 @@
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -38,7 +37,7 @@ def oracle_endpoint(**kw):
             ranked = sorted({t.strip().lower(): int(v) for r in records for t, v in r}.items(),
                             key=lambda kv: (-kv[1], kv[0]))
             return f"the word '{ranked[request.sample_index % 2][0]}'."
-        explanation = last.splitlines()[0]
+        explanation = last.splitlines()[0].split(" does is find ", 1)[1]
         words = {a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", explanation)}
         tokens = parse_numbered(last)[0]
         return json.dumps([10 if t.strip().lower() in words else 0 for t in tokens])
@@ -140,42 +139,34 @@ def test_endpoint_failures_are_recorded_then_retried(planted, tmp_path):
     assert s.n_scored == s.n_sampled and s.n_failed == 0
 
 
-@pytest.mark.slow
-def test_sigkill_midway_then_rerun_scores_every_feature_once(tmp_path, tiny_llama_dir):
-    store, dict_path, _ = make_planted(tmp_path, n_noise=12, d_model=32)
+def test_sigkill_midway_then_rerun_scores_every_feature_once(tmp_path):
+    # 500 features keep the run going for seconds, so the kill lands mid-way.
+    store, dict_path, _ = make_planted(tmp_path, n_noise=496, d_model=512)
     db_path = tmp_path / "kill.db"
-    # Lexical explanations, simulated all-at-once by a tiny random Llama in process.
     cmd = [sys.executable, "-c", "from autointerp.cli import main; main()", "score",
            "--dict", str(dict_path), "--db", str(db_path), "--explainer", "lexical",
-           "--simulator", "inprocess", "--simulator-model", str(tiny_llama_dir),
-           "--simulator-mode", "all-at-once", "--no-selftest", "--concurrency", "1",
-           "--device", "cpu"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    n_before = 0
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        if db_path.exists():
-            try:
-                n_before = open_db(db_path).execute("select count(*) from features").fetchone()[0]
-            except Exception:  # the schema may be mid-migration
-                continue
-            if n_before >= 3:
-                break
+           "--simulator", "lexical", "--no-selftest", "--n-features", "500"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, n_before = time.time() + 120, 0
+    while time.time() < deadline and proc.poll() is None and n_before < 50:
+        time.sleep(0.02)
+        try:
+            n_before = open_db(db_path).execute("select count(*) from features").fetchone()[0]
+        except Exception:  # not created yet
+            continue
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     db = open_db(db_path)
     before = {r["feature"]: r for r in db.query("select * from features")}
-    assert 3 <= len(before) < 16
+    assert 50 <= len(before) < 500
     assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     after = list(db.query("select * from features"))
-    n_sampled = db.execute("select n_sampled from runs").fetchone()[0]
-    assert n_sampled == 16 and len(after) == len({r["feature"] for r in after}) == n_sampled
-    assert all(r["status"] in ("scored", "failed") for r in after)
+    assert db.execute("select n_sampled from runs").fetchone()[0] == 500
+    assert len(after) == len({r["feature"] for r in after}) == 500
+    assert all(r["status"] == "scored" for r in after)
     for r in after:  # the features finished before the kill were not redone
         if r["feature"] in before:
             assert r == before[r["feature"]]

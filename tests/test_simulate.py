@@ -182,3 +182,34 @@ def test_auto_mode_probes_and_records_its_choice(prompt_tokens, chat_tokens, mod
 def test_forced_mode_the_endpoint_cannot_do_is_a_user_error():
     with pytest.raises(BadInputError, match="no prompt logprobs"):
         run(LLMSimulator(_probe_client(None, None), "all-at-once").prepare())
+
+
+def test_all_at_once_on_a_real_model_matches_a_direct_computation(tiny_llama_dir):
+    """The in-process backend and the slot finder against logits computed here: at each
+    `unknown` the expected value over the digit tokens, renormalised."""
+    import torch
+
+    from autointerp.llm.inprocess import TransformersClient
+    from autointerp.models import load_causal_lm
+
+    lm = load_causal_lm(str(tiny_llama_dir), "cpu")
+    sim = LLMSimulator(TransformersClient(str(tiny_llama_dir), device="cpu", loaded=lm), "auto")
+    tokens = ("The", " cat", "\t", " 10", "<end>", " sat")
+    out = run(sim.simulate("cats", [fragment(tokens)]))
+    assert sim.mode == "all-at-once" and len(out.predictions[0]) == len(tokens)
+
+    prompt = all_at_once_prompt("cats", tokens, sim.scale_max)
+    tok = lm.tokenizer
+    enc = tok(prompt, return_offsets_mapping=True)
+    slot_chars = [m.start() + 1 for m in re.finditer(r"\tunknown", prompt)]
+    starts = [s for s, _ in enc["offset_mapping"]]
+    positions = [starts.index(c) for c in slot_chars]  # token index where each slot starts
+    digit_ids = [tok.encode(str(v), add_special_tokens=False) for v in range(sim.scale_max + 1)]
+    assert all(len(ids) == 1 for ids in digit_ids)
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([enc["input_ids"]])).logits[0].float()
+    expected = []
+    for p in positions:
+        probs = torch.softmax(logits[p - 1], -1)[[ids[0] for ids in digit_ids]]
+        expected.append(float((probs / probs.sum() * torch.arange(len(probs))).sum()))
+    assert out.predictions[0] == pytest.approx(expected, abs=1e-3)

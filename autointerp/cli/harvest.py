@@ -14,7 +14,6 @@ from autointerp.cli.options import DeviceOpt, OverwriteOpt, SeedOpt
 @app.command()
 def harvest(
     layer: Annotated[int, typer.Option("--layer", help="Decoder block index, from 0.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the activation store.")],
     model: Annotated[str, typer.Option(
         "--model", help="Hugging Face id, local folder, or smollm2-135m (offline default).")] = "smollm2-135m",
     hook: Annotated[str, typer.Option(
@@ -23,13 +22,17 @@ def harvest(
         "--corpus", help="builtin, a .txt/.jsonl file or folder, or hf:NAME.")] = "builtin",
     tokens: Annotated[int, typer.Option(
         "--tokens", help="Tokens to store, train and eval together.")] = 1_000_000,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for the activation store "
+        "(default: data/activations/<model>-<hook>-<corpus>-<tokens>-<hash>).")] = None,
     eval_fraction: Annotated[float, typer.Option(
         "--eval-fraction", help="Share of documents held out for eval fragments.")] = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 32,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     dtype: Annotated[str, typer.Option(
-        "--dtype", help="Model dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = "auto",
+        "--dtype", help="Model dtype: auto (bf16 on CUDA and on CPUs with native bf16, else "
+        "fp32), float32, bfloat16, float16.")] = "auto",
     store_dtype: Annotated[str, typer.Option(
         "--store-dtype", help="Stored activation dtype: float16 or bfloat16.")] = "float16",
     random_init: Annotated[int | None, typer.Option(
@@ -43,7 +46,7 @@ def harvest(
     from autointerp.harvest import harvest as run_harvest
 
     cfg = HarvestConfig(
-        out=out, hook=f"{hook}.{layer}", model=model, corpus=corpus, n_tokens=tokens,
+        layer=layer, hook=hook, out=out, model=model, corpus=corpus, n_tokens=tokens,
         eval_fraction=eval_fraction, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
         store_dtype=store_dtype, random_init=random_init, text_field=text_field, overwrite=overwrite)
     path = run_harvest(cfg)

@@ -56,7 +56,7 @@ def details_table(res) -> Table:
 
 
 @app.command()
-def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedOpt = 12,
+def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedOpt = 8,
              right_threshold: RightOpt = 0.5, gap_threshold: GapOpt = 0.2,
              simulator: SimulatorOpt = "inprocess", simulator_model: SimulatorModelOpt = None,
              simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",

@@ -101,7 +101,7 @@ class TransformersClient:
                     if not fut.done():
                         fut.set_exception(e)
                 continue
-            for (_, fut), result in zip(batch, results):
+            for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
 
@@ -155,14 +155,14 @@ class TransformersClient:
             hidden = out.last_hidden_state  # (batch, seq, d_model)
             prompt = [self._prompt_tokens(hidden[b, length - len(x):], x, r)
                       if r.prompt_logprobs else None
-                      for b, (x, r) in enumerate(zip(ids, requests))]
+                      for b, (x, r) in enumerate(zip(ids, requests, strict=True))]
             rows = self._decode(requests, out.past_key_values, hidden[:, -1], mask, positions[:, -1])
         self.stats.batches += 1
         self.stats.requests += len(requests)
         self.stats.backend_s += time.perf_counter() - t0
         return [Completion(row.text, tuple(row.tokens) if r.top_logprobs else None, p,
                            row.finish_reason, {"batch_size": len(requests)})
-                for row, r, p in zip(rows, requests, prompt)]
+                for row, r, p in zip(rows, requests, prompt, strict=True)]
 
     def _candidate_ids(self, request: CompletionRequest) -> dict[int, str]:
         """Candidates that are one token in this tokenizer (others cannot be read exactly)."""
@@ -180,7 +180,7 @@ class TransformersClient:
         alts = {}
         if k:
             values, indices = logprobs.topk(k)
-            for v, i in zip(values.tolist(), indices.tolist()):
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True):
                 alts.setdefault(tok.decode([i]), v)  # byte pieces can decode alike
         for i, c in candidates.items():
             alts.setdefault(c, float(logprobs[i]))

@@ -47,6 +47,10 @@ PLACEHOLDER_KEY = "no-key"
 PROBE_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
 
 
+class EndpointRefused(LLMCallError):
+    """A 4xx other than 401: the request itself is wrong for this endpoint; never retried."""
+
+
 class _Transient(Exception):
     """A failure worth another attempt."""
 
@@ -230,8 +234,8 @@ class OpenAIClient:
         detail = _one_line(getattr(e, "message", "") or "")
         if key:
             detail = detail.replace(key, "***")
-        return LLMCallError(f"endpoint {self.base_url} refused the request for model "
-                            f"{self.model} (HTTP {status}): {detail}")
+        return EndpointRefused(f"endpoint {self.base_url} refused the request for model "
+                               f"{self.model} (HTTP {status}): {detail}")
 
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After when the server sent one, else exponential backoff with full jitter."""
@@ -260,27 +264,24 @@ class OpenAIClient:
 
     async def _probe_prompt_style(self) -> str:
         base = {"model": self.model, "prompt": PROBE_PROMPT, "max_tokens": 1, "temperature": 0}
-        try:
-            data = await self._post("completions", {**base, "extra_body": {"prompt_logprobs": 5}})
-            if data["choices"][0].get("prompt_logprobs"):
-                return "vllm"
-            data = await self._post("completions", {**base, "echo": True, "logprobs": 5})
-        except LLMCallError as e:
-            if "refused the request" in str(e):  # a 4xx: this dialect is not spoken
-                return "none"
-            raise
-        shift = detect_echo_shift(data)
+        data = await self._post_or_none("completions", {**base, "extra_body": {"prompt_logprobs": 5}})
+        if data and data["choices"][0].get("prompt_logprobs"):
+            return "vllm"
+        data = await self._post_or_none("completions", {**base, "echo": True, "logprobs": 5})
+        shift = detect_echo_shift(data) if data else None
         log.info("%s: echo prompt logprobs, shift %s", self.name, shift)
         return {0: "echo", 1: "llamacpp"}.get(shift, "none")
 
     async def _probe_top_logprobs(self) -> bool:
         params = {"model": self.model, "messages": [{"role": "user", "content": "Say 1."}],
                   "max_tokens": 2, "temperature": 0, "logprobs": True, "top_logprobs": 2}
+        data = await self._post_or_none("chat", params)
+        c = parse_chat(data, True) if data else None
+        return bool(c and c.tokens) and all(t.top for t in c.tokens)
+
+    async def _post_or_none(self, kind: str, params: dict) -> dict | None:
+        """A probe's answer, or None when the endpoint refuses that kind of request."""
         try:
-            data = await self._post("chat", params)
-        except LLMCallError as e:
-            if "refused the request" in str(e):
-                return False
-            raise
-        c = parse_chat(data, True)
-        return bool(c.tokens) and all(t.top for t in c.tokens)
+            return await self._post(kind, params)
+        except EndpointRefused:
+            return None

@@ -51,8 +51,8 @@ def parse_chat(data: dict, want_logprobs: bool) -> Completion:
 
 def _legacy_rows(lp: dict) -> list[tuple[str, float | None, dict | None, int | None]]:
     offsets = lp.get("text_offset") or [None] * len(lp["tokens"])
-    return list(zip(lp["tokens"], lp["token_logprobs"], lp.get("top_logprobs") or
-                    [None] * len(lp["tokens"]), offsets))
+    tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
+    return list(zip(lp["tokens"], lp["token_logprobs"], tops, offsets, strict=True))
 
 
 def _legacy_tokens(rows) -> tuple[TokenLogprob, ...]:

@@ -1,0 +1,237 @@
+"""Harvest: stored activations equal the model's own hidden states for three families, the
+split is by document, resume skips finished shards, bad inputs fail cleanly, and the real
+SmolLM2 harvest round-trips through ActivationStore."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.corpus import open_corpus
+from autointerp.errors import BadInputError
+from autointerp.harvest import HarvestConfig, harvest, is_eval_document
+from autointerp.models import load_causal_lm
+from autointerp.store import SPLITS, ActivationStore, from_storage
+from tests.tiny_families import FAMILIES, corpus_text, single_torch_thread, tiny_model_dirs
+
+LAYER = 1
+one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
+
+
+@pytest.fixture
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    return tiny_model_dirs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(corpus_text(0), encoding="utf-8")
+    return path
+
+
+def read_sequences(store: Path, split: str) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """(token ids, activations) of every stored sequence, from the shard files and offsets."""
+    meta = json.loads((store / "metadata.json").read_text())
+    out = []
+    for i in range(len(meta["shards"][split])):
+        stem = store / split / f"{i:05d}"
+        acts = from_storage(np.load(f"{stem}.acts.npy"), meta["store_dtype"])
+        tokens, offsets = np.load(f"{stem}.tokens.npy"), np.load(f"{stem}.offsets.npy")
+        out += [(tokens[a:b], acts[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stored_activations_equal_output_hidden_states(tiny_models, corpus_file, tmp_path, family):
+    cfg = HarvestConfig(out=tmp_path / "store", layer=LAYER, model=str(tiny_models[family]),
+                        corpus=str(corpus_file), n_tokens=6000, eval_fraction=0.4,
+                        fragment_len=24, batch_size=5, shard_tokens=700, device="cpu",
+                        dtype="float32")
+    harvest(cfg)
+    meta = json.loads((cfg.out / "metadata.json").read_text())
+    lm = load_causal_lm(cfg.model, device="cpu", dtype="float32")
+    prefix = lm.tokenizer.bos_token_id if family != "gpt2" else lm.tokenizer.eos_token_id
+    assert meta["bos_token_id"] == prefix and meta["model_hash"] == lm.weights_hash
+    stored = {split: read_sequences(cfg.out, split) for split in SPLITS}
+    assert all(len(stored[s]) > 5 for s in SPLITS) and len(meta["shards"]["train"]) > 1
+    n_stored = sum(len(t) for s in SPLITS for t, _ in stored[s])
+    assert n_stored == meta["n_train_tokens"] + meta["n_eval_tokens"] and 6000 <= n_stored < 6024
+    assert {len(t) for t, _ in stored["eval"]} == {24}  # eval keeps whole fragments only
+    # The model's own forward pass, unpadded, on [BOS] + each stored sequence.
+    for split in SPLITS:
+        for tokens, acts in stored[split]:
+            ids = torch.tensor([[prefix, *tokens.tolist()]])
+            with torch.no_grad():
+                expected = lm.model(ids, output_hidden_states=True).hidden_states[LAYER + 1][0, 1:]
+            torch.testing.assert_close(acts, expected, rtol=2e-3, atol=2e-5)
+
+
+def test_split_is_by_document_and_drops_broken_characters(tiny_models, corpus_file, tmp_path):
+    cfg = HarvestConfig(out=tmp_path / "store", layer=0, model=str(tiny_models["llama"]),
+                        corpus=str(corpus_file), n_tokens=100_000, eval_fraction=0.3,
+                        fragment_len=16, device="cpu", dtype="float32")
+    harvest(cfg)
+    meta = json.loads((cfg.out / "metadata.json").read_text())
+    assert meta["corpus_exhausted"] and meta["status"] == "complete"
+    docs = list(open_corpus(cfg.corpus))
+    tokenizer = ActivationStore(cfg.out).tokenizer()
+    owners: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for split in SPLITS:
+        for tokens, _ in read_sequences(cfg.out, split):
+            text = tokenizer.decode(tokens)
+            assert "\ufffd" not in text
+            matches = [d.id for d in docs if text in d.text]
+            assert matches, text  # every stored sequence is real text of the corpus
+            if len(matches) == 1:
+                owners[split].add(matches[0])
+    assert owners["train"] and owners["eval"] and not owners["train"] & owners["eval"]
+    assert all(is_eval_document(d, 0, 0.3) for d in owners["eval"])
+    # The multi-byte characters of the corpus get cut at some fragment boundaries.
+    assert sum(meta["dropped_fffd_fragments"].values()) > 0
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_skips_finished_shards(tiny_models, corpus_file, tmp_path):
+    cfg = HarvestConfig(out=tmp_path / "store", layer=2, hook="mlp", model=str(tiny_models["gpt2"]),
+                        corpus=str(corpus_file), n_tokens=5000, eval_fraction=0.3,
+                        fragment_len=32, batch_size=4, shard_tokens=400, device="cpu",
+                        dtype="float32")
+    written: list[tuple[str, int]] = []
+
+    def stop_after_three(split: str, index: int) -> None:
+        written.append((split, index))
+        if len(written) == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        harvest(cfg, on_shard=stop_after_three)
+    with pytest.raises(BadInputError, match="incomplete"):
+        ActivationStore(cfg.out)
+    first = {(s, i): (cfg.out / s / f"{i:05d}.acts.npy").stat().st_mtime_ns for s, i in written}
+    first_tokens = sum(json.loads((cfg.out / s / f"{i:05d}.json").read_text())["n_tokens"]
+                       for s, i in written)
+
+    rerun: list[tuple[str, int]] = []
+    harvest(cfg, on_shard=lambda s, i: rerun.append((s, i)))
+    assert rerun and not set(rerun) & set(written)
+    assert all((cfg.out / s / f"{i:05d}.acts.npy").stat().st_mtime_ns == t for (s, i), t in first.items())
+    meta = json.loads((cfg.out / "metadata.json").read_text())
+    assert meta["last_run"]["computed_tokens"] == meta["n_train_tokens"] + meta["n_eval_tokens"] - first_tokens
+
+    # Same store as an uninterrupted harvest.
+    whole = harvest(HarvestConfig(**{**cfg.__dict__, "out": tmp_path / "whole"}))
+    for split in SPLITS:
+        a, b = read_sequences(cfg.out, split), read_sequences(whole, split)
+        assert len(a) == len(b)
+        for (ta, xa), (tb, xb) in zip(a, b, strict=True):
+            assert np.array_equal(ta, tb)
+            torch.testing.assert_close(xa, xb, rtol=2e-3, atol=2e-5)
+
+    # A finished store is reused without loading the model.
+    started = time.perf_counter()
+    assert harvest(cfg) == cfg.out
+    assert time.perf_counter() - started < 0.5
+    assert json.loads((cfg.out / "metadata.json").read_text()) == meta
+
+
+def test_random_init_harvest(tiny_models, corpus_file, tmp_path, capsys):
+    common = ["harvest", "--model", str(tiny_models["gpt_neox"]), "--layer", "1", "--corpus",
+              str(corpus_file), "--tokens", "500", "--device", "cpu"]
+    assert run_cli(common + ["--out", str(tmp_path / "trained")], capsys)[0] == 0
+    assert run_cli(common + ["--out", str(tmp_path / "random"), "--random-init", "7"], capsys)[0] == 0
+    trained, random = (ActivationStore(tmp_path / n) for n in ("trained", "random"))
+    assert random.meta["random_init"] == 7 and trained.meta["random_init"] is None
+    assert random.meta["model_hash"] != trained.meta["model_hash"]
+    x, y = trained.train_sample(400), random.train_sample(400)
+    assert x.shape == y.shape and not torch.allclose(x, y, atol=1e-3)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """The console script's entry point, in-process: (exit code, stderr)."""
+    from autointerp.cli import main
+
+    saved = sys.argv
+    sys.argv = ["autointerp", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = saved
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code == 1, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and fragment in err, err
+
+
+@pytest.mark.parametrize("case", ["layer out of range", "empty corpus", "non-UTF-8 corpus"])
+def test_bad_inputs_leave_no_store(tiny_models, corpus_file, tmp_path, capsys, case):
+    corpus, layer = str(corpus_file), "1"
+    if case == "layer out of range":
+        layer, fragment = "40", "layer 40 is out of range"
+    elif case == "empty corpus":
+        corpus, fragment = str(tmp_path / "empty.txt"), "is empty"
+        Path(corpus).write_text("\n\n")
+    else:
+        corpus, fragment = str(tmp_path / "latin1.txt"), "latin1.txt is not UTF-8 text"
+        Path(corpus).write_bytes("déjà vu\n".encode("latin-1"))
+    out = tmp_path / "store"
+    code, err = run_cli(["harvest", "--model", str(tiny_models["llama"]), "--layer", layer,
+                         "--corpus", corpus, "--tokens", "200", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, fragment)
+    assert not out.exists()
+
+
+def test_existing_store_with_other_arguments_is_refused(tiny_models, corpus_file, tmp_path, capsys):
+    args = ["harvest", "--model", str(tiny_models["llama"]), "--corpus", str(corpus_file),
+            "--tokens", "300", "--out", str(tmp_path / "store"), "--device", "cpu"]
+    assert run_cli(args + ["--layer", "0"], capsys)[0] == 0
+    before = (tmp_path / "store" / "metadata.json").read_text()
+    code, err = run_cli(args + ["--layer", "1"], capsys)
+    assert_one_line_error(code, err, "holds a store made with other arguments (different: layer)")
+    assert (tmp_path / "store" / "metadata.json").read_text() == before
+    assert run_cli(args + ["--layer", "1", "--overwrite"], capsys)[0] == 0
+    assert ActivationStore(tmp_path / "store").meta["hook"] == "resid.1"
+
+
+def test_unknown_model_fails_fast_in_a_real_process(tmp_path, corpus_file):
+    started = time.perf_counter()
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "autointerp"), "harvest", "--model",
+         "no-such-org/no-such-model-xyz", "--layer", "0", "--corpus", str(corpus_file),
+         "--out", str(tmp_path / "store")], capture_output=True, text=True)
+    assert_one_line_error(res.returncode, res.stderr, "cannot load model 'no-such-org/no-such-model-xyz'")
+    assert time.perf_counter() - started < 30  # no 30 s of hub retries
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_builtin_harvest_round_trips(tmp_path):
+    cfg = HarvestConfig(out=tmp_path / "store", layer=2, corpus="builtin", n_tokens=3000,
+                        eval_fraction=0.5, batch_size=16, device="cpu")
+    harvest(cfg)
+    store = ActivationStore(cfg.out)
+    assert store.d_model == 576 and store.meta["model"] == "smollm2-135m"
+    assert store.n_train_tokens + store.n_eval_fragments * 64 >= 3000
+    assert store.n_eval_fragments >= 3 and store.n_train_tokens >= 500
+    batch = next(store.train_batches(batch_size=128))
+    assert batch.shape == (128, 576) and torch.isfinite(batch).all()
+    chunk = next(store.eval_chunks(max_fragments=4))
+    assert chunk.tokens.shape == (4, 64) and chunk.acts.shape == (4, 64, 576)
+    text = store.tokenizer().decode(chunk.tokens[0])
+    assert len(text) > 100 and any(text in d.text for d in open_corpus("builtin"))
