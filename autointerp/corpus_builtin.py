@@ -70,8 +70,10 @@ def build_builtin(data: Path, manifest: Path) -> None:
 
     data.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(data, blob)
+    sources = {"fiction": str(austen), "drama": str(shakespeare), "scripture": str(kjv),
+               "technical": str(pydoc)}
     atomic_write_json(manifest, {"version": VERSION, "sha256": hashlib.sha256(blob).hexdigest(),
-                                 "genres": genres, "shuffle_seed": SHUFFLE_SEED})
+                                 "genres": genres, "sources": sources, "shuffle_seed": SHUFFLE_SEED})
 
 
 # --- Jane Austen: an R lazy-load database (.rdx index + zlib blobs in .rdb) ---------------

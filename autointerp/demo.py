@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import json
 import platform
 import sys
 import time
@@ -25,9 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autointerp.errors import BadInputError
-from autointerp.store import atomic_write_json
 
 BASELINES = ("pca", "ica", "neurons", "random")
+EVAL_FRACTION = 0.2
+"""Share of documents held out: scoring needs eval fragments where each sampled feature
+fires at least 20 times, more than the default 10% of a small harvest gives."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,14 @@ class DemoConfig:
     hook: str = "resid.15"
     """Residual stream after layer 15 of SmolLM2-135M's 30: a middle layer."""
     n_tokens: int = 100_000
-    """Tokens harvested per model (10% held out as eval fragments)."""
+    """Tokens harvested per model (EVAL_FRACTION held out as eval fragments)."""
     sae_ratio: int = 2
     """SAE width as a multiple of d_model."""
     sae_k: int = 32
     """Active latents per token of the TopK SAE."""
-    train_tokens: int = 1_000_000
+    train_tokens: int = 500_000
     """Activations the SAE trains on (epochs over the harvested ones)."""
-    n_features: int = 24
+    n_features: int = 16
     """Features scored per dictionary (the paper: 150)."""
     llm: str = "smollm2-135m"
     """In-process explainer and simulator model."""
@@ -97,16 +98,136 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "-" for c in Path(text).name or text)
 
 
-def stores(cfg: DemoConfig) -> dict[str, Path]:
-    """Harvest (or reuse) the trained model's store and, with random_model, the control's."""
+def harvest_stores(cfg: DemoConfig) -> dict[str, Path]:
+    """Harvest (or reuse) the trained model's store and, with random_model, the control's:
+    the same architecture and tokens with its weights re-initialised (seeded)."""
     from autointerp.harvest import HarvestConfig, harvest
 
-    base = f"{_slug(cfg.model)}-{cfg.hook}-{cfg.n_tokens}"
-    out = {"trained": cfg.work / "stores" / base}
+    base = f"{_slug(cfg.model)}-{cfg.hook}-{cfg.n_tokens}-s{cfg.seed}"
+    paths = {"trained": cfg.work / "stores" / base}
     if cfg.random_model:
-        out["random model"] = cfg.work / "stores" / f"{base}-random-init{cfg.seed}"
-    for kind, path in out.items():
+        paths["random-init"] = cfg.work / "stores" / f"{base}-random-init"
+    for kind, path in paths.items():
         harvest(HarvestConfig(out=path, hook=cfg.hook, model=cfg.model, n_tokens=cfg.n_tokens,
-                              seed=cfg.seed, device=cfg.device,
-                              random_init=cfg.seed if kind == "random model" else None))
+                              eval_fraction=EVAL_FRACTION, seed=cfg.seed, device=cfg.device,
+                              random_init=cfg.seed if kind == "random-init" else None))
+    return paths
+
+
+def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[Dict]:
+    """The SAE on every store, the baselines on the trained model's; each folder is named
+    by its settings, so a rerun reuses it and other settings never collide with it."""
+    from autointerp.baselines.directions import fit_from_store
+    from autointerp.sae.config import TrainConfig
+    from autointerp.sae.run import train_from_store
+    from autointerp.store import ActivationStore
+
+    out = []
+    for kind, path in stores.items():
+        store, folder = ActivationStore(path), cfg.work / "dictionaries" / path.name
+        sae = TrainConfig(arch="topk", n_features=cfg.sae_ratio * store.d_model,
+                          n_tokens=cfg.train_tokens, k=cfg.sae_k, seed=cfg.seed)
+        sae_dir = folder / f"topk-x{cfg.sae_ratio}-k{cfg.sae_k}-{cfg.train_tokens}"
+        train_from_store(store, sae_dir, sae, cfg.device)
+        out.append(Dict("topk" if kind == "trained" else f"topk, {kind} model", sae_dir))
+        if kind == "trained":
+            for method in BASELINES:
+                fit_from_store(store, folder / method, method, cfg.seed)
+                out.append(Dict(method, folder / method))
     return out
+
+
+def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
+    """(label suffix, explainer, simulator): the in-process LLM, then the lexical reference."""
+    from autointerp.explain import LLMExplainer
+    from autointerp.lexical import LexicalExplainer, LexicalSimulator
+    from autointerp.llm.cache import CachedClient
+    from autointerp.llm.factory import ClientSpec, make_client
+    from autointerp.simulate import LLMSimulator
+
+    client = CachedClient(make_client(ClientSpec(model=cfg.llm, device=cfg.device)), db)
+    scorers = [("", LLMExplainer(client), LLMSimulator(client, cfg.simulator_mode))]
+    if cfg.lexical:
+        scorers.append((" (lexical)", LexicalExplainer(), LexicalSimulator()))
+    return scorers
+
+
+async def _score_all(cfg: DemoConfig, dictionaries: list[Dict], trained_store: Path, db,
+                     console) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autointerp.cli.score import RichProgress
+    from autointerp.fragments import FragmentConfig
+    from autointerp.pipeline import ScoreConfig, score_dictionary_async
+    from autointerp.selftest import selftest
+    from autointerp.store import ActivationStore
+
+    fragments = FragmentConfig(n_features=cfg.n_features, seed=cfg.seed)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
+    summaries = []
+    with Progress(*columns, console=console) as bar:
+        for suffix, explainer, simulator in _scorers(cfg, db):
+            hooks = RichProgress(bar, [getattr(explainer, "client", None)])
+            # The self-test the score runs depend on, run (or read back) first and said
+            # out loud: the demo's scores mean nothing if its simulator fails it.
+            await simulator.prepare()
+            task = bar.add_task(f"self-test {simulator.name}", total=None, stats="")
+            st = await selftest(simulator, db, store=ActivationStore(trained_store),
+                                on_total=lambda n, t=task: bar.update(t, total=n),
+                                tick=lambda t=task: bar.advance(t))
+            console.print(f"self-test {simulator.name}: {'passed' if st.passed else 'FAILED'}",
+                          markup=False, highlight=False)
+            for d in dictionaries:
+                score = ScoreConfig(d.path, fragments=fragments, concurrency=cfg.concurrency,
+                                    label=d.label + suffix)
+                summaries.append(await score_dictionary_async(score, explainer, simulator, db, hooks))
+    return summaries
+
+
+def _provenance(cfg: DemoConfig, seconds: dict[str, float]) -> dict:
+    """What a reader of a committed reference run needs to redo it."""
+    import torch
+
+    versions = {p: importlib.metadata.version(p) for p in ("autointerp", "transformers", "numpy",
+                                                            "scipy", "scikit-learn")}
+    return {"command": " ".join(["autointerp", *sys.argv[1:]]) if sys.argv else "autointerp demo",
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
+            "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
+                        "cuda": torch.cuda.is_available()}}
+
+
+def run_demo(cfg: DemoConfig, console=None) -> DemoResult:
+    """Every step in order, each timed; the outputs' paths and the self-test verdicts."""
+    from rich.console import Console
+
+    from autointerp.compare import write_comparison
+    from autointerp.db import open_db
+    from autointerp.report import write_report
+    from autointerp.store import atomic_write_json
+
+    console = console or Console()
+    seconds, t0 = {}, time.perf_counter()
+
+    def step(name: str, fn: Callable):
+        console.rule(name)
+        start = time.perf_counter()
+        result = fn()
+        seconds[name] = time.perf_counter() - start
+        return result
+
+    db = open_db(cfg.db_path)
+    stores = step("harvest", lambda: harvest_stores(cfg))
+    dictionaries = step("dictionaries", lambda: build_dictionaries(cfg, stores))
+    step("score", lambda: asyncio.run(_score_all(cfg, dictionaries, stores["trained"], db, console)))
+    files = step("compare", lambda: write_comparison(db, cfg.out, cfg.seed))
+    report = step("report", lambda: write_report(db, cfg.out / "report.html", cfg.seed))
+    seconds["total"] = time.perf_counter() - t0
+    paths = {**files.paths, "report.html": report.path, "database": cfg.db_path,
+             **{f"store ({k})": p for k, p in stores.items()},
+             **{f"dictionary {d.label}": d.path for d in dictionaries},
+             "demo_run.json": cfg.out / "demo_run.json"}
+    atomic_write_json(paths["demo_run.json"], _provenance(cfg, seconds))
+    return DemoResult(paths, report.verdicts, seconds)

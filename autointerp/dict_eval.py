@@ -136,6 +136,21 @@ def loss_recovered(dictionary: Dictionary, store, loaded, n_fragments: int = 32,
     return LossRecovered(count, clean, zeroed, recon, frac)
 
 
+def load_store_model(store, device: str = "auto"):
+    """The model (and weights) the store was harvested from, checked by weights hash."""
+    from autointerp.models import load_causal_lm
+
+    args = store.meta.get("args") or {}
+    loaded = load_causal_lm(store.meta["model"], device, store.meta.get("dtype", "auto"),
+                            random_init_seed=args.get("random_init"))
+    expected = store.meta.get("model_hash")
+    if expected and loaded.weights_hash != expected:
+        raise BadInputError(f"model {store.meta['model']} now has weights hash "
+                            f"{loaded.weights_hash[:12]}, but {store.path} was harvested from "
+                            f"{expected[:12]}; loss recovered would compare different models")
+    return loaded
+
+
 def _eval_input_ids(store, n_fragments: int) -> tuple[torch.Tensor, int]:
     """(n_fragments, fragment_len [+ 1]) token ids of the store's eval fragments, with the
     BOS the harvest prepended, and the index of the first stored position."""

@@ -132,6 +132,8 @@ def clean_explanation(text: str, max_chars: int = MAX_EXPLANATION_CHARS) -> str:
     restated prompt prose ("This feature detects ..."), wrapping quotes and
     trailing punctuation removed, cut at a word boundary."""
     line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    # One phrase is asked for; a model that rambles on gets its first sentence kept.
+    line = re.split(r"(?<!\be\.g)(?<!\bi\.e)\.\s+(?=[A-Z])", line, maxsplit=1)[0]
     for _ in range(3):  # prefixes can stack: 'Explanation: the main thing ... is find'
         stripped = _PREFIXES.sub("", line, count=1).strip()
         if stripped == line:

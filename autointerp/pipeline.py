@@ -148,8 +148,11 @@ def _frag(f) -> dict:
     return {"index": f.index, "tokens": list(f.tokens), "activations": list(f.activations)}
 
 
-def _nan_to_none(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)
+def _nanmean(xs) -> float | None:
+    """Mean ignoring NaN (a random-only score is undefined where the truth is constant);
+    None, SQLite's null, when nothing is left."""
+    xs = [x for x in xs if not math.isnan(x)]
+    return float(np.mean(xs)) if xs else None
 
 
 async def score_feature(ff: FeatureFragments, explainer, simulator, n_shown: int,
@@ -159,7 +162,6 @@ async def score_feature(ff: FeatureFragments, explainer, simulator, n_shown: int
     shown, scoring = ff.explainer_fragments(n_shown), ff.scoring_fragments(n_shown)
     fragments = {"n_nonzero": ff.n_nonzero, "n_top": n_shown,
                  "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring]}
-    base = {"feature": ff.feature}
 
     async def one(i: int):
         explanation = await explainer.explain(shown, sample_index=i)
@@ -168,24 +170,18 @@ async def score_feature(ff: FeatureFragments, explainer, simulator, n_shown: int
 
     try:
         results = await asyncio.gather(*(one(i) for i in range(n_explanations)))
-    except (ExplanationFailed, SimulationFailed) as e:
-        stage = "explanation" if isinstance(e, ExplanationFailed) else "simulation"
-        return {**base, "status": "failed", "reason": f"{stage}: {e}",
+    except (ExplanationFailed, SimulationFailed, LLMCallError) as e:
+        stage = ("explanation" if isinstance(e, ExplanationFailed) else
+                 "simulation" if isinstance(e, SimulationFailed) else CALL_FAILED)
+        return {"feature": ff.feature, "status": "failed", "reason": f"{stage}: {e}",
                 "fragments": dbm.dumps(fragments)}
-    except LLMCallError as e:
-        return {**base, "status": "failed", "reason": f"{CALL_FAILED}: {e}",
-                "fragments": dbm.dumps(fragments)}
-    scores = [s for _, _, s in results]
-
-    def mean(xs):
-        xs = [x for x in xs if not math.isnan(x)]
-        return float(np.mean(xs)) if xs else math.nan
-
+    texts = [text for text, _, _ in results]
+    scores = [score for _, _, score in results]
     fragments["simulations"] = [[list(p) for p in sim.predictions] for _, sim, _ in results]
-    return {**base, "status": "scored", "reason": None,
-            "explanation": results[0][0], "explanations": dbm.dumps([e for e, _, _ in results]),
-            "score": _nan_to_none(mean([s.all for s in scores])), "score_top": _nan_to_none(mean([s.top for s in scores])),
-            "score_random": _nan_to_none(mean([s.random for s in scores])),
+    return {"feature": ff.feature, "status": "scored", "reason": None, "explanation": texts[0],
+            "explanations": dbm.dumps(texts), "score": _nanmean([s.all for s in scores]),
+            "score_top": _nanmean([s.top for s in scores]),
+            "score_random": _nanmean([s.random for s in scores]),
             "score_spread": float(np.std([s.all for s in scores])) if len(scores) > 1 else None,
             "constant": int(any(s.constant for s in scores)), "fragments": dbm.dumps(fragments)}
 

@@ -96,3 +96,26 @@ def fit_baseline(method: str, x: torch.Tensor, seed: int = 0, meta: dict | None 
     if method == "neurons":
         return fit_neurons(x, meta)
     return fit_random(x, seed, meta)
+
+
+def fit_from_store(store, out, method: str, seed: int = 0, n_fit: int = 100_000,
+                   overwrite: bool = False) -> tuple[Dictionary, bool]:
+    """(dictionary, reused): fit `method` on a uniform sample of the store's training
+    activations, evaluate it on the eval part and save it to `out`."""
+    from autointerp.dictionary import meta_from_store, prepare_out
+    from autointerp.sae.run import save_evaluated
+
+    if method not in METHODS:
+        raise BadInputError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    if n_fit < 2:
+        raise BadInputError(f"--n-fit must be at least 2, got {n_fit}")
+    meta = {**meta_from_store(store), "method": method,
+            "hyperparameters": {"seed": seed, "n_fit": n_fit}}
+    done = prepare_out(out, meta, overwrite)
+    if done is not None:
+        return done, True
+    x = store.train_sample(n_fit, seed=seed)
+    dictionary = fit_baseline(method, x, seed, meta_from_store(store))
+    dictionary.meta["hyperparameters"]["n_fit"] = n_fit  # what was asked, for reruns to match
+    dictionary.meta["n_fit_used"] = len(x)
+    return save_evaluated(dictionary, store, out), False

@@ -108,19 +108,19 @@ class Trainer:
         self.since_fired = state["since_fired"].to(self.device)
 
     def to_dictionary(self, meta: dict) -> Dictionary:
-        meta = {**meta, "method": self.config.arch,
-                "hyperparameters": {**self.config.hyperparameters(), "input_scale": self.scale}}
+        meta = {**meta, "method": self.config.arch, "input_scale": self.scale,
+                "hyperparameters": self.config.hyperparameters()}
         return self.sae.to_dictionary(self.scale, meta)
 
 
-def save_checkpoint(trainer: Trainer, path: Path) -> None:
+def save_checkpoint(trainer: Trainer, path: Path, identity: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(trainer.state_dict(), tmp)
+    torch.save({**trainer.state_dict(), "identity": identity}, tmp)
     os.replace(tmp, path)
 
 
-def resume(trainer: Trainer, path: Path | None) -> bool:
+def resume(trainer: Trainer, path: Path | None, identity: dict) -> bool:
     """Load `path` into `trainer` when it holds a checkpoint of the same run."""
     if path is None or not path.exists():
         return False
@@ -129,7 +129,7 @@ def resume(trainer: Trainer, path: Path | None) -> bool:
     except Exception as e:  # a torn or foreign file: say which, never train over it silently
         raise BadInputError(f"checkpoint {path} is unreadable ({type(e).__name__}); "
                             "delete it to start over") from None
-    if state.get("config") != asdict(trainer.config):
+    if state.get("config") != asdict(trainer.config) or state.get("identity") != identity:
         raise BadInputError(f"checkpoint {path} is from a run with other settings; "
                             "use another --out or --overwrite")
     trainer.load_state_dict(state)
@@ -149,9 +149,11 @@ def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig
 
     With `checkpoint`, the run resumes from it when present (skipping the batches it
     already consumed, so the data order matches an uninterrupted run) and saves to it
-    every `checkpoint_every` steps and at the end."""
+    every `checkpoint_every` steps and at the end. `meta` (the data's provenance) is
+    part of the run's identity: a checkpoint made on other data is never resumed."""
+    meta = meta or {}
     trainer = Trainer(d_model, config, device)
-    resumed = resume(trainer, checkpoint)
+    resumed = resume(trainer, checkpoint, meta)
     it = iter(batches)
     for _ in range(trainer.step_index):
         next(it, None)
@@ -174,8 +176,8 @@ def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig
                            .format(**summary))
             bar.update(task, completed=done)
             if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.n_steps):
-                save_checkpoint(trainer, checkpoint)
-    return trainer.to_dictionary(meta or {}), summary
+                save_checkpoint(trainer, checkpoint, meta)
+    return trainer.to_dictionary(meta), summary
 
 
 def _check_batch(x: torch.Tensor, d_model: int, step: int) -> None:

@@ -27,6 +27,8 @@ def frags(n=5):
     ("Explanation: the main thing this feature does is find commas", "commas"),
     ("The feature fires on: closing brackets!", "closing brackets"),
     ("It looks for   plural   nouns;", "plural nouns"),
+    ("the number of rows in a table. The table is a list of rows", "the number of rows in a table"),
+    ("units, e.g. Metres and miles. Also more", "units, e.g. Metres and miles"),
 ])
 def test_clean_explanation(answer, expected):
     assert clean_explanation(answer) == expected
@@ -50,7 +52,7 @@ def test_prompt_structure_survives_hostile_corpus_text():
     records = parse_records(messages[-1][1])
     assert len(records) == len(fragments)
     top = max(max(f.activations) for f in fragments)
-    for record, f in zip(records, fragments):
+    for record, f in zip(records, fragments, strict=True):
         assert [t for t, _ in record] == list(f.tokens)
         values = [int(v) for _, v in record]
         assert values == [math.floor(10 * a / top + 0.5) for a in f.activations]

@@ -16,7 +16,7 @@ import torch
 
 from autointerp.corpus import open_corpus
 from autointerp.errors import BadInputError
-from autointerp.harvest import HarvestConfig, harvest, is_eval_document
+from autointerp.harvest import HarvestConfig, harvest, is_eval_document, prefix_token_id
 from autointerp.models import load_causal_lm
 from autointerp.store import SPLITS, ActivationStore, from_storage
 from tests.tiny_families import FAMILIES, corpus_text, single_torch_thread, tiny_model_dirs
@@ -58,7 +58,8 @@ def test_stored_activations_equal_output_hidden_states(tiny_models, corpus_file,
     harvest(cfg)
     meta = json.loads((cfg.out / "metadata.json").read_text())
     lm = load_causal_lm(cfg.model, device="cpu", dtype="float32")
-    prefix = lm.tokenizer.bos_token_id if family != "gpt2" else lm.tokenizer.eos_token_id
+    start = {"gpt2": "<|endoftext|>", "gpt_neox": "<|endoftext|>", "llama": "<s>"}[family]
+    prefix = lm.tokenizer.convert_tokens_to_ids(start)
     assert meta["bos_token_id"] == prefix and meta["model_hash"] == lm.weights_hash
     stored = {split: read_sequences(cfg.out, split) for split in SPLITS}
     assert all(len(stored[s]) > 5 for s in SPLITS) and len(meta["shards"]["train"]) > 1
@@ -96,6 +97,16 @@ def test_split_is_by_document_and_drops_broken_characters(tiny_models, corpus_fi
     assert all(is_eval_document(d, 0, 0.3) for d in owners["eval"])
     # The multi-byte characters of the corpus get cut at some fragment boundaries.
     assert sum(meta["dropped_fffd_fragments"].values()) > 0
+
+
+def test_prefix_token_fallbacks(tiny_models):
+    llama = load_causal_lm(str(tiny_models["llama"]), device="cpu").tokenizer
+    assert prefix_token_id(llama) == llama.bos_token_id  # no <|endoftext|> in its vocabulary
+    llama.bos_token = None
+    assert prefix_token_id(llama) == llama.convert_tokens_to_ids("</s>")
+    llama.eos_token = None
+    with pytest.raises(BadInputError, match="neither a BOS nor an EOS"):
+        prefix_token_id(llama)
 
 
 class Interrupt(Exception):

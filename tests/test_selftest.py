@@ -151,7 +151,9 @@ def test_second_run_reads_the_database(store, tmp_path):
     assert sim.calls == 8 and not first.cached
     again = run_selftest(sim, open_db(tmp_path / "a.db"), store=store, n_features=4)
     assert sim.calls == 8 and again.cached
-    assert again == first  # NaN-free fields round-trip exactly through SQLite
+    assert (again.id, again.passed, again.details) == (first.id, first.passed, first.details)
+    # NaN (no CI) round-trips as NaN; assert_equal treats NaN as equal to NaN.
+    np.testing.assert_equal((again.right, again.wrong, again.gap), (first.right, first.wrong, first.gap))
     assert load_selftest(db, first.id).passed
     # Other settings are another self-test.
     run_selftest(sim, db, store=store, n_features=4, right_threshold=0.9)
@@ -174,7 +176,8 @@ def test_derangement_has_no_fixed_point(n):
 
 
 def test_planted_fragments_fire_in_the_top_ones():
-    texts = sentences(400, seed=1)
+    lines = sentences(400, seed=1)
+    texts = [" ".join(lines[i:i + 20]) for i in range(0, len(lines), 20)]  # 20 documents
     tok = word_tokenizer(texts)
     cases = plant(text_fragments(texts, tok, fragment_len=16), n_features=12, seed=3)
     assert {c.feature.name for c in cases} >= {"the", "digits", "comma", "close-bracket"}
@@ -196,3 +199,50 @@ def test_planted_definitions():
     assert sum(by_name["comma"].activations(toks)) == 10.0
     assert by_name["quotes"].fires('"') and by_name["colon"].fires(":")
     assert not by_name["of"].fires(" offer") and by_name["of"].fires(" Of")
+
+
+def test_cli_prints_the_verdict_and_warns(store, tmp_path):
+    """The lexical simulator reads only quoted words ("the word 'the'"), so most planted
+    explanations give it nothing to go on: a real simulator that fails the self-test."""
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    args = ["selftest", "--acts", str(store.path), "--db", str(tmp_path / "a.db"),
+            "--simulator", "lexical", "--n-features", "6"]
+    out = CliRunner().invoke(app, args, terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "FAIL: lexical (lexical)" in out.output
+    assert "scores from this simulator are not meaningful" in out.output
+    assert "planted features were simulated both ways" in out.output
+    row = next(open_db(tmp_path / "a.db")["selftests"].rows)
+    assert row["passed"] == 0 and row["simulator"] == "lexical"
+    again = CliRunner().invoke(app, args, terminal_width=200)
+    assert "cached" in again.output and "FAIL" in again.output
+
+
+def test_cli_rejects_a_missing_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+    from autointerp.errors import BadInputError
+
+    out = CliRunner().invoke(app, ["selftest", "--acts", str(tmp_path / "nope"), "--db",
+                                   str(tmp_path / "a.db"), "--simulator", "lexical"])
+    assert isinstance(out.exception, BadInputError) and "not an activation store" in str(out.exception)
+
+
+@pytest.mark.slow
+def test_real_smollm2_gets_a_recorded_verdict(tmp_path):
+    """The offline default (SmolLM2-135M in process, all-at-once) on two planted features of
+    the builtin corpus, one fragment each where it fires plus one random: whatever the
+    verdict, it is recorded. (The full run and its figures: docs/notes/selftest.md.)"""
+    from autointerp.cli.score import make_simulator
+
+    db = open_db(tmp_path / "a.db")
+    sim = make_simulator(db, "inprocess", None, "all-at-once", None, "OPENAI_API_KEY", 8, "cpu", {})
+    res = run_selftest(sim, db, n_features=2, n_top=1, n_random=1)
+    assert res.mode == "all-at-once" and len(res.details) == 2
+    assert all(d.failure or (-1 <= d.right <= 1 and -1 <= d.wrong <= 1) for d in res.details)
+    row = load_selftest(db, res.id)
+    assert row is not None and row.passed == res.passed and row.verdict in ("PASS", "FAIL")

@@ -213,3 +213,34 @@ def test_all_at_once_on_a_real_model_matches_a_direct_computation(tiny_llama_dir
         probs = torch.softmax(logits[p - 1], -1)[[ids[0] for ids in digit_ids]]
         expected.append(float((probs / probs.sum() * torch.arange(len(probs))).sum()))
     assert out.predictions[0] == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_simulator_modes_end_to_end_on_llamacpp(llamacpp_server, tmp_path):
+    """auto picks all-at-once from llama.cpp's echo (shift-corrected by the client) and
+    reads one expected value per token; logprobs mode asks for top logprobs and either
+    returns aligned expected values or fails with the parse reason, never misaligned."""
+    from autointerp.db import open_db
+    from autointerp.llm.cache import CachedClient
+    from autointerp.llm.openai_client import OpenAIClient
+
+    db = open_db(tmp_path / "w.db")
+    client = CachedClient(OpenAIClient(llamacpp_server.url, "smollm2", timeout_s=300), db)
+    tokens = ("The", " cat", " sat", " on", " the", " mat", ".")
+    frag = Fragment(tokens, (0, 0, 0, 0, 10, 0, 0))
+    sim = LLMSimulator(client, "auto")
+    out = run(sim.simulate("the word 'the'", [frag]))
+    assert sim.mode == "all-at-once" and sim.scale_max == 9  # SmolLM2 writes 10 as "1", "0"
+    assert len(out.predictions[0]) == len(tokens)
+    assert all(0 <= v <= 9 for v in out.predictions[0])
+    assert len({round(v, 6) for v in out.predictions[0]}) > 1  # read per slot, not one value
+
+    chat = LLMSimulator(client, "logprobs", scale_max=9)
+    try:
+        got = run(chat.simulate("the word 'the'", [frag]))
+    except SimulationFailed as e:
+        assert re.search(r"expected 7 values|no JSON array|out of range|not an integer", str(e))
+    else:
+        assert len(got.predictions[0]) == len(tokens)
+    asked = [json.loads(r["request"]) for r in db.query("select request from llm_calls")]
+    assert any(r["messages"] and r["top_logprobs"] > 0 for r in asked)

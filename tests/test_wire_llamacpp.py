@@ -21,10 +21,20 @@ pytestmark = pytest.mark.slow
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Sparse autoencoders find highly "
         "interpretable features in language models, one direction at a time.")
-LOGPROB_TOL = 0.35
-"""Largest |llama.cpp - transformers| logprob allowed per token (nats). The server runs the
-Q4_1 weights with 8-bit quantised activations; transformers runs the same weights
-dequantised to float32. Measured: see docs/notes/llm.md."""
+OWN_MAX, OWN_MEAN, ALT_PROB_MAX = 0.35, 0.10, 0.20
+"""Allowed |llama.cpp - transformers| gaps: a prompt token's own logprob (max, mean, nats)
+and the probability of each top-5 alternative (max). The server runs the Q4_1 weights
+with 8-bit quantised activations; transformers runs the same weights dequantised to
+float32. Measured over 57 tokens: own max 0.22, mean 0.04; alternatives' probability
+max 0.11 (docs/notes/llm.md)."""
+
+
+TIMEOUT_S = 300
+"""llama-cpp-python answers one request at a time, slowly when CPUs are shared."""
+
+
+def smollm2_client(server, **kwargs) -> OpenAIClient:
+    return OpenAIClient(server.url, "smollm2", timeout_s=TIMEOUT_S, **kwargs)
 
 
 def run(coro):
@@ -45,44 +55,46 @@ def reference_logprobs(lm, text: str) -> tuple[list[int], torch.Tensor]:
 
 
 def test_chat_top_logprobs_are_sane(llamacpp_server):
-    client = OpenAIClient(llamacpp_server.url, "smollm2")
-    req = CompletionRequest(model="", messages=(("user", "Count on: 1, 2, 3,"),), max_tokens=8,
+    client = smollm2_client(llamacpp_server)
+    req = CompletionRequest(model="", messages=(("user", "Count on: 1, 2, 3,"),), max_tokens=6,
                             top_logprobs=5)
     c = run(client.complete(req))
-    assert c.tokens and 1 <= len(c.tokens) <= 8 and c.text
+    assert c.tokens and 1 <= len(c.tokens) <= 6 and c.text
     for t in c.tokens:
         values = [lp for _, lp in t.top]
         assert len(t.top) >= 5 and values == sorted(values, reverse=True)
         assert all(lp <= 1e-6 for lp in values) and sum(math.exp(v) for v in values) <= 1.001
-        # Greedy decoding: the chosen token is the most likely one.
-        assert t.token == t.top[0][0] and t.logprob == pytest.approx(values[0], abs=1e-4)
+        # The server's sampler penalises repeats, so the chosen token need not be the
+        # most likely one; it is among the alternatives, with the same logprob.
+        assert t.logprob == pytest.approx(dict(t.top).get(t.token, 1.0), abs=1e-4)
+    assert "".join(t.token for t in c.tokens) == c.text
 
 
 def test_echo_logprobs_after_shift_correction_match_transformers(llamacpp_server, smollm2):
-    client = OpenAIClient(llamacpp_server.url, "smollm2")  # auto: probes the dialect
+    client = smollm2_client(llamacpp_server)  # auto: probes the dialect
     req = CompletionRequest(model="", prompt=TEXT, max_tokens=1, prompt_logprobs=5)
     got = run(client.complete(req)).prompt_tokens
     assert client.capabilities["prompt_logprobs_style"] == "llamacpp"
     ids, ref = reference_logprobs(smollm2, TEXT)
     assert [t.token for t in got] == [smollm2.tokenizer.decode([i]) for i in ids]
-    diffs, top1 = [], []
+    own, alt_prob, top1 = [], [], []
     for i in range(2, len(ids)):  # 0 has no context; 1's row is blanked by the server
-        best = int(ref[i - 1].argmax())
-        top1.append(got[i].top[0][0] == smollm2.tokenizer.decode([best]))
+        top1.append(got[i].top[0][0] == smollm2.tokenizer.decode([int(ref[i - 1].argmax())]))
         if got[i].logprob is not None:
-            diffs.append(abs(got[i].logprob - float(ref[i - 1, ids[i]])))
-        for alt, lp in got[i].top[:3]:
+            own.append(abs(got[i].logprob - float(ref[i - 1, ids[i]])))
+        for alt, lp in got[i].top[:5]:
             alt_id = smollm2.tokenizer.encode(alt, add_special_tokens=False)
             if len(alt_id) == 1:
-                diffs.append(abs(lp - float(ref[i - 1, alt_id[0]])))
-    assert len(diffs) > len(ids) and max(diffs) < LOGPROB_TOL
+                alt_prob.append(abs(math.exp(lp) - math.exp(float(ref[i - 1, alt_id[0]]))))
+    assert len(own) >= 10 and len(alt_prob) > 3 * len(ids)  # own: only when in the top 5
+    assert max(own) < OWN_MAX and sum(own) / len(own) < OWN_MEAN and max(alt_prob) < ALT_PROB_MAX
     assert sum(top1) >= 0.9 * len(top1)
     # Without the correction the same response is far off: the shift is real.
-    raw = OpenAIClient(llamacpp_server.url, "smollm2", prompt_logprobs_style="echo")
+    raw = smollm2_client(llamacpp_server, prompt_logprobs_style="echo")
     wrong = run(raw.complete(req)).prompt_tokens
     raw_diffs = [abs(wrong[i].logprob - float(ref[i - 1, ids[i]]))
                  for i in range(2, len(ids)) if wrong[i].logprob is not None]
-    assert sum(raw_diffs) / len(raw_diffs) > 10 * sum(diffs) / len(diffs)
+    assert sum(raw_diffs) / len(raw_diffs) > 10 * sum(own) / len(own)
 
 
 def wait_for_count(server, expected: int, timeout_s: float = 5) -> int:
@@ -98,10 +110,10 @@ def test_cached_rerun_makes_no_call_at_the_server(llamacpp_server, tmp_path):
     req = CompletionRequest(model="", messages=(("user", "Name a colour."),), max_tokens=4,
                             top_logprobs=2)
     before = wait_for_count(llamacpp_server, 0)
-    first = CachedClient(OpenAIClient(llamacpp_server.url, "smollm2"), open_db(tmp_path / "c.db"))
+    first = CachedClient(smollm2_client(llamacpp_server), open_db(tmp_path / "c.db"))
     a = run(first.complete(req))
     assert wait_for_count(llamacpp_server, before + 1) == before + 1
-    second = CachedClient(OpenAIClient(llamacpp_server.url, "smollm2"), open_db(tmp_path / "c.db"))
+    second = CachedClient(smollm2_client(llamacpp_server), open_db(tmp_path / "c.db"))
     b = run(second.complete(req))
     assert wait_for_count(llamacpp_server, before + 2, timeout_s=0.5) == before + 1
     assert (first.calls, second.calls, second.hits) == (1, 0, 1) and a.text == b.text

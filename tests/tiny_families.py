@@ -26,20 +26,22 @@ def corpus_text(seed: int = 0, n_paragraphs: int = 24) -> str:
 
 
 def train_tokenizer(texts: list[str], family: str):
-    """A byte-level BPE tokenizer (like GPT-2's) trained offline. The GPT-2 one has no BOS
-    token, as GPT-2's real one effectively starts documents with <|endoftext|>."""
+    """A byte-level BPE tokenizer trained offline, with each family's special tokens: GPT-2's
+    has no BOS (documents start with <|endoftext|>), GPT-NeoX's BOS is <|endoftext|>, and the
+    Llama one has <s> / </s> and no <|endoftext|> at all."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    specials = {"gpt2": (None, "<|endoftext|>"), "gpt_neox": ("<|endoftext|>", "<|endoftext|>"),
+                "llama": ("<s>", "</s>")}[family]
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     raw.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<|endoftext|>", "<pad>"],
+        vocab_size=320, special_tokens=[t for t in dict.fromkeys(specials) if t] + ["<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    bos = None if family == "gpt2" else "<|endoftext|>"
-    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=bos, eos_token="<|endoftext|>",
-                                   pad_token="<pad>")
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=specials[0],
+                                   eos_token=specials[1], pad_token="<pad>")
 
 
 def build_tiny(family: str, path: Path, seed: int = 0) -> Path:

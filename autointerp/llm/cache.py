@@ -105,6 +105,9 @@ class CachedClient:
             result = await self._call_and_store(key, request)
             fut.set_result(result)
             return result
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
         except BaseException as e:
             fut.set_exception(e)
             fut.exception()  # mark retrieved: nobody else may be waiting

@@ -45,6 +45,7 @@ class _Row:
     generator: torch.Generator | None
     ids: list[int]
     tokens: list[TokenLogprob]
+    candidates: tuple[list[int], list[str]]
     text: str = ""
     finish_reason: str | None = None
 
@@ -69,6 +70,8 @@ class TransformersClient:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autointerp-lm")
         self._pending: list[tuple[CompletionRequest, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
+        self._pieces: dict[int, str] = {}
+        self._eos: set[int] | None = None
 
     def supports(self, feature: str) -> bool | None:
         return feature in ("prompt_logprobs", "top_logprobs", "candidate_tokens")
@@ -164,68 +167,90 @@ class TransformersClient:
                            row.finish_reason, {"batch_size": len(requests)})
                 for row, r, p in zip(rows, requests, prompt, strict=True)]
 
-    def _candidate_ids(self, request: CompletionRequest) -> dict[int, str]:
-        """Candidates that are one token in this tokenizer (others cannot be read exactly)."""
-        tok = self._lm.tokenizer
-        out = {}
-        for c in request.candidate_tokens:
-            ids = tok.encode(c, add_special_tokens=False)
-            if len(ids) == 1:
-                out[ids[0]] = c
-        return out
+    def _piece(self, token_id: int) -> str:
+        """A token's text, memoised: read-outs decode the same few ids over and over."""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self._lm.tokenizer.decode([token_id])
+        return piece
 
-    def _alternatives(self, logprobs: torch.Tensor, k: int, candidates: dict[int, str]):
-        """(vocab,) log-probabilities -> top k plus the candidates, most likely first."""
-        tok = self._lm.tokenizer
-        alts = {}
-        if k:
-            values, indices = logprobs.topk(k)
-            for v, i in zip(values.tolist(), indices.tolist(), strict=True):
-                alts.setdefault(tok.decode([i]), v)  # byte pieces can decode alike
-        for i, c in candidates.items():
-            alts.setdefault(c, float(logprobs[i]))
-        return tuple(sorted(alts.items(), key=lambda a: -a[1]))
+    def _candidate_ids(self, request: CompletionRequest) -> tuple[list[int], list[str]]:
+        """Candidates that are one token in this tokenizer (others cannot be read exactly)."""
+        ids, names = [], []
+        for c in request.candidate_tokens:
+            encoded = self._lm.tokenizer.encode(c, add_special_tokens=False)
+            if len(encoded) == 1:
+                ids.append(encoded[0])
+                names.append(c)
+        return ids, names
+
+    def _read_out(self, logprobs: torch.Tensor, targets: list[int], k: int,
+                  candidates: tuple[list[int], list[str]]) -> list[TokenLogprob]:
+        """(n, vocab) log-probabilities -> per row: the target token, its logprob and the
+        alternatives (top k plus the candidates, most likely first). One transfer per kind."""
+        n = len(targets)
+        index = torch.tensor(targets, device=logprobs.device)[:, None]
+        own = logprobs.gather(1, index)[:, 0].tolist()
+        top = logprobs.topk(k, dim=-1) if k else None
+        top_v, top_i = (top.values.tolist(), top.indices.tolist()) if k else ([[]] * n, [[]] * n)
+        cand_ids, cand_names = candidates
+        cand_v = logprobs[:, cand_ids].tolist() if cand_ids else [[]] * n
+        out = []
+        for t, lp, vs, ix, cv in zip(targets, own, top_v, top_i, cand_v, strict=True):
+            alts: dict[str, float] = {}
+            for v, i in zip(vs, ix, strict=True):
+                alts.setdefault(self._piece(i), v)  # byte pieces can decode alike
+            for name, v in zip(cand_names, cv, strict=True):
+                alts.setdefault(name, v)
+            out.append(TokenLogprob(self._piece(t), lp, tuple(sorted(alts.items(), key=lambda a: -a[1]))))
+        return out
 
     def _prompt_tokens(self, hidden: torch.Tensor, ids: list[int], request: CompletionRequest):
         """Position i: P(token i | tokens < i) and its alternatives; position 0 has none."""
-        tok = self._lm.tokenizer
         candidates = self._candidate_ids(request)
-        out = [TokenLogprob(tok.decode([ids[0]]), None, ())]
+        out = [TokenLogprob(self._piece(ids[0]), None, ())]
         hidden = hidden[:-1]  # the state after token i predicts token i + 1
         for start in range(0, len(hidden), LM_HEAD_CHUNK):
             logprobs = self._logits(hidden[start:start + LM_HEAD_CHUNK])  # (chunk, vocab)
-            for j in range(len(logprobs)):
-                token_id = ids[start + j + 1]
-                out.append(TokenLogprob(
-                    tok.decode([token_id]), float(logprobs[j, token_id]),
-                    self._alternatives(logprobs[j], request.prompt_logprobs, candidates)))
+            targets = ids[start + 1:start + 1 + len(logprobs)]
+            out += self._read_out(logprobs, targets, request.prompt_logprobs, candidates)
         return tuple(out)
 
     def _decode(self, requests, cache, last_hidden, mask, last_pos) -> list[_Row]:
-        """Greedy or seeded-sampled generation for every row, one batched step at a time."""
+        """Greedy or seeded-sampled generation, one batched step at a time; rows that
+        finish leave the batch (and the KV cache), so short answers do not pay for long."""
         rows = [_Row(r, torch.Generator().manual_seed(request_seed(r)) if r.temperature > 0
-                     else None, [], []) for r in requests]
+                     else None, [], [], self._candidate_ids(r)) for r in requests]
+        active = list(range(len(rows)))
         for row in rows:
             if row.request.max_tokens <= 0:
                 row.finish_reason = "length"
-        for _ in range(max(r.max_tokens for r in requests)):
-            logprobs = self._logits(last_hidden)  # (batch, vocab)
-            next_ids = [self._step(row, logprobs[b]) for b, row in enumerate(rows)]
-            if all(row.finish_reason for row in rows):
+        while active:
+            keep = [j for j, b in enumerate(active) if not rows[b].finish_reason]
+            if not keep:
                 break
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            if len(keep) < len(active):
+                index = torch.tensor(keep, dtype=torch.long, device=mask.device)
+                cache.batch_select_indices(index)
+                mask, last_pos, last_hidden = mask[index], last_pos[index], last_hidden[index]
+                active = [active[j] for j in keep]
+            logprobs = self._logits(last_hidden)  # (active, vocab)
+            next_ids = [self._step(rows[b], logprobs[j]) for j, b in enumerate(active)]
+            if all(rows[b].finish_reason for b in active):
+                break
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             last_pos = last_pos + 1
             out = self._forward(input_ids=torch.tensor(next_ids, device=mask.device)[:, None],
                                 attention_mask=mask, position_ids=last_pos[:, None],
                                 past_key_values=cache)
             cache, last_hidden = out.past_key_values, out.last_hidden_state[:, -1]
+        for row in rows:
+            row.text = self._final_text(row)
         return rows
 
     def _step(self, row: _Row, logprobs: torch.Tensor) -> int:
-        """Choose row's next token (unless it is done); returns the id to feed back."""
-        if row.finish_reason:
-            return 0
-        r, tok = row.request, self._lm.tokenizer
+        """Choose the row's next token, record it, and decide whether the row is done."""
+        r = row.request
         if row.generator is None:
             token_id = int(logprobs.argmax())
         else:
@@ -233,20 +258,25 @@ class TransformersClient:
             token_id = int(torch.multinomial(probs, 1, generator=row.generator))
         row.ids.append(token_id)
         if r.top_logprobs:
-            row.tokens.append(TokenLogprob(
-                tok.decode([token_id]), float(logprobs[token_id]),
-                self._alternatives(logprobs, r.top_logprobs, self._candidate_ids(r))))
-        row.text = tok.decode(row.ids, skip_special_tokens=True)
-        hits = [row.text.find(s) for s in r.stop if s in row.text]
-        if hits:
-            row.text, row.finish_reason = row.text[: min(hits)], "stop"
+            row.tokens += self._read_out(logprobs[None], [token_id], r.top_logprobs, row.candidates)
+        if r.stop and any(s in self._lm.tokenizer.decode(row.ids, skip_special_tokens=True)
+                          for s in r.stop):
+            row.finish_reason = "stop"
         elif token_id in self._eos_ids():
             row.finish_reason = "stop"
         elif len(row.ids) >= r.max_tokens:
             row.finish_reason = "length"
         return token_id
 
+    def _final_text(self, row: _Row) -> str:
+        """The decoded answer, cut before the first stop string."""
+        text = self._lm.tokenizer.decode(row.ids, skip_special_tokens=True)
+        hits = [text.find(s) for s in row.request.stop if s in text]
+        return text[: min(hits)] if hits else text
+
     def _eos_ids(self) -> set[int]:
-        ids = getattr(self._lm.model.generation_config, "eos_token_id", None)
-        ids = ids if isinstance(ids, list) else [ids]
-        return {i for i in ids + [self._lm.tokenizer.eos_token_id] if i is not None}
+        if self._eos is None:
+            ids = getattr(self._lm.model.generation_config, "eos_token_id", None)
+            ids = ids if isinstance(ids, list) else [ids]
+            self._eos = {i for i in ids + [self._lm.tokenizer.eos_token_id] if i is not None}
+        return self._eos

@@ -44,7 +44,7 @@ PLACEHOLDER_KEY = "no-key"
 
 # A counting sequence: each next token is near certain, so whether the echoed
 # alternatives at position i predict token i or token i+1 shows the alignment.
-PROBE_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+PROBE_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
 
 
 class EndpointRefused(LLMCallError):
@@ -179,10 +179,12 @@ class OpenAIClient:
         return out
 
     def _parsed(self, parser, data: dict, *args) -> Completion:
+        # _attempt checked the outline; this catches malformed logprob entries.
         try:
             return parser(data, *args)
-        except MalformedResponse as e:  # checked in _post; kept for parse-time surprises
-            raise LLMCallError(f"endpoint {self.base_url} sent an unusable response: {e}") from None
+        except (MalformedResponse, KeyError, IndexError, TypeError, ValueError) as e:
+            raise LLMCallError(f"endpoint {self.base_url} sent an unusable response: "
+                               f"{type(e).__name__} {_one_line(e, 80)}") from None
 
     async def _post(self, kind: str, params: dict) -> dict:
         sdk, sem, _ = self._session()
@@ -220,8 +222,10 @@ class OpenAIClient:
             raise _Transient(f"cannot connect ({cause})") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _Transient("truncated or invalid JSON body") from None
-        if not isinstance(data, dict) or not data.get("choices"):
-            raise _Transient("response without choices")
+        choices = data.get("choices") if isinstance(data, dict) else None
+        field = "message" if kind == "chat" else "text"
+        if not choices or not isinstance(choices[0], dict) or field not in choices[0]:
+            raise _Transient(f"response without a choice's {field}")
         return data
 
     def _status_error(self, e: openai.APIStatusError, key: str | None) -> Exception:

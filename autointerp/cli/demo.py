@@ -1,0 +1,59 @@
+"""`autointerp demo` (what `make demo` runs): the whole experiment on the offline default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from autointerp.cli import app
+from autointerp.cli.compare import print_verdicts
+from autointerp.cli.options import DeviceOpt, SeedOpt
+from autointerp.demo import DemoConfig as D  # one set of defaults: the library's
+
+Opt = typer.Option
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, Opt("--out", help="Folder for table, plot, report and the database; "
+                             "stores and dictionaries go under OUT/demo/.")] = D.out,
+    db: Annotated[Path | None, Opt("--db", help="Database (default: OUT/autointerp.db).")] = None,
+    model: Annotated[str, Opt("--model", help="Subject model: smollm2-135m (offline), an HF "
+                              "name or a local folder.")] = D.model,
+    hook: Annotated[str, Opt("--hook", help="Hook point to harvest, e.g. resid.15.")] = D.hook,
+    tokens: Annotated[int, Opt("--tokens", help="Tokens harvested per model (20% held out "
+                               "for scoring fragments).")] = D.n_tokens,
+    n_features: Annotated[int, Opt("--n-features", help="Features scored per dictionary "
+                                   "(the paper: 150).")] = D.n_features,
+    ratio: Annotated[int, Opt("--ratio", help="SAE width as a multiple of d_model.")] = D.sae_ratio,
+    k: Annotated[int, Opt("--k", help="Active latents per token of the TopK SAE.")] = D.sae_k,
+    train_tokens: Annotated[int, Opt("--train-tokens", help="Activations the SAE trains on "
+                                     "(epochs over the harvested ones).")] = D.train_tokens,
+    llm: Annotated[str, Opt("--llm", help="In-process explainer and simulator model.")] = D.llm,
+    simulator_mode: Annotated[str, Opt("--simulator-mode", help="auto, all-at-once, logprobs "
+                                       "or json.")] = D.simulator_mode,
+    random_model: Annotated[bool, Opt("--random-model/--no-random-model", help="Also score an "
+                                      "SAE trained on the re-initialised model (control).")] = D.random_model,
+    lexical: Annotated[bool, Opt("--lexical/--no-lexical", help="Also score every dictionary "
+                                 "with the lexical explainer and simulator (reference).")] = D.lexical,
+    concurrency: Annotated[int, Opt("--concurrency", help="Features in flight at once.")] = D.concurrency,
+    device: DeviceOpt = D.device,
+    seed: SeedOpt = D.seed,
+) -> None:
+    """Run the whole experiment: harvest, SAE and baselines, self-test, score, compare, report."""
+    from autointerp.demo import run_demo
+
+    cfg = D(out=out, db=db, model=model, hook=hook, n_tokens=tokens, n_features=n_features,
+            sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, llm=llm,
+            simulator_mode=simulator_mode, random_model=random_model, lexical=lexical,
+            concurrency=concurrency, device=device, seed=seed)
+    console = Console()
+    result = run_demo(cfg, console)
+    console.rule("outputs")
+    for name, path in result.paths.items():
+        console.print(f"{name}: {path}", markup=False, highlight=False)
+    console.print(f"wall time: {result.seconds['total'] / 60:.1f} min", markup=False)
+    print_verdicts(console, result.verdicts)

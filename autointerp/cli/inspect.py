@@ -1,0 +1,64 @@
+"""`autointerp inspect`: a dictionary's metadata and evaluation metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autointerp.cli import app
+
+SHOWN = ("method", "model", "hook", "layer", "store", "store_model_hash", "input_scale")
+
+
+def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
+    """One table: identity, shape, provenance, hyperparameters and metrics."""
+    from autointerp.dictionary import dictionary_id
+
+    table = Table(title=str(path), show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    meta = dictionary.meta
+    table.add_row("id", dictionary_id(path))
+    table.add_row("features x d_model", f"{dictionary.n_features} x {dictionary.d_model}")
+    table.add_row("activation", dictionary.activation + (f" (k={dictionary.k})" if dictionary.k else ""))
+    for key in SHOWN:
+        if meta.get(key) is not None:
+            table.add_row(key, str(meta[key]))
+    table.add_row("hyperparameters", json.dumps(meta.get("hyperparameters", {}), sort_keys=True))
+    for title, metrics in (("saved", meta.get("metrics")), ("measured", fresh)):
+        for name, value in (metrics or {}).items():
+            table.add_row(f"{name} ({title})", f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Dictionary folder (ours, sae-lens or sparsify).")],
+    acts: Annotated[Path | None, typer.Option(
+        "--acts", help="Also evaluate on this activation store's eval part.")] = None,
+    loss: Annotated[bool, typer.Option(
+        "--loss-recovered", help="Also measure loss recovered with the store's model (needs --acts).")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (for --loss-recovered).")] = "auto",
+) -> None:
+    """Print a dictionary's metadata and evaluation metrics."""
+    from autointerp.dict_eval import evaluate, load_store_model, loss_recovered
+    from autointerp.dictionary import load_dictionary
+    from autointerp.errors import BadInputError
+    from autointerp.store import ActivationStore
+
+    dictionary = load_dictionary(path)
+    fresh = None
+    if loss and acts is None:
+        raise BadInputError("--loss-recovered needs --acts (the store names the model and hook)")
+    if acts is not None:
+        store = ActivationStore(acts)
+        fresh = evaluate(dictionary, store).as_dict()
+        if loss:
+            loaded = load_store_model(store, device)
+            fresh.update(loss_recovered(dictionary, store, loaded).as_dict())
+    print_dictionary(dictionary, path, fresh)

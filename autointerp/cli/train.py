@@ -1,0 +1,45 @@
+"""`autointerp train`: train a sparse autoencoder on an activation store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autointerp.cli import app
+from autointerp.cli.options import DeviceOpt, OverwriteOpt, SeedOpt
+
+
+@app.command()
+def train(
+    acts: Annotated[Path, typer.Option("--acts", help="Activation store folder (from `autointerp harvest`).")],
+    arch: Annotated[str, typer.Option("--arch", help="tied (the paper's), relu (untied L1) or topk.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dictionary (and its checkpoint) to.")],
+    ratio: Annotated[float, typer.Option("--ratio", help="Features per activation dimension.")] = 8.0,
+    l1: Annotated[float | None, typer.Option(
+        "--l1", help="L1 coefficient for tied/relu, in units where E||x - mean||^2 = 1 (default 0.3... see docs).")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Active latents per token for topk (default 32).")] = None,
+    tokens: Annotated[int | None, typer.Option(
+        "--tokens", help="Training activations to consume (default: one pass over the store).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per Adam step.")] = 4096,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help="Adam learning rate (default 2e-4 / sqrt(n_features / 16384)).")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train an SAE; a rerun resumes from the checkpoint in --out."""
+    from autointerp.cli.inspect import print_dictionary
+    from autointerp.sae.config import TrainConfig
+    from autointerp.sae.run import train_from_store
+    from autointerp.store import ActivationStore
+
+    store = ActivationStore(acts)
+    config = TrainConfig(arch=arch, n_features=max(1, round(ratio * store.d_model)),
+                         n_tokens=store.n_train_tokens if tokens is None else tokens,
+                         l1=l1, k=k, batch_size=batch_size, lr=lr, seed=seed)
+    dictionary, reused = train_from_store(store, out, config, device, overwrite)
+    if reused:
+        typer.echo(f"{out} already holds this dictionary; nothing to do")
+    print_dictionary(dictionary, out)

@@ -1,0 +1,239 @@
+"""Run the real `autointerp` command line in a child process (not a test module).
+
+The reliability tests (crash, concurrency, bad inputs) need real processes: SIGKILL
+cannot be simulated in-process, two processes are what share a database, and an
+error's one-line promise is about what a user sees on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# The console script `autointerp` calls autointerp.cli:main; calling it the same way from
+# this interpreter needs no installed script and no PATH.
+ENTRY = [sys.executable, "-c", "from autointerp.cli import main; main()"]
+TEMP_NAME = re.compile(r"^\..+\.tmp\d+$")
+"""What store.atomic_write_* and Dictionary.save name a file before renaming it into place."""
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """One thread each (the test machine's cores are shared; tiny models run fastest on one),
+    offline, no colour codes in stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200",
+           "PYTHONPATH": str(REPO)}
+    env.pop("AUTOINTERP_DEBUG", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 180,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(ENTRY + [str(a) for a in args], cwd=cwd, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def popen_cli(args: list[str], cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a command; its stdout and stderr go to a temporary file (a pipe nobody reads
+    while the test waits could fill and stall the child). Read it with `output(proc)`."""
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(ENTRY + [str(a) for a in args], cwd=cwd, env=env or cli_env(),
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+    """Everything a `popen_cli` process wrote so far."""
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one `error: ...` line of a failed run; fails the test if the run did not fail
+    cleanly: exit code 1, no traceback, exactly one error line and nothing after it
+    (progress bars drawn before the failure may precede it)."""
+    stderr = result.stderr
+    assert result.returncode == 1, f"exit {result.returncode}\n{stderr}\n{result.stdout}"
+    assert "Traceback" not in stderr and "Traceback" not in result.stdout, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], stderr
+    return errors[0].removeprefix("error: ")
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None,
+             every: float = 0.02) -> bool:
+    """Poll until predicate() is true; False on timeout or when proc exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return bool(predicate())
+        time.sleep(every)
+    return False
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def leftover_files(root: Path) -> list[Path]:
+    """Files named like an unfinished atomic write (never read by any loader)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and TEMP_NAME.match(p.name))
+
+
+def store_arrays(store: Path) -> dict[str, np.ndarray]:
+    """Every shard array of a store by relative path, temp-named files excluded."""
+    return {str(p.relative_to(store)): np.load(p) for p in sorted(store.rglob("*.npy"))
+            if not TEMP_NAME.match(p.name)}
+
+
+def written_since(watched: Path, since: float) -> bool:
+    """Whether any file at `watched` (a folder, searched recursively, or a database file
+    with its -wal) was modified after wall-clock time `since`."""
+    if watched.is_dir():
+        files = [p for p in watched.rglob("*") if p.is_file()]
+    else:
+        files = [watched, watched.with_name(watched.name + "-wal")]
+    for path in files:
+        try:
+            if path.stat().st_mtime > since:
+                return True
+        except FileNotFoundError:  # renamed or removed meanwhile
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class Timing:
+    """An uninterrupted run, split where its first write happened."""
+
+    startup_s: float
+    """From launch to the first write (imports, model load; later runs skip finished work)."""
+    work_s: float
+    """From the first write to exit: the span where a kill can hit a write."""
+
+
+def _launch_until_first_write(args: list[str], watched: Path, timeout: float):
+    launched_wall = time.time()
+    launched = time.monotonic()
+    proc = popen_cli(args)
+    wait_for(lambda: written_since(watched, launched_wall), timeout, proc)
+    return proc, launched
+
+
+def timed_run(args: list[str], watched: Path, timeout: float = 300) -> Timing:
+    """Run a command to completion, timing its start-up and its work."""
+    proc, launched = _launch_until_first_write(args, watched, timeout)
+    started = time.monotonic()
+    assert proc.wait(timeout=timeout) == 0, output(proc)
+    return Timing(started - launched, time.monotonic() - started)
+
+
+def run_and_kill(args: list[str], watched: Path, timing: Timing, fraction: float,
+                 timeout: float = 300) -> bool:
+    """Start a command and, once it has written its first file under `watched`, let it work
+    for `fraction` of the reference run's work time, then SIGKILL it. Counting from the
+    first write, not from launch, keeps the kill inside the work however long imports take
+    on a busy machine. True when it was still running and so was killed."""
+    proc, _ = _launch_until_first_write(args, watched, timeout)
+    try:
+        proc.wait(timeout=fraction * timing.work_s)
+    except subprocess.TimeoutExpired:
+        pass
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() in (0, -signal.SIGKILL), output(proc)
+    return killed
+
+
+# --- Small real inputs shared by the reliability tests, built once per session ---------
+
+HARVEST_TOKENS = 100_000
+"""Enough for two train shards (a shard is 65,536 tokens) and one eval shard."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: Path
+    """A tiny random GPT-2 (d_model 32) with its own tokenizer, saved locally."""
+    other_model: Path
+    """A tiny random Llama of the same width: another model, same d_model."""
+    corpus: Path
+    """A local .txt corpus, about 100k tokens."""
+    store: Path
+    """The model's activation store, harvested once through the CLI (the reference)."""
+    other_store: Path
+    """A small store of other_model."""
+    harvest_args: tuple[str, ...]
+    """The `harvest` arguments that made `store`, without --out."""
+    harvest_timing: Timing
+    """How long that harvest took to start and to work."""
+
+
+def harvest_args(model: Path, corpus: Path, tokens: int) -> list[str]:
+    return ["harvest", "--model", str(model), "--layer", "1", "--corpus", str(corpus),
+            "--tokens", str(tokens), "--device", "cpu", "--dtype", "float32",
+            "--batch-size", "16"]
+
+
+_INPUTS: list[Inputs] = []
+
+
+def shared_inputs(tmp_path_factory) -> Inputs:
+    if _INPUTS:
+        return _INPUTS[0]
+    from tests.tiny_families import build_tiny, corpus_text
+
+    root = tmp_path_factory.mktemp("reliability")
+    model, other = build_tiny("gpt2", root / "gpt2"), build_tiny("llama", root / "llama")
+    corpus = root / "corpus.txt"
+    corpus.write_text(corpus_text(0, n_paragraphs=200), encoding="utf-8")
+    args = harvest_args(model, corpus, HARVEST_TOKENS)
+    timing = timed_run(args + ["--out", str(root / "store")], root / "store")
+    result = run_cli(harvest_args(other, corpus, 4000) + ["--out", str(root / "other-store")])
+    assert result.returncode == 0, result.stderr
+    _INPUTS.append(Inputs(model, other, corpus, root / "store", root / "other-store",
+                          tuple(args), timing))
+    return _INPUTS[0]
+
+
+def random_dictionary(store: Path, out: Path, n_features: int, seed: int = 0,
+                      d_model: int | None = None) -> Path:
+    """A dictionary of random unit directions fit (mean only) to `store`: enough features
+    to keep a lexical score run busy for seconds, made without training anything."""
+    import torch
+
+    from autointerp.dictionary import Dictionary
+    from autointerp.store import ActivationStore
+
+    acts = ActivationStore(store)
+    d = d_model or acts.d_model
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(n_features, d, generator=gen)
+    W = W / W.norm(dim=1, keepdim=True)
+    mean = acts.train_sample(2048)[:, :d].mean(0)
+    meta = {"method": "random-dirs", "model": acts.meta["model"], "hook": acts.meta["hook"],
+            "layer": acts.meta["layer"], "store": str(store),
+            "store_model_hash": acts.meta["model_hash"]}
+    return Dictionary(W, torch.zeros(n_features), W.clone(), mean, meta=meta).save(out)
