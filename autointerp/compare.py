@@ -44,7 +44,9 @@ def is_lexical(explainer: str | None, simulator: str | None) -> bool:
     return any(str(name or "").startswith("lexical") for name in (explainer, simulator))
 
 
-def _selftest_label(passed) -> str:
+def _selftest_label(passed, simulator: str) -> str:
+    if is_lexical(None, simulator):
+        return "n/a (lexical)"  # see SelftestVerdict.applies
     return "none" if _missing(passed) else "passed" if int(passed) else FAILED
 
 
@@ -83,7 +85,7 @@ def build_table(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
             row[f"{prefix}_mean"], row[f"{prefix}_lo"], row[f"{prefix}_hi"] = ci(
                 scored[column].tolist(), seed)
         row.update({
-            "l0": run.l0, "fvu": run.fvu, "selftest": _selftest_label(run.selftest_passed),
+            "l0": run.l0, "fvu": run.fvu, "selftest": _selftest_label(run.selftest_passed, run.simulator),
             "reference": is_lexical(run.explainer, run.simulator),
             "run_id": run.run_id, "dictionary_id": run.dictionary_id,
         })
@@ -155,12 +157,23 @@ class SelftestVerdict:
     methods: tuple[str, ...]
     """Labels of the runs whose scores depend on this simulator."""
 
+    @property
+    def applies(self) -> bool:
+        """The planted explanations are English; the lexical simulator reads only the quoted
+        tokens a lexical explainer writes, so it cannot pass, and need not: its rows are a
+        deterministic reference, checked on planted features by its own tests."""
+        return not is_lexical(None, self.simulator) and self.simulator_mode != "lexical"
+
     def line(self) -> str:
         figures = (f"right-explanation mean {_fmt_ci(*self.right)}, wrong-explanation mean "
                    f"{_fmt_ci(*self.wrong)}, gap {_fmt_ci(*self.gap)}")
         limits = ", ".join(f"{k} >= {v}" for k, v in
                            sorted(self.thresholds.items(), key=lambda kv: kv[0] != "right"))
         who = f"simulator {self.simulator} ({self.simulator_mode})"
+        if not self.applies:
+            return (f"Note: the self-test does not apply to {who}: it reads only quoted tokens, "
+                    f"not the planted English explanations ({figures}); its rows are a "
+                    "deterministic reference.")
         if self.passed:
             return f"Self-test passed: {who} on planted features: {figures} (thresholds: {limits})."
         return (f"WARNING: {who} FAILED its self-test on planted features: {figures} "
@@ -168,31 +181,33 @@ class SelftestVerdict:
 
 
 def selftest_verdicts(db: sqlite_utils.Database) -> list[SelftestVerdict]:
-    """One verdict per self-test that some run's scores depend on, failures first."""
-    if "runs" not in db.table_names():
-        return []
-    out = []
-    for st in db.query("SELECT * FROM selftests WHERE id IN (SELECT selftest_id FROM runs) "
-                       "ORDER BY passed, simulator"):
-        methods = tuple(r["label"] for r in db.query(
-            "SELECT DISTINCT label FROM runs WHERE selftest_id = ? ORDER BY label", [st["id"]]))
-        out.append(SelftestVerdict(
-            simulator=st["simulator"], simulator_mode=st["simulator_mode"] or "",
-            passed=bool(st["passed"]),
-            right=(st["right_mean"], st["right_lo"], st["right_hi"]),
-            wrong=(st["wrong_mean"], st["wrong_lo"], st["wrong_hi"]),
-            gap=(st["gap_mean"], st["gap_lo"], st["gap_hi"]),
-            thresholds=json.loads(st["thresholds"] or "{}"), methods=methods))
-    return out
+    """One verdict per simulator and outcome that some run's scores depend on, failures
+    first. Self-tests with the same outcome (one per activation store, on the same
+    tokens) are merged, so a reader sees each finding once."""
+    merged: dict[tuple, list] = {}
+    for st in db.query(
+            "SELECT s.*, group_concat(DISTINCT r.label) AS labels FROM selftests s "
+            "JOIN runs r ON r.selftest_id = s.id GROUP BY s.id ORDER BY s.passed, s.simulator"):
+        key = (st["simulator"], st["simulator_mode"] or "", bool(st["passed"]),
+               *(st[f"{n}_{k}"] for n in ("right", "wrong", "gap") for k in ("mean", "lo", "hi")),
+               st["thresholds"] or "{}")
+        merged.setdefault(key, []).extend(st["labels"].split(","))
+    return [SelftestVerdict(
+        simulator=k[0], simulator_mode=k[1], passed=k[2], right=k[3:6], wrong=k[6:9],
+        gap=k[9:12], thresholds=json.loads(k[12]), methods=tuple(sorted(set(labels))))
+        for k, labels in merged.items()]
 
 
 def verdict_lines(db: sqlite_utils.Database) -> list[str]:
     """The self-test lines every artefact starts with: warnings first, then passes, then
     runs whose simulator has no recorded self-test (unvalidated)."""
-    lines = [v.line() for v in selftest_verdicts(db)]
+    def rank(v: SelftestVerdict) -> int:
+        return 2 if not v.applies else 1 if v.passed else 0
+
+    lines = [v.line() for v in sorted(selftest_verdicts(db), key=rank)]
     untested = [r["label"] for r in db.query(
-        "SELECT DISTINCT label FROM runs WHERE selftest_id IS NULL OR selftest_id NOT IN "
-        "(SELECT id FROM selftests) ORDER BY label")]
+        "SELECT DISTINCT label FROM runs WHERE (selftest_id IS NULL OR selftest_id NOT IN "
+        "(SELECT id FROM selftests)) AND simulator NOT LIKE 'lexical%' ORDER BY label")]
     if untested:
         lines.append(f"Note: no simulator self-test is recorded for {', '.join(untested)}; "
                      "their scores are unvalidated.")

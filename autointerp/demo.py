@@ -29,6 +29,7 @@ BASELINES = ("pca", "ica", "neurons", "random")
 EVAL_FRACTION = 0.2
 """Share of documents held out: scoring needs eval fragments where each sampled feature
 fires at least 20 times, more than the default 10% of a small harvest gives."""
+MIN_EVAL_FRAGMENTS = 40
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,10 @@ class DemoConfig:
     """Results and LLM-call cache (default: out/autointerp.db)."""
     model: str = "smollm2-135m"
     """Subject model whose activations are cut into features."""
-    hook: str = "resid.15"
-    """Residual stream after layer 15 of SmolLM2-135M's 30: a middle layer."""
+    layer: int = 15
+    """Decoder block; 15 of SmolLM2-135M's 30 is a middle layer."""
+    hook: str = "resid"
+    """resid (the block's output, the paper's choice), mlp or attn."""
     n_tokens: int = 100_000
     """Tokens harvested per model (EVAL_FRACTION held out as eval fragments)."""
     sae_ratio: int = 2
@@ -102,15 +105,21 @@ def harvest_stores(cfg: DemoConfig) -> dict[str, Path]:
     """Harvest (or reuse) the trained model's store and, with random_model, the control's:
     the same architecture and tokens with its weights re-initialised (seeded)."""
     from autointerp.harvest import HarvestConfig, harvest
+    from autointerp.store import ActivationStore
 
-    base = f"{_slug(cfg.model)}-{cfg.hook}-{cfg.n_tokens}-s{cfg.seed}"
+    base = f"{_slug(cfg.model)}-{cfg.hook}.{cfg.layer}-{cfg.n_tokens}-s{cfg.seed}"
     paths = {"trained": cfg.work / "stores" / base}
     if cfg.random_model:
         paths["random-init"] = cfg.work / "stores" / f"{base}-random-init"
     for kind, path in paths.items():
-        harvest(HarvestConfig(out=path, hook=cfg.hook, model=cfg.model, n_tokens=cfg.n_tokens,
+        store = ActivationStore(harvest(HarvestConfig(layer=cfg.layer, hook=cfg.hook, out=path, model=cfg.model,
+                              n_tokens=cfg.n_tokens,
                               eval_fraction=EVAL_FRACTION, seed=cfg.seed, device=cfg.device,
-                              random_init=cfg.seed if kind == "random-init" else None))
+                              random_init=cfg.seed if kind == "random-init" else None)))
+        if store.n_eval_fragments < MIN_EVAL_FRAGMENTS:
+            raise BadInputError(
+                f"the harvest held out only {store.n_eval_fragments} eval fragments (need "
+                f"{MIN_EVAL_FRAGMENTS}: a scored feature must fire in 20); raise --tokens")
     return paths
 
 

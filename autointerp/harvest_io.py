@@ -80,7 +80,7 @@ def harvest_progress(total: int, completed: int, label: str) -> Iterator[Callabl
     """A rich bar over stored tokens; yields `advance(n_tokens)`."""
     progress = Progress(TextColumn(f"harvest {label}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("tokens"), _TokensPerSecond(), TimeRemainingColumn(),
-                        console=Console(stderr=True))
+                        console=Console(stderr=True), refresh_per_second=2)
     with progress:
         task = progress.add_task("harvest", total=total, completed=min(completed, total))
         yield lambda n: progress.advance(task, n)

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-WARNING_FACE, PASS_FACE = "#ffd6d6", "#e3f2e3"
+WARNING_FACE, PASS_FACE, NOTE_FACE = "#ffd6d6", "#e3f2e3", "#eeeeee"
+EDGES = {WARNING_FACE: "#b00000", PASS_FACE: "#2e7d32", NOTE_FACE: "#888888"}
 
 
 def _base_method(label: str) -> str:
@@ -42,18 +43,19 @@ def _tick_label(row, scorer_in_title: bool) -> str:
 
 
 def _draw_verdicts(fig: Figure, verdicts: list[str], plot_h: float) -> list[Text]:
-    """One boxed text per verdict stacked above the plot (red: a failed self-test).
+    """One boxed text per verdict stacked above the plot (red: a failed self-test, green:
+    a pass, grey: a note).
     The figure grows by the measured height of the boxes, so nothing overlaps."""
     renderer = fig.canvas.get_renderer()
     width = int(fig.get_figwidth() * 12.5)  # characters per line at 9 pt
     artists = []
     for line in verdicts:
-        failed = line.startswith("WARNING")
+        face = (WARNING_FACE if line.startswith("WARNING") else
+                PASS_FACE if line.startswith("Self-test passed") else NOTE_FACE)
         artists.append(fig.text(
             0.02, 0.0, textwrap.fill(line, width=width), va="top", ha="left", fontsize=9,
-            fontweight="bold" if failed else "normal",
-            bbox={"boxstyle": "round", "facecolor": WARNING_FACE if failed else PASS_FACE,
-                  "edgecolor": "#b00000" if failed else "#2e7d32"}))
+            fontweight="bold" if face == WARNING_FACE else "normal",
+            bbox={"boxstyle": "round", "facecolor": face, "edgecolor": EDGES[face]}))
     heights = [a.get_window_extent(renderer).height / fig.dpi + 0.2 for a in artists]
     total = plot_h + sum(heights) + 0.15
     fig.set_figheight(total)

@@ -146,7 +146,7 @@ def build_report(db: sqlite_utils.Database, seed: int = 0) -> tuple[str, int]:
         run = by_id.get(feat["run_id"])
         if run is None:
             continue
-        untrusted = run.selftest_passed is not None and run.selftest_passed == 0
+        untrusted = run.selftest_passed == 0 and not is_lexical(None, run.simulator)
         cards.append(_card(len(cards), run, feat, untrusted))
         data.append(compact_fragments(feat["fragments"]))
     page = resources.files("autointerp").joinpath("report_template.html").read_text()

@@ -9,6 +9,8 @@ direction rather than the sign of a constant offset.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -54,13 +56,16 @@ def fit_pca(x: torch.Tensor, meta: dict) -> Dictionary:
 def fit_ica(x: torch.Tensor, seed: int, meta: dict) -> Dictionary:
     """FastICA with as many components as dimensions; decode uses the mixing matrix."""
     from sklearn.decomposition import FastICA
+    from sklearn.exceptions import ConvergenceWarning
 
     ica = FastICA(n_components=x.shape[1], whiten="unit-variance", random_state=seed,
                   max_iter=400, tol=1e-4)
-    ica.fit(x.double().numpy())
+    with warnings.catch_warnings():  # recorded in the metadata instead of printed mid-CLI
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ica.fit(x.double().numpy())
     unmixing = torch.from_numpy(ica.components_).float()  # (m, d): s = (x - mean) @ W.T
     mixing = torch.from_numpy(np.ascontiguousarray(ica.mixing_.T)).float()  # (m, d)
-    meta = {**meta, "ica_iterations": int(ica.n_iter_)}
+    meta = {**meta, "ica_iterations": int(ica.n_iter_), "ica_converged": ica.n_iter_ < ica.max_iter}
     return split_dictionary(unmixing, mixing, torch.from_numpy(ica.mean_).float(), meta)
 
 

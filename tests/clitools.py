@@ -107,46 +107,50 @@ def store_arrays(store: Path) -> dict[str, np.ndarray]:
             if not TEMP_NAME.match(p.name)}
 
 
-def written_since(watched: Path, since: float) -> bool:
-    """Whether any file at `watched` (a folder, searched recursively, or a database file
-    with its -wal) was modified after wall-clock time `since`."""
+def _files(watched: Path) -> list[Path]:
+    """A folder's files, recursively, or a database file and its -wal."""
     if watched.is_dir():
-        files = [p for p in watched.rglob("*") if p.is_file()]
-    else:
-        files = [watched, watched.with_name(watched.name + "-wal")]
-    for path in files:
-        try:
-            if path.stat().st_mtime > since:
-                return True
-        except FileNotFoundError:  # renamed or removed meanwhile
-            continue
-    return False
+        return [p for p in watched.rglob("*") if p.is_file()]
+    return [watched, watched.with_name(watched.name + "-wal")]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # renamed or removed meanwhile
+        return 0.0
+
+
+def written_since(watched: Path, since: float) -> bool:
+    """Whether any file at `watched` was modified after wall-clock time `since`."""
+    return any(_mtime(p) > since for p in _files(watched))
 
 
 @dataclass(frozen=True)
 class Timing:
-    """An uninterrupted run, split where its first write happened."""
+    """An uninterrupted run, split at its first write."""
 
     startup_s: float
     """From launch to the first write (imports, model load; later runs skip finished work)."""
     work_s: float
-    """From the first write to exit: the span where a kill can hit a write."""
+    """From the first write to the last: the span where a kill can hit a write (the exit
+    after the last write can take seconds on a busy machine and is left out)."""
 
 
 def _launch_until_first_write(args: list[str], watched: Path, timeout: float):
-    launched_wall = time.time()
-    launched = time.monotonic()
+    launched = time.time()
     proc = popen_cli(args)
-    wait_for(lambda: written_since(watched, launched_wall), timeout, proc)
+    wait_for(lambda: written_since(watched, launched), timeout, proc)
     return proc, launched
 
 
 def timed_run(args: list[str], watched: Path, timeout: float = 300) -> Timing:
     """Run a command to completion, timing its start-up and its work."""
     proc, launched = _launch_until_first_write(args, watched, timeout)
-    started = time.monotonic()
+    first_write = time.time()
     assert proc.wait(timeout=timeout) == 0, output(proc)
-    return Timing(started - launched, time.monotonic() - started)
+    last_write = max(_mtime(p) for p in _files(watched))
+    return Timing(first_write - launched, max(0.1, last_write - first_write))
 
 
 def run_and_kill(args: list[str], watched: Path, timing: Timing, fraction: float,

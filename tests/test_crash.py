@@ -13,8 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from autointerp.dictionary import WEIGHTS_NAME, load_dictionary
 from autointerp.errors import BadInputError
+from autointerp.sae.train import CHECKPOINT_NAME
 from autointerp.store import SPLITS, ActivationStore
 from tests.clitools import (
     TEMP_NAME,
@@ -77,7 +80,7 @@ def test_harvest_killed_at_random_points_resumes_to_the_same_store(inputs, tmp_p
     for fraction in fractions("harvest"):
         killed += run_and_kill(args, out, inputs.harvest_timing, fraction)
         states.append(check_killed_store(out))
-    print("harvest states", killed, states)
+    print("harvest states", killed, states, inputs.harvest_timing)
     assert killed >= 1, states
     result = run_cli(args)
     assert result.returncode == 0, result.stderr
@@ -90,6 +93,52 @@ def test_harvest_killed_at_random_points_resumes_to_the_same_store(inputs, tmp_p
     for key in VOLATILE_META:
         meta.pop(key), ref_meta.pop(key)
     assert meta == ref_meta
+
+
+# --- train ------------------------------------------------------------------------------
+
+TRAIN_BATCH, TRAIN_STEPS = 128, 3000
+"""The trainer checkpoints every 1,000 steps: three checkpoints, so kills land between them."""
+
+
+def train_args(store: Path, out: Path) -> list[str]:
+    return ["train", "--acts", str(store), "--arch", "relu", "--ratio", "2", "--device", "cpu",
+            "--batch-size", str(TRAIN_BATCH), "--tokens", str(TRAIN_BATCH * TRAIN_STEPS),
+            "--out", str(out)]
+
+
+def check_killed_dictionary(out: Path) -> str:
+    """What a killed train left: 'nothing', 'checkpoint' (resumable) or 'finished'."""
+    files = [p for p in out.glob("*") if not TEMP_NAME.match(p.name)] if out.exists() else []
+    if (out / CHECKPOINT_NAME).exists():  # renamed into place whole: it loads
+        torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    if (out / "config.json").exists():  # written last: the dictionary is finished
+        dictionary = load_dictionary(out)
+        assert dictionary.meta["metrics"]["fvu"] >= 0
+        return "finished"
+    assert {p.name for p in files} <= {CHECKPOINT_NAME, WEIGHTS_NAME}, files
+    with pytest.raises(BadInputError):
+        load_dictionary(out)
+    return "checkpoint" if (out / CHECKPOINT_NAME).exists() else "nothing"
+
+
+def test_train_killed_at_random_points_resumes_to_the_same_dictionary(inputs, tmp_path):
+    reference = tmp_path / "reference"
+    timing = timed_run(train_args(inputs.store, reference), reference)
+    out = tmp_path / "killed"
+    killed, states = 0, []
+    for fraction in fractions("train"):
+        killed += run_and_kill(train_args(inputs.store, out), out, timing, fraction)
+        states.append(check_killed_dictionary(out))
+    print("train states", killed, states, timing)
+    assert killed >= 1, states
+    result = run_cli(train_args(inputs.store, out))
+    assert result.returncode == 0, result.stderr
+    assert check_killed_dictionary(out) == "finished"
+    ours, theirs = load_dictionary(out), load_dictionary(reference)
+    for name, tensor in theirs.tensors().items():  # same data order, same Adam state
+        torch.testing.assert_close(ours.tensors()[name], tensor, rtol=0, atol=0, msg=name)
+    assert ours.meta == theirs.meta
 
 
 # --- score ------------------------------------------------------------------------------
@@ -118,7 +167,7 @@ def check_killed_db(db: Path) -> int:
                           "group by run_id, feature having count(*) > 1").fetchall()
         assert dup == []
         rows = con.execute("select status, score, fragments from features").fetchall()
-        for status, score, fragments in rows:  # each row was written whole, in one statement
+        for status, _score, fragments in rows:  # each row was written whole, in one statement
             assert status in ("scored", "failed")
             assert json.loads(fragments)["scoring"]
         return len(rows)

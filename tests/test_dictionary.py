@@ -14,10 +14,26 @@ from autointerp.dict_eval import evaluate
 from autointerp.dictionary import Dictionary, check_compatible, dictionary_id, load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.store import ActivationStore
-from tests.clitools import run_cli
 from tests.helpers import make_store
 
 D, F = 24, 40
+
+
+def run_cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
+    """The real `autointerp` entry point, in-process (a child process would spend longer
+    importing torch than the command takes): (exit code, stdout, stderr)."""
+    from autointerp.cli import main
+
+    monkeypatch.setattr("sys.argv", ["autointerp", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("AUTOINTERP_DEBUG", raising=False)
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def random_weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -170,13 +186,14 @@ def test_nan_activations_are_refused(tmp_path):
         evaluate(d, store)
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     store = small_store(tmp_path)
-    r = run_cli(["train", "--acts", store, "--arch", "gated", "--out", tmp_path / "o"])
-    assert r.returncode == 1
-    assert r.stderr.strip() == "error: unknown --arch 'gated'; choose one of tied, relu, topk"
+    code, _, err = run_cli(["train", "--acts", store, "--arch", "gated", "--out", tmp_path / "o"],
+                           capsys, monkeypatch)
+    assert code == 1
+    assert err.strip() == "error: unknown --arch 'gated'; choose one of tied, relu, topk"
     wide = small_store(tmp_path / "w", d_model=32)
     saved(tmp_path)
-    r = run_cli(["inspect", tmp_path / "d", "--acts", wide])
-    assert r.returncode == 1
-    assert r.stderr.strip() == "error: dictionary width 24 does not match the activations' d_model 32"
+    code, _, err = run_cli(["inspect", tmp_path / "d", "--acts", wide], capsys, monkeypatch)
+    assert code == 1
+    assert err.strip() == "error: dictionary width 24 does not match the activations' d_model 32"

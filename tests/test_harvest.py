@@ -231,6 +231,24 @@ def test_unknown_model_fails_fast_in_a_real_process(tmp_path, corpus_file):
     assert not (tmp_path / "store").exists()
 
 
+def test_fp16_overflow_is_refused_and_bfloat16_stores_it(tiny_models, corpus_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(1e6)  # resid.0 far beyond fp16's 65504
+    model.save_pretrained(tmp_path / "huge")
+    load_causal_lm(str(tiny_models["llama"])).tokenizer.save_pretrained(tmp_path / "huge")
+    cfg = HarvestConfig(out=tmp_path / "store", layer=0, model=str(tmp_path / "huge"),
+                        corpus=str(corpus_file), n_tokens=300, device="cpu", dtype="float32")
+    with pytest.raises(BadInputError, match="overflow float16; harvest again with --store-dtype bfloat16"):
+        harvest(cfg)
+    assert not cfg.out.exists()
+    harvest(HarvestConfig(**{**cfg.__dict__, "store_dtype": "bfloat16"}))
+    x = ActivationStore(cfg.out).train_sample(100)
+    assert torch.isfinite(x).all() and x.abs().max() > 1e5
+
+
 @pytest.mark.slow
 def test_smollm2_builtin_harvest_round_trips(tmp_path):
     cfg = HarvestConfig(out=tmp_path / "store", layer=2, corpus="builtin", n_tokens=3000,

@@ -96,7 +96,8 @@ def test_passed_selftest_report_has_no_warning(tmp_path):
     db = make_results_db(tmp_path / "pass.db", llm_selftest_passed=True)
     page = write_report(db, tmp_path / "report.html").path.read_text()
     assert 'class="banner fail"' not in page and "simulator failed its self-test" not in page
-    assert page.count('<div class="banner pass">Self-test passed') == 2
+    assert page.count('<div class="banner pass">Self-test passed') == 1
+    assert page.count('<div class="banner note">Note: the self-test does not apply') == 1
 
 
 def test_fragment_json_cannot_end_the_script_block():

@@ -16,8 +16,8 @@ from autointerp.sae.config import TrainConfig
 from autointerp.sae.modules import SparseAutoencoder
 from autointerp.sae.toy import mmcs, planted_features
 from autointerp.sae.train import train_sae
-from tests.clitools import run_cli
 from tests.helpers import make_store
+from tests.test_dictionary import run_cli
 
 # Sharkey et al.'s setting, as in the issue: 512 unit directions in 128 dimensions, each on
 # with p = 1%, magnitude U[0, 1]. Batches of 1024 keep the run short; everything else
@@ -48,22 +48,23 @@ def test_l1_saes_recover_planted_features_with_defaults(toy, arch, one_thread):
     assert stats["dead"] < 0.05
 
 
-def test_topk_recovers_planted_features_through_a_store_and_the_cli(toy, tmp_path):
+def test_topk_recovers_planted_features_through_a_store_and_the_cli(toy, tmp_path, one_thread,
+                                                                   capsys, monkeypatch):
     train = toy.sample(TOY_TOKENS, torch.Generator().manual_seed(5))
     ev = toy.sample(64 * 64, torch.Generator().manual_seed(6))
     store = make_store(tmp_path / "store", train, ev, np.zeros(len(ev), np.int32), shard_tokens=65536)
     out = tmp_path / "topk"
     args = ["train", "--acts", store, "--arch", "topk", "--ratio", RATIO, "--tokens", TOY_TOKENS,
             "--batch-size", TOY_BATCH, "--out", out]
-    r = run_cli(args, timeout=300)
-    assert r.returncode == 0, r.stderr
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 0, err
     d = load_dictionary(out)
     assert mmcs(toy.directions, d.W_dec) >= 0.9
     metrics = json.loads((out / "config.json").read_text())["meta"]["metrics"]
     assert metrics["fvu"] < 0.3 and 5 < metrics["l0"] <= 32, metrics
     assert d.meta["hyperparameters"]["k"] == 32 and d.meta["method"] == "topk"
-    r = run_cli(args)  # the same command again finds the finished dictionary
-    assert r.returncode == 0 and "nothing to do" in r.stdout
+    code, out_text, _ = run_cli(args, capsys, monkeypatch)  # again: finds the finished one
+    assert code == 0 and "nothing to do" in out_text
 
 
 def test_pca_fails_on_planted_features(toy):

@@ -23,7 +23,8 @@ def demo(
     db: Annotated[Path | None, Opt("--db", help="Database (default: OUT/autointerp.db).")] = None,
     model: Annotated[str, Opt("--model", help="Subject model: smollm2-135m (offline), an HF "
                               "name or a local folder.")] = D.model,
-    hook: Annotated[str, Opt("--hook", help="Hook point to harvest, e.g. resid.15.")] = D.hook,
+    layer: Annotated[int, Opt("--layer", help="Decoder block to harvest (from 0).")] = D.layer,
+    hook: Annotated[str, Opt("--hook", help="resid (block output), mlp or attn.")] = D.hook,
     tokens: Annotated[int, Opt("--tokens", help="Tokens harvested per model (20% held out "
                                "for scoring fragments).")] = D.n_tokens,
     n_features: Annotated[int, Opt("--n-features", help="Features scored per dictionary "
@@ -46,7 +47,7 @@ def demo(
     """Run the whole experiment: harvest, SAE and baselines, self-test, score, compare, report."""
     from autointerp.demo import run_demo
 
-    cfg = D(out=out, db=db, model=model, hook=hook, n_tokens=tokens, n_features=n_features,
+    cfg = D(out=out, db=db, model=model, layer=layer, hook=hook, n_tokens=tokens, n_features=n_features,
             sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, llm=llm,
             simulator_mode=simulator_mode, random_model=random_model, lexical=lexical,
             concurrency=concurrency, device=device, seed=seed)
