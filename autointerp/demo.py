@@ -52,6 +52,8 @@ class DemoConfig:
     """Active latents per token of the TopK SAE."""
     train_tokens: int = 500_000
     """Activations the SAE trains on (epochs over the harvested ones)."""
+    n_fit: int = 20_000
+    """Activations the baselines are fit on (FastICA's time grows with it)."""
     n_features: int = 16
     """Features scored per dictionary (the paper: 150)."""
     llm: str = "smollm2-135m"
@@ -69,7 +71,8 @@ class DemoConfig:
         object.__setattr__(self, "out", Path(self.out))
         if self.db is not None:
             object.__setattr__(self, "db", Path(self.db))
-        for name in ("n_tokens", "sae_ratio", "sae_k", "train_tokens", "n_features", "concurrency"):
+        for name in ("n_tokens", "sae_ratio", "sae_k", "train_tokens", "n_fit", "n_features",
+                     "concurrency"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"--{name.replace('_', '-')} must be at least 1")
 
@@ -141,8 +144,8 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[Dict]:
         out.append(Dict("topk" if kind == "trained" else f"topk, {kind} model", sae_dir))
         if kind == "trained":
             for method in BASELINES:
-                fit_from_store(store, folder / method, method, cfg.seed)
-                out.append(Dict(method, folder / method))
+                fit_from_store(store, folder / f"{method}-{cfg.n_fit}", method, cfg.seed, cfg.n_fit)
+                out.append(Dict(method, folder / f"{method}-{cfg.n_fit}"))
     return out
 
 

@@ -148,11 +148,13 @@ async def _score(simulator: Simulator, explanation: str, fragments: tuple[Fragme
                  tick: Callable[[], None]) -> tuple[float | None, str | None]:
     try:
         simulation = await simulator.simulate(explanation, list(fragments))
+        return score_simulation(list(fragments), simulation).all, None
     except SimulationFailed as e:
         return None, str(e) or "simulation failed"
+    except ValueError as e:  # predictions not aligned one-to-one with the tokens
+        return None, f"misaligned: {e}"
     finally:
         tick()
-    return score_simulation(list(fragments), simulation).all, None
 
 
 async def simulate_cases(simulator: Simulator, cases: list[PlantedCase], seed: int,
@@ -251,8 +253,7 @@ async def selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=Non
                   settings.seed, settings.n_top, settings.n_random)
     if len(cases) < 2:
         raise BadInputError(f"only {len(cases)} planted feature(s) fire in at least "
-                            f"{settings.n_top} eval "
-                            "fragments; the self-test needs more eval text")
+                            f"{settings.n_top} eval fragments; the self-test needs more eval text")
     on_total(2 * len(cases))
     outcomes = await simulate_cases(simulator, cases, settings.seed, tick)
     right, wrong, gap, passed = summarise(outcomes, settings)

@@ -197,3 +197,33 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["inspect", tmp_path / "d", "--acts", wide], capsys, monkeypatch)
     assert code == 1
     assert err.strip() == "error: dictionary width 24 does not match the activations' d_model 32"
+
+
+def test_loss_recovered_with_a_real_tiny_model(tmp_path, tiny_llama_dir, capsys, monkeypatch):
+    from autointerp.baselines.directions import fit_baseline
+    from autointerp.dict_eval import load_store_model, loss_recovered
+    from autointerp.dictionary import meta_from_store
+
+    words = "the cat sat on a mat while sparse features fire and neurons rest".split()
+    rng = np.random.default_rng(0)
+    paragraphs = [" ".join(rng.choice(words, 120)) for _ in range(60)]
+    (tmp_path / "corpus.txt").write_text("\n\n".join(paragraphs))
+    code, _, err = run_cli(["harvest", "--layer", 0, "--model", tiny_llama_dir, "--corpus",
+                            tmp_path / "corpus.txt", "--tokens", 6000, "--eval-fraction", 0.5,
+                            "--device", "cpu", "--out", tmp_path / "store"], capsys, monkeypatch)
+    assert code == 0, err
+    store = ActivationStore(tmp_path / "store")
+    loaded = load_store_model(store, "cpu")
+    pca = fit_baseline("pca", store.train_sample(4000), meta=meta_from_store(store))
+    exact = loss_recovered(pca, store, loaded, n_fragments=8)
+    assert exact.n_tokens == 8 * 64  # predictions from the 64 stored positions, not from BOS
+    assert exact.ce_zero_ablation > exact.ce_clean + 0.5
+    assert abs(exact.loss_recovered - 1) < 1e-3  # a complete basis reconstructs exactly
+    mean_only = Dictionary(torch.zeros_like(pca.W_enc), pca.b_enc, torch.zeros_like(pca.W_dec),
+                           pca.b_dec, meta=pca.meta)
+    assert loss_recovered(mean_only, store, loaded, n_fragments=8).loss_recovered < 0.95
+    pca.save(tmp_path / "pca")
+    code, out, err = run_cli(["inspect", tmp_path / "pca", "--acts", tmp_path / "store",
+                              "--loss-recovered", "--device", "cpu"], capsys, monkeypatch)
+    assert code == 0, err
+    assert "loss_recovered (measured)" in out

@@ -246,7 +246,7 @@ def test_fp16_overflow_is_refused_and_bfloat16_stores_it(tiny_models, corpus_fil
     assert not cfg.out.exists()
     harvest(HarvestConfig(**{**cfg.__dict__, "store_dtype": "bfloat16"}))
     x = ActivationStore(cfg.out).train_sample(100)
-    assert torch.isfinite(x).all() and x.abs().max() > 1e5
+    assert torch.isfinite(x).all() and x.abs().max() > 65504  # beyond fp16
 
 
 @pytest.mark.slow

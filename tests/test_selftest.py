@@ -246,3 +246,20 @@ def test_real_smollm2_gets_a_recorded_verdict(tmp_path):
     assert all(d.failure or (-1 <= d.right <= 1 and -1 <= d.wrong <= 1) for d in res.details)
     row = load_selftest(db, res.id)
     assert row is not None and row.passed == res.passed and row.verdict in ("PASS", "FAIL")
+
+
+class ShortSimulator(OracleSimulator):
+    """Drops the last token's prediction: output that does not align with the tokens."""
+
+    name = "short"
+
+    async def simulate(self, explanation, fragments):
+        sim = await super().simulate(explanation, fragments)
+        return Simulation(tuple(p[:-1] for p in sim.predictions), self.name, self.mode)
+
+
+def test_misaligned_predictions_are_failures(store, tmp_path):
+    res = run_selftest(ShortSimulator(), open_db(tmp_path / "a.db"), store=store, n_features=3)
+    assert res.n_failed == 6 and not res.passed
+    assert all(d.failure.startswith("right: misaligned") for d in res.details)
+    assert "only 0 of 3 planted features were simulated both ways" in res.shortfalls()

@@ -107,8 +107,8 @@ def wait_for_count(server, expected: int, timeout_s: float = 5) -> int:
 
 
 def test_cached_rerun_makes_no_call_at_the_server(llamacpp_server, tmp_path):
-    req = CompletionRequest(model="", messages=(("user", "Name a colour."),), max_tokens=4,
-                            top_logprobs=2)
+    # No logprobs here: the server builds them in Python over the whole prompt (slow).
+    req = CompletionRequest(model="", messages=(("user", "Name a colour."),), max_tokens=3)
     before = wait_for_count(llamacpp_server, 0)
     first = CachedClient(smollm2_client(llamacpp_server), open_db(tmp_path / "c.db"))
     a = run(first.complete(req))
@@ -116,5 +116,4 @@ def test_cached_rerun_makes_no_call_at_the_server(llamacpp_server, tmp_path):
     second = CachedClient(smollm2_client(llamacpp_server), open_db(tmp_path / "c.db"))
     b = run(second.complete(req))
     assert wait_for_count(llamacpp_server, before + 2, timeout_s=0.5) == before + 1
-    assert (first.calls, second.calls, second.hits) == (1, 0, 1) and a.text == b.text
-    assert a.tokens == b.tokens
+    assert (first.calls, second.calls, second.hits) == (1, 0, 1) and a.text == b.text != ""

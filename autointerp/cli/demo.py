@@ -33,6 +33,8 @@ def demo(
     k: Annotated[int, Opt("--k", help="Active latents per token of the TopK SAE.")] = D.sae_k,
     train_tokens: Annotated[int, Opt("--train-tokens", help="Activations the SAE trains on "
                                      "(epochs over the harvested ones).")] = D.train_tokens,
+    n_fit: Annotated[int, Opt("--n-fit", help="Activations the baselines are fit on (FastICA's "
+                              "time grows with it).")] = D.n_fit,
     llm: Annotated[str, Opt("--llm", help="In-process explainer and simulator model.")] = D.llm,
     simulator_mode: Annotated[str, Opt("--simulator-mode", help="auto, all-at-once, logprobs "
                                        "or json.")] = D.simulator_mode,
@@ -48,7 +50,7 @@ def demo(
     from autointerp.demo import run_demo
 
     cfg = D(out=out, db=db, model=model, layer=layer, hook=hook, n_tokens=tokens, n_features=n_features,
-            sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, llm=llm,
+            sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, n_fit=n_fit, llm=llm,
             simulator_mode=simulator_mode, random_model=random_model, lexical=lexical,
             concurrency=concurrency, device=device, seed=seed)
     console = Console()
