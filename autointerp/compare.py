@@ -185,13 +185,13 @@ def selftest_verdicts(db: sqlite_utils.Database) -> list[SelftestVerdict]:
     first. Self-tests with the same outcome (one per activation store, on the same
     tokens) are merged, so a reader sees each finding once."""
     merged: dict[tuple, list] = {}
-    for st in db.query(
-            "SELECT s.*, group_concat(DISTINCT r.label) AS labels FROM selftests s "
-            "JOIN runs r ON r.selftest_id = s.id GROUP BY s.id ORDER BY s.passed, s.simulator"):
+    for st in db.query("SELECT * FROM selftests WHERE id IN (SELECT selftest_id FROM runs) "
+                       "ORDER BY passed, simulator"):
         key = (st["simulator"], st["simulator_mode"] or "", bool(st["passed"]),
                *(st[f"{n}_{k}"] for n in ("right", "wrong", "gap") for k in ("mean", "lo", "hi")),
                st["thresholds"] or "{}")
-        merged.setdefault(key, []).extend(st["labels"].split(","))
+        merged.setdefault(key, []).extend(r["label"] for r in db.query(
+            "SELECT label FROM runs WHERE selftest_id = ?", [st["id"]]))
     return [SelftestVerdict(
         simulator=k[0], simulator_mode=k[1], passed=k[2], right=k[3:6], wrong=k[6:9],
         gap=k[9:12], thresholds=json.loads(k[12]), methods=tuple(sorted(set(labels))))

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from autointerp.corpus import Corpus, open_corpus
 from autointerp.errors import AutointerpError, BadInputError
-from autointerp.harvest_io import ShardWriter, harvest_progress
+from autointerp.harvest_io import ShardWriter, harvest_progress, make_batch, prefix_token_id
 from autointerp.hooks import HOOK_KINDS
 from autointerp.models import DEFAULT_MODEL, LoadedModel, capture, load_causal_lm, parse_hook
 from autointerp.store import SPLITS, STORE_DTYPES, atomic_write_json, completed_shards
@@ -141,33 +142,6 @@ def iter_sequences(corpus: Corpus, tokenizer, cfg: HarvestConfig,
                 return
 
 
-def prefix_token_id(tokenizer) -> int:
-    """The token every input starts with: <|endoftext|> where the vocabulary has it (the
-    document separator of GPT-2, GPT-NeoX and SmolLM2 pretraining), else BOS, else EOS.
-    SmolLM2-Instruct declares the chat marker <|im_start|> as its BOS; after it the loss on
-    builtin text was 4.00 nats/token against 3.90 after <|endoftext|> (docs/notes/harvest.md)."""
-    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # unk's id when absent
-    if eot is not None and tokenizer.convert_ids_to_tokens(eot) != "<|endoftext|>":
-        eot = None
-    for token_id in (eot, tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return int(token_id)
-    raise BadInputError("the tokenizer has neither a BOS nor an EOS token to start inputs with")
-
-
-def make_batch(sequences: list[Sequence], prefix_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask), each (batch, 1 + longest). Right padding keeps
-    every real token's position (and so its activation) what it is unpadded."""
-    width = 1 + max(len(s.token_ids) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, 0] = prefix_id
-        ids[row, 1:1 + len(seq.token_ids)] = torch.tensor(seq.token_ids)
-        mask[row, :1 + len(seq.token_ids)] = 1
-    return ids, mask
-
-
 def harvest(cfg: HarvestConfig, on_shard: Callable[[str, int], None] | None = None) -> Path:
     """Write (or finish, or reuse) the activation store cfg.out; return its path.
     `on_shard(split, index)` is called after each shard is written."""
@@ -279,6 +253,9 @@ def _run(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpus, meta: di
                      "batch_size": cfg.batch_size},
     })
     atomic_write_json(cfg.out / "metadata.json", meta)
+    if cfg.eval_fraction > 0 and not infos["eval"]:
+        Console(stderr=True).print(f"warning: no eval fragments in {cfg.out}: every document read "
+                                   "fell in the train split; harvest more --tokens", style="yellow")
 
 
 def _forward_batch(loaded: LoadedModel, hook, batch: list[Sequence], prefix_id: int,

@@ -34,7 +34,7 @@ from autointerp.fragments import (
     fragment_set_from_json,
     fragment_set_to_json,
 )
-from autointerp.llm.base import LLMCallError
+from autointerp.llm.base import EndpointAuthError, LLMCallError
 from autointerp.scoring import mean_ci, score_simulation
 from autointerp.store import ActivationStore
 from autointerp.types import SimulationFailed
@@ -170,6 +170,8 @@ async def score_feature(ff: FeatureFragments, explainer, simulator, n_shown: int
 
     try:
         results = await asyncio.gather(*(one(i) for i in range(n_explanations)))
+    except EndpointAuthError:
+        raise  # a rejected key fails every feature alike: stop the run, record nothing
     except (ExplanationFailed, SimulationFailed, LLMCallError) as e:
         stage = ("explanation" if isinstance(e, ExplanationFailed) else
                  "simulation" if isinstance(e, SimulationFailed) else CALL_FAILED)

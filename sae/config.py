@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from autointerp.errors import BadInputError
 from autointerp.sae.modules import ARCHES
 
-DEFAULT_L1 = 0.3
+DEFAULT_L1 = 0.1
 """L1 coefficient in normalised units. A latent must remove at least this much squared
 error (as a fraction of the variance) per unit of activation to be worth firing."""
 DEFAULT_K = 32

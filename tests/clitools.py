@@ -215,7 +215,8 @@ def shared_inputs(tmp_path_factory) -> Inputs:
     corpus.write_text(corpus_text(0, n_paragraphs=200), encoding="utf-8")
     args = harvest_args(model, corpus, HARVEST_TOKENS)
     timing = timed_run(args + ["--out", str(root / "store")], root / "store")
-    result = run_cli(harvest_args(other, corpus, 4000) + ["--out", str(root / "other-store")])
+    result = run_cli(harvest_args(other, corpus, 6000)
+                     + ["--eval-fraction", "0.5", "--out", str(root / "other-store")])
     assert result.returncode == 0, result.stderr
     _INPUTS.append(Inputs(model, other, corpus, root / "store", root / "other-store",
                           tuple(args), timing))

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.clitools import closed_port, error_line, random_dictionary, run_cli, shared_inputs
+from tests.clitools import (
+    cli_env,
+    closed_port,
+    error_line,
+    random_dictionary,
+    run_cli,
+    shared_inputs,
+)
 from tests.servers.faulty import FaultPlan, FaultyServer
 
 
@@ -188,14 +195,31 @@ def test_unreachable_endpoint_fails_in_bounded_time(good_dict, tmp_path):
 
 
 def test_invalid_api_key_fails_at_once(good_dict, tmp_path):
-    db = tmp_path / "r.db"
     env_key = "AUTOINTERP_RELIABILITY_KEY"
+    db = tmp_path / "r.db"
     with FaultyServer(FaultPlan(api_key="the-right-key", max_seconds=120)) as server:
-        from tests.clitools import cli_env
-
-        result = run_cli(openai_score(good_dict, db, server.url, "--api-key-env", env_key),
-                         env=cli_env(**{env_key: "a-wrong-key"}))
-        message = error_line(result)
+        args = openai_score(good_dict, db, server.url, "--api-key-env", env_key,
+                            "--simulator-mode", "json", "--no-selftest", "--concurrency", "1")
+        # A fresh database: the first request (the capability probe) gets the 401.
+        message = error_line(run_cli(args, env=cli_env(**{env_key: "a-wrong-key"})))
         assert message == f"endpoint {server.url} rejected the API key (401) from ${env_key}"
         assert server.count() == 1 and server.count("401") == 1  # no retries
-    assert_nothing_scored(db)
+        assert_nothing_scored(db)
+        # With the probe cached by a run with the right key, the 401 comes on a feature's
+        # first call: the run still stops there instead of failing feature after feature.
+        right = run_cli(args, env=cli_env(**{env_key: "the-right-key"}))
+        assert right.returncode == 0, right.stderr
+        n_before, rows_before = server.count(), feature_rows(db)
+        other_sample = [*args, "--seed", "1"]
+        message = error_line(run_cli(other_sample, env=cli_env(**{env_key: "a-wrong-key"})))
+        assert message == f"endpoint {server.url} rejected the API key (401) from ${env_key}"
+        assert server.count() - n_before == 1 and server.count("401") == 2
+        assert feature_rows(db) == rows_before
+
+
+def feature_rows(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("select count(*) from features").fetchone()[0]
+    finally:
+        con.close()

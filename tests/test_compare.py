@@ -224,3 +224,17 @@ def test_cli_compare_empty_db_is_a_one_line_error(tmp_path):
     assert res.returncode == 1
     assert res.stderr.startswith("error: ") and "no scored runs" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_same_selftest_outcome_on_two_stores_is_said_once(tmp_path):
+    db = make_results_db(tmp_path / "two.db", llm_selftest_passed=False)
+    row = dict(db["selftests"].get("st-llm"))
+    db["selftests"].insert({**row, "id": "st-llm-other-store"})
+    db["runs"].update("run4", {"selftest_id": "st-llm-other-store", "label": "topk, random-init"})
+    db["runs"].update("run3", {"selftest_id": None})  # topk at resid.5
+    lines = compare.verdict_lines(db)
+    warnings = [ln for ln in lines if ln.startswith("WARNING")]
+    assert len(warnings) == 1
+    assert warnings[0].endswith("Scores of pca, topk, topk, random-init are not meaningful.")
+    assert lines[-1] == ("Note: no simulator self-test is recorded for topk; "
+                         "their scores are unvalidated.")

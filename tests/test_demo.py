@@ -23,10 +23,10 @@ def _counts(db_path) -> dict[str, int]:
 
 def test_demo_runs_everything_and_reuses_it(tiny_llama_dir, tmp_path):
     # seed 1 puts a held-out document early in the builtin corpus, so 30k tokens of the
-    # tiny tokenizer leave enough eval fragments; logprobs simulation is one forward pass.
+    # tiny tokenizer leave enough eval fragments.
     cfg = DemoConfig(out=tmp_path / "results", model=str(tiny_llama_dir), layer=1,
                      n_tokens=30_000, train_tokens=8192, n_fit=2000, n_features=1,
-                     llm=str(tiny_llama_dir), simulator_mode="logprobs", seed=1)
+                     llm=str(tiny_llama_dir), seed=1)
     first = run_demo(cfg)
     for name in ("table.md", "table.csv", "differences.md", "scores.png", "report.html",
                  "database", "demo_run.json"):
@@ -42,7 +42,7 @@ def test_demo_runs_everything_and_reuses_it(tiny_llama_dir, tmp_path):
     assert (table.n_scored + table.n_failed == 1).all()
     llm_rows = table[~table.reference]
     assert set(llm_rows.simulator) == {f"llm:inprocess:{tiny_llama_dir}"}
-    assert set(llm_rows.simulator_mode) == {"logprobs"}
+    assert set(llm_rows.simulator_mode) == {"all-at-once"}  # one forward pass per fragment
 
     # The demo states what the self-test found, in the table and the report.
     md = first.paths["table.md"].read_text()

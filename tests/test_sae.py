@@ -22,7 +22,7 @@ from tests.test_dictionary import run_cli
 # Sharkey et al.'s setting, as in the issue: 512 unit directions in 128 dimensions, each on
 # with p = 1%, magnitude U[0, 1]. Batches of 1024 keep the run short; everything else
 # (L1 coefficient, k, learning rate, schedules) is the default.
-TOY_TOKENS, TOY_BATCH, RATIO = 200_704, 1024, 4
+TOY_TOKENS, TOY_BATCH, RATIO = 100_352, 1024, 4
 
 
 @pytest.fixture(scope="module")

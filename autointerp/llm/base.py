@@ -62,6 +62,11 @@ class LLMCallError(AutointerpError):
     """A call failed for good (after retries, or a non-retryable 4xx)."""
 
 
+class EndpointAuthError(LLMCallError):
+    """The endpoint rejected the API key (401): every other call would fail the same way,
+    so a run stops at once instead of recording each feature as failed."""
+
+
 class LLMClient(Protocol):
     name: str
     """Model identity recorded in results, e.g. 'inprocess:smollm2-135m' or 'openai:gpt-4o'."""

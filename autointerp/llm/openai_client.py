@@ -28,7 +28,7 @@ from tenacity import (
     stop_before_delay,
 )
 
-from autointerp.llm.base import Completion, CompletionRequest, LLMCallError
+from autointerp.llm.base import Completion, CompletionRequest, EndpointAuthError, LLMCallError
 from autointerp.llm.wire import (
     PROMPT_STYLES,
     MalformedResponse,
@@ -234,7 +234,7 @@ class OpenAIClient:
             return _Transient(f"HTTP {status}", _retry_after(e.response))
         if status == 401:
             where = f"from ${self.api_key_env}" if key else f"(${self.api_key_env} is not set)"
-            return LLMCallError(f"endpoint {self.base_url} rejected the API key (401) {where}")
+            return EndpointAuthError(f"endpoint {self.base_url} rejected the API key (401) {where}")
         detail = _one_line(getattr(e, "message", "") or "")
         if key:
             detail = detail.replace(key, "***")
