@@ -56,8 +56,8 @@ class DemoConfig:
     """Activations the baselines are fit on (FastICA's time grows with it)."""
     n_features: int = 16
     """Features scored per dictionary (the paper: 150)."""
-    llm: str = "smollm2-135m"
-    """In-process explainer and simulator model."""
+    llm: str | None = "smollm2-135m"
+    """In-process explainer and simulator model; None: lexical rows only (no LLM)."""
     simulator_mode: str = "auto"
     random_model: bool = True
     """Also harvest the re-initialised model and train the same SAE on it."""
@@ -75,6 +75,8 @@ class DemoConfig:
                      "concurrency"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.llm is None and not self.lexical:
+            raise BadInputError("nothing would score the features: give --llm or --lexical")
 
     @property
     def db_path(self) -> Path:
@@ -157,8 +159,10 @@ def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
     from autointerp.llm.factory import ClientSpec, make_client
     from autointerp.simulate import LLMSimulator
 
-    client = CachedClient(make_client(ClientSpec(model=cfg.llm, device=cfg.device)), db)
-    scorers = [("", LLMExplainer(client), LLMSimulator(client, cfg.simulator_mode))]
+    scorers = []
+    if cfg.llm is not None:
+        client = CachedClient(make_client(ClientSpec(model=cfg.llm, device=cfg.device)), db)
+        scorers.append(("", LLMExplainer(client), LLMSimulator(client, cfg.simulator_mode)))
     if cfg.lexical:
         scorers.append((" (lexical)", LexicalExplainer(), LexicalSimulator()))
     return scorers

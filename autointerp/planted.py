@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autointerp.errors import BadInputError
+from autointerp.fragments import token_decoder
 from autointerp.types import Fragment
 
 PLANTED_VERSION = 1
@@ -22,6 +23,7 @@ PLANTED_VERSION = 1
 FIRING = 10.0
 """A planted feature's activation where it fires (0 elsewhere); the scale is that of the
 simulator's 0..10 predictions, though Pearson correlation ignores it."""
+
 
 def _word(*words: str) -> Callable[[str], bool]:
     wanted = {w.lower() for w in words}
@@ -99,27 +101,23 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(smollm2_folder())
 
 
-def decode_tokens(tokenizer, ids: Iterable[int]) -> tuple[str, ...]:
-    """One string per token id, so that predictions align one-to-one with tokens."""
-    return tuple(tokenizer.decode([int(i)]) for i in ids)
-
-
 def store_fragments(store, max_fragments: int = 1000) -> list[tuple[int, tuple[str, ...]]]:
     """(global index, decoded tokens) of the first max_fragments eval fragments of a store."""
-    tokenizer = store.tokenizer()
+    decode = token_decoder(store.tokenizer())  # as the scoring shows tokens to the simulator
     n = min(max_fragments, store.n_eval_fragments)
-    return [(i, decode_tokens(tokenizer, store.eval_fragment_tokens(i))) for i in range(n)]
+    return [(i, tuple(decode(store.eval_fragment_tokens(i)))) for i in range(n)]
 
 
 def text_fragments(texts: Iterable[str], tokenizer, fragment_len: int = 64,
                    max_fragments: int = 1000) -> list[tuple[int, tuple[str, ...]]]:
     """Tokenize documents and cut them into whole fragment_len-token fragments (index -1:
     not from a store). Documents are tokenized one by one so a fragment never straddles two."""
+    decode = token_decoder(tokenizer)
     out: list[tuple[int, tuple[str, ...]]] = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         for s in range(0, len(ids) - fragment_len + 1, fragment_len):
-            out.append((-1, decode_tokens(tokenizer, ids[s:s + fragment_len])))
+            out.append((-1, tuple(decode(ids[s:s + fragment_len]))))
             if len(out) >= max_fragments:
                 return out
     return out
@@ -132,7 +130,7 @@ def plant(fragments: list[tuple[int, tuple[str, ...]]], n_features: int, seed: i
     gets n_top fragments where it fires and n_random uniformly drawn others, disjoint."""
     if len(fragments) < n_top + n_random:
         raise BadInputError(f"the self-test needs at least {n_top + n_random} eval fragments, "
-                            f"found {len(fragments)}")
+                            f"found {len(fragments)} (or skip it: score --no-selftest)")
     rng = np.random.default_rng(seed)
     cases = []
     for feature in PLANTED:

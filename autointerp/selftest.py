@@ -253,7 +253,8 @@ async def selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=Non
                   settings.seed, settings.n_top, settings.n_random)
     if len(cases) < 2:
         raise BadInputError(f"only {len(cases)} planted feature(s) fire in at least "
-                            f"{settings.n_top} eval fragments; the self-test needs more eval text")
+                            f"{settings.n_top} eval fragments; the self-test needs more eval text "
+                            "(or skip it: score --no-selftest)")
     on_total(2 * len(cases))
     outcomes = await simulate_cases(simulator, cases, settings.seed, tick)
     right, wrong, gap, passed = summarise(outcomes, settings)

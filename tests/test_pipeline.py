@@ -170,3 +170,34 @@ def test_sigkill_midway_then_rerun_scores_every_feature_once(tmp_path):
     for r in after:  # the features finished before the kill were not redone
         if r["feature"] in before:
             assert r == before[r["feature"]]
+
+
+def test_cli_rejects_bad_options_in_one_line(planted, tmp_path):
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+    from autointerp.errors import BadInputError
+
+    base = ["score", "--dict", str(planted[1]), "--db", str(tmp_path / "r.db")]
+    for extra, message in ((["--simulator-mode", "fast"], "unknown simulator mode 'fast'"),
+                           (["--random-from", "some"], "--random-from must be nonzero or all"),
+                           (["--explainer", "gpt"], "unknown explainer backend 'gpt'")):
+        result = CliRunner().invoke(app, base + extra)
+        assert isinstance(result.exception, BadInputError), result.output
+        assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "r.db").exists() or open_db(tmp_path / "r.db")["runs"].count == 0
+
+
+def test_cli_lexical_run_prints_the_summary(planted, tmp_path):
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    result = CliRunner().invoke(app, ["score", "--dict", str(planted[1]), "--db",
+                                      str(tmp_path / "r.db"), "--explainer", "lexical",
+                                      "--simulator", "lexical", "--random-from", "all"],
+                                env={"COLUMNS": "150"})
+    assert result.exit_code == 0, result.output
+    assert "Scores per dictionary" in result.output and "planted (lexical)" in result.output
+    run = next(open_db(tmp_path / "r.db")["runs"].rows)
+    assert json.loads(run["config"])["fragments"]["random_from"] == "all"

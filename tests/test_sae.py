@@ -101,7 +101,7 @@ def batches(n: int, crash_after: int | None = None):
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])
-def test_checkpoint_resume_matches_an_uninterrupted_run(tmp_path, arch):
+def test_checkpoint_resume_matches_an_uninterrupted_run(tmp_path, arch, one_thread):
     cfg = TrainConfig(arch=arch, n_features=32, n_tokens=64 * 30, batch_size=64,
                       checkpoint_every=10, k=4 if arch == "topk" else None, dead_tokens=64 * 3)
     whole, _ = train_sae(batches(30), 16, cfg, progress=False)

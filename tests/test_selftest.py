@@ -43,8 +43,6 @@ def sentences(n: int, seed: int = 0) -> list[str]:
 def word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     """A real (word-level) HF tokenizer built locally over the test text."""
     pre = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tmp = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tmp.pre_tokenizer = pre
     vocab = {"[UNK]": 0}
     for text in texts:
         for word, _ in pre.pre_tokenize_str(text):

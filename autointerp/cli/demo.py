@@ -35,7 +35,8 @@ def demo(
                                      "(epochs over the harvested ones).")] = D.train_tokens,
     n_fit: Annotated[int, Opt("--n-fit", help="Activations the baselines are fit on (FastICA's "
                               "time grows with it).")] = D.n_fit,
-    llm: Annotated[str, Opt("--llm", help="In-process explainer and simulator model.")] = D.llm,
+    llm: Annotated[str, Opt("--llm", help="In-process explainer and simulator model; none: "
+                            "lexical rows only, no LLM.")] = D.llm,
     simulator_mode: Annotated[str, Opt("--simulator-mode", help="auto, all-at-once, logprobs "
                                        "or json.")] = D.simulator_mode,
     random_model: Annotated[bool, Opt("--random-model/--no-random-model", help="Also score an "
@@ -50,7 +51,8 @@ def demo(
     from autointerp.demo import run_demo
 
     cfg = D(out=out, db=db, model=model, layer=layer, hook=hook, n_tokens=tokens, n_features=n_features,
-            sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, n_fit=n_fit, llm=llm,
+            sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, n_fit=n_fit,
+            llm=None if llm.lower() == "none" else llm,
             simulator_mode=simulator_mode, random_model=random_model, lexical=lexical,
             concurrency=concurrency, device=device, seed=seed)
     console = Console()

@@ -84,7 +84,12 @@ def make_simulator(db, backend, model, mode, base_url, api_key_env, concurrency,
         return LexicalSimulator()
     client = make_backend(db, backend, model, base_url, api_key_env, concurrency, device,
                           "simulator", cache)
-    return LLMSimulator(client, mode)
+    sim = LLMSimulator(client, mode)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # resolve `auto` now (cached probes), so that cache ids made from
+        asyncio.run(sim.prepare())  # simulator.mode (the self-test's) name the real mode
+    return sim
 
 
 class RichProgress:
@@ -168,7 +173,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     expl = make_explainer(database, explainer, explainer_model, explainer_base_url or base_url,
                           api_key_env, concurrency, device, explanations_per_feature, cache)
     if acts is None and model is not None:
-        acts = _harvest(model, layer, corpus, tokens, seed)
+        acts = _harvest(model, layer, corpus, tokens, seed, device)
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
     cfgs = [ScoreConfig(d, acts, frag_cfg, explanations_per_feature, concurrency, selftest)
             for d in dict_]
@@ -181,9 +186,11 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
                       markup=False)
 
 
-def _harvest(model: str, layer: int | None, corpus: str | None, tokens: int, seed: int) -> Path:
+def _harvest(model: str, layer: int | None, corpus: str | None, tokens: int, seed: int,
+             device: str) -> Path:
     if layer is None or corpus is None:
         raise BadInputError("--model needs --layer and --corpus (or pass --acts)")
     from autointerp.harvest import HarvestConfig, harvest
 
-    return harvest(HarvestConfig(model=model, layer=layer, corpus=corpus, n_tokens=tokens, seed=seed))
+    return harvest(HarvestConfig(model=model, layer=layer, corpus=corpus, n_tokens=tokens,
+                                 seed=seed, device=device))

@@ -18,7 +18,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dictionary (and its checkpoint) to.")],
     ratio: Annotated[float, typer.Option("--ratio", help="Features per activation dimension.")] = 8.0,
     l1: Annotated[float | None, typer.Option(
-        "--l1", help="L1 coefficient for tied/relu, in units where E||x - mean||^2 = 1 (default 0.3... see docs).")] = None,
+        "--l1", help="L1 coefficient for tied/relu, in units where E||x - mean||^2 = 1 (default 0.1).")] = None,
     k: Annotated[int | None, typer.Option("--k", help="Active latents per token for topk (default 32).")] = None,
     tokens: Annotated[int | None, typer.Option(
         "--tokens", help="Training activations to consume (default: one pass over the store).")] = None,
