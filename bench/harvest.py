@@ -48,7 +48,12 @@ def prebuilt_batches(lm, cfg: HarvestConfig):
 
 
 def part_ratio(args) -> None:
-    cfg = HarvestConfig(out=Path(tempfile.mkdtemp()) / "s", layer=args.layer,
+    with tempfile.TemporaryDirectory() as tmp:
+        _ratio(args, Path(tmp))
+
+
+def _ratio(args, tmp: Path) -> None:
+    cfg = HarvestConfig(out=tmp / "unused", layer=args.layer,
                         n_tokens=args.tokens, batch_size=args.batch_size, dtype=args.dtype)
     lm = load_causal_lm(cfg.model, cfg.device, cfg.dtype)
     hook = parse_hook(cfg.hook_spec, lm.n_layers, cfg.model)

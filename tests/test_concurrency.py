@@ -138,24 +138,24 @@ class OracleEndpoint:
 
 
 def llm(dictionary: Path, db: Path, url: str) -> list[str]:
-    return ["score", "--dict", str(dictionary), "--db", str(db), "--n-features", "40",
+    return ["score", "--dict", str(dictionary), "--db", str(db), "--n-features", "20",
             "--explainer", "openai", "--explainer-model", "oracle", "--simulator", "openai",
             "--simulator-model", "oracle", "--simulator-mode", "json", "--base-url", url,
             "--no-selftest", "--concurrency", "8"]
 
 
 def test_two_dictionaries_share_a_database_and_its_llm_cache(inputs, tmp_path):
-    dicts = [random_dictionary(inputs.store, tmp_path / f"dict{i}", 40, seed=i) for i in (0, 1)]
+    dicts = [random_dictionary(inputs.store, tmp_path / f"dict{i}", 20, seed=i) for i in (0, 1)]
     db = tmp_path / "shared.db"
     with OracleEndpoint() as endpoint:
         run_together(*(llm(d, db, endpoint.url) for d in dicts))
         served = endpoint.requests
         con = check_db(db)
         runs = con.execute("select id, n_sampled from runs").fetchall()
-        assert len(runs) == 2 and [n for _, n in runs] == [40, 40]
+        assert len(runs) == 2 and [n for _, n in runs] == [20, 20]
         for run_id, _ in runs:
             rows = run_rows(con, run_id)
-            assert len(rows) == 40 and {r[1] for r in rows} == {"scored"}, rows[:3]
+            assert len(rows) == 20 and {r[1] for r in rows} == {"scored"}, rows[:3]
         n_cached = con.execute("select count(*) from llm_calls").fetchone()[0]
         assert 0 < n_cached <= served
         scores = con.execute("select run_id, feature, score from features").fetchall()

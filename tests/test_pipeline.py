@@ -180,7 +180,8 @@ def test_cli_rejects_bad_options_in_one_line(planted, tmp_path):
 
     base = ["score", "--dict", str(planted[1]), "--db", str(tmp_path / "r.db")]
     for extra, message in ((["--simulator-mode", "fast"], "unknown simulator mode 'fast'"),
-                           (["--random-from", "some"], "--random-from must be nonzero or all"),
+                           (["--random-from", "some"], "--random-from must be nonzero or all (got 'some')"),
+                           (["--n-features", "0"], "--n-features at least 1 (got 0)"),
                            (["--explainer", "gpt"], "unknown explainer backend 'gpt'")):
         result = CliRunner().invoke(app, base + extra)
         assert isinstance(result.exception, BadInputError), result.output

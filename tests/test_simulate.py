@@ -235,7 +235,7 @@ def test_simulator_modes_end_to_end_on_llamacpp(llamacpp_server, tmp_path):
     assert all(0 <= v <= 9 for v in out.predictions[0])
     assert len({round(v, 6) for v in out.predictions[0]}) > 1  # read per slot, not one value
 
-    chat = LLMSimulator(client, "logprobs", scale_max=9)
+    chat = LLMSimulator(client, "logprobs", scale_max=9, retries=1)  # llama.cpp on CPU is slow
     try:
         got = run(chat.simulate("the word 'the'", [frag]))
     except SimulationFailed as e:

@@ -165,8 +165,12 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     from autointerp.fragments import FragmentConfig
     from autointerp.pipeline import ScoreConfig
 
-    if random_from not in ("nonzero", "all"):
-        raise BadInputError(f"--random-from must be nonzero or all, got {random_from!r}")
+    if random_from not in ("nonzero", "all") or n_features < 1:
+        raise BadInputError(f"--random-from must be nonzero or all (got {random_from!r}) and "
+                            f"--n-features at least 1 (got {n_features})")
+    for role, backend in (("explainer", explainer), ("simulator", simulator)):
+        if backend not in BACKENDS:  # before any model is loaded
+            raise BadInputError(f"unknown {role} backend {backend!r}; choose {', '.join(BACKENDS)}")
     database, cache = open_db(db), {}
     sim = make_simulator(database, simulator, simulator_model, simulator_mode,
                          simulator_base_url or base_url, api_key_env, concurrency, device, cache)
