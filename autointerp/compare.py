@@ -226,8 +226,8 @@ def _fmt_ci(mean, lo, hi) -> str:
     return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def _fmt_num(x, digits: int = 3) -> str:
-    return "n/a" if _missing(x) else f"{x:.{digits}g}"
+def _fmt_num(x) -> str:
+    return "n/a" if _missing(x) else f"{x:.3g}"
 
 
 def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
@@ -301,7 +301,7 @@ class ComparisonFiles:
 
 def write_comparison(db: sqlite_utils.Database, out: Path, seed: int = 0) -> ComparisonFiles:
     """Write table.md, table.csv, differences.md and scores.png under `out`."""
-    from autointerp.plot import plot_scores
+    from autointerp.plot import save_scores
 
     table, diffs, verdicts = build_table(db, seed), build_differences(db, seed), verdict_lines(db)
     out.mkdir(parents=True, exist_ok=True)
@@ -310,9 +310,5 @@ def write_comparison(db: sqlite_utils.Database, out: Path, seed: int = 0) -> Com
     paths["table.md"].write_text(table_markdown(table, verdicts, seed))
     table.to_csv(paths["table.csv"], index=False)
     paths["differences.md"].write_text(differences_markdown(diffs, verdicts, seed))
-    fig, _ = plot_scores(table, verdicts)
-    fig.savefig(paths["scores.png"], dpi=120, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    save_scores(table, verdicts, paths["scores.png"])
     return ComparisonFiles(table, diffs, verdicts, paths)

@@ -54,7 +54,7 @@ class DemoConfig:
     """Activations the SAE trains on (epochs over the harvested ones)."""
     n_fit: int = 20_000
     """Activations the baselines are fit on (FastICA's time grows with it)."""
-    n_features: int = 16
+    n_features: int = 12
     """Features scored per dictionary (the paper: 150)."""
     llm: str | None = "smollm2-135m"
     """In-process explainer and simulator model; None: lexical rows only (no LLM)."""

@@ -112,6 +112,12 @@ def plot_scores(table: pd.DataFrame, verdicts: list[str]) -> tuple[Figure, list[
     return fig, artists
 
 
+def save_scores(table: pd.DataFrame, verdicts: list[str], path) -> None:
+    fig, _ = plot_scores(table, verdicts)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)  # the CLI and demo make one figure per call; do not keep them alive
+
+
 def _bar(ax, x: float, row, colour) -> None:
     mean = 0.0 if math.isnan(row.score_mean) else row.score_mean
     if row.reference:  # hatched and hollow: a reference line, not a contender

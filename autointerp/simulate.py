@@ -230,7 +230,8 @@ class LLMSimulator:
         # A backend that reads the digits' logprobs exactly needs no top-k beside them.
         k = 1 if self.client.supports("candidate_tokens") else self.top_logprobs
         req = CompletionRequest(model="", prompt=all_at_once_prompt(explanation, tokens, self.scale_max),
-                                max_tokens=1, prompt_logprobs=k, candidate_tokens=self._digits())
+                                max_tokens=1, prompt_logprobs=k, candidate_tokens=self._digits(),
+                                prompt_logprobs_after="\t")
         return read_all_at_once(await self.client.complete(req), len(tokens), self.scale_max)
 
     async def _chat(self, explanation: str, tokens) -> list[float]:

@@ -67,7 +67,7 @@ def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:
 
 def from_storage(array: np.ndarray, dtype: str) -> torch.Tensor:
     """Stored numpy rows -> float32 tensor."""
-    t = torch.from_numpy(np.ascontiguousarray(array))
+    t = torch.from_numpy(np.array(array))  # a copy: memory-mapped shards are read-only
     if dtype == "bfloat16":
         t = t.view(torch.bfloat16)
     return t.float()

@@ -29,6 +29,10 @@ class CompletionRequest:
     candidate_tokens: tuple[str, ...] = ()
     """Tokens whose logprob a backend that can compute it exactly (in-process) adds to
     every position's alternatives, e.g. the digits "0".."10"."""
+    prompt_logprobs_after: str = ""
+    """When set, a backend may leave out prompt-token alternatives except at positions
+    right after a token ending in this text (the all-at-once simulator's slots follow a
+    tab). Keeps responses and the cache small; backends that cannot filter ignore it."""
     stop: tuple[str, ...] = ()
     sample_index: int = 0
     """Distinguishes repeated samples of the same request in the cache."""

@@ -214,6 +214,10 @@ class TransformersClient:
             logprobs = self._logits(hidden[start:start + LM_HEAD_CHUNK])  # (chunk, vocab)
             targets = ids[start + 1:start + 1 + len(logprobs)]
             out += self._read_out(logprobs, targets, request.prompt_logprobs, candidates)
+        after = request.prompt_logprobs_after
+        if after:  # alternatives only where they will be read (see CompletionRequest)
+            out = [t if i and out[i - 1].token.endswith(after) else TokenLogprob(t.token, t.logprob)
+                   for i, t in enumerate(out)]
         return tuple(out)
 
     def _decode(self, requests, cache, last_hidden, mask, last_pos) -> list[_Row]:
