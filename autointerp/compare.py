@@ -35,7 +35,8 @@ SELECT r.id AS run_id, r.label AS method, d.model, d.hook, d.layer, r.explainer,
 FROM runs r
 LEFT JOIN dictionaries d ON d.id = r.dictionary_id
 LEFT JOIN selftests s ON s.id = r.selftest_id
-ORDER BY d.layer, d.hook, r.explainer, r.simulator, r.label, r.id
+ORDER BY d.layer, d.hook, (r.explainer LIKE 'lexical%' OR r.simulator LIKE 'lexical%'),
+         r.explainer, r.simulator, r.label, r.id
 """
 
 

@@ -27,19 +27,21 @@ def _base_method(label: str) -> str:
 
 
 def _ordered(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(hook, rows) groups in layer order; LLM rows before lexical references in each."""
+    """(hook, rows) groups in layer order; in each, a method's lexical reference right
+    after its LLM row, methods in the table's order."""
+    rank = {m: i for i, m in enumerate(dict.fromkeys(table.method.map(_base_method)))}
     groups = []
     for hook, rows in table.groupby("hook", sort=False, dropna=False):
-        rows = rows.sort_values(["reference", "method"], kind="stable")
-        groups.append((str(hook), rows))
+        key = rows.method.map(lambda m: rank[_base_method(m)]) * 2 + rows.reference.astype(int)
+        groups.append((str(hook), rows.iloc[key.argsort(kind="stable")]))
     return sorted(groups, key=lambda g: (g[1].layer.min(), g[0]))
 
 
 def _tick_label(row, scorer_in_title: bool) -> str:
-    label = row.method
+    label = "lexical" if row.reference and _base_method(row.method) != row.method else row.method
     if not scorer_in_title and not row.reference:
-        label += f"\n{row.explainer} / {row.simulator}"
-    return f"{label}\nn={row.n_scored}"
+        label += f" ({row.explainer} / {row.simulator})"
+    return f"{textwrap.fill(label, 14)}\nn={row.n_scored}"
 
 
 def _draw_verdicts(fig: Figure, verdicts: list[str], plot_h: float) -> list[Text]:

@@ -3,6 +3,7 @@ stderr, exit code 1, no traceback (unless --debug) and no half-written output.""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import time
@@ -150,6 +151,23 @@ def test_damaged_store_is_refused_by_train(inputs, tmp_path):
                       "--batch-size", "1024", "--out", out, "--device", "cpu"])
     assert "NaN or inf" in error_line(result)
     assert not (out / "config.json").exists() and not (out / "dictionary.safetensors").exists()
+
+
+def test_outputs_of_killed_runs_are_refused_in_one_line(inputs, good_dict, tmp_path):
+    # What a SIGKILLed harvest leaves: metadata written first, marked incomplete.
+    store = copy_store(inputs.store, tmp_path)
+    meta = json.loads((store / "metadata.json").read_text())
+    (store / "metadata.json").write_text(json.dumps({**meta, "status": "incomplete"}))
+    db = tmp_path / "r.db"
+    message = error_line(run_cli(lexical_score(good_dict, db, "--acts", store)))
+    assert message == f"activation store {store} is incomplete; rerun the harvest to finish it"
+    # What a train killed between its two renames leaves: weights, no config.json yet.
+    d = tmp_path / "sae"
+    d.mkdir()
+    shutil.copy(good_dict / "dictionary.safetensors", d)
+    message = error_line(run_cli(lexical_score(d, db, "--acts", inputs.store)))
+    assert message.startswith(f"no dictionary in {d}: expected config.json")
+    assert_nothing_scored(db)
 
 
 # --- corpora ---------------------------------------------------------------------------

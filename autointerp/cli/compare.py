@@ -24,6 +24,22 @@ def print_verdicts(console: Console, verdicts: list[str]) -> None:
         console.print(line, style=style, markup=False, highlight=False)
 
 
+def terminal_table(rows: list[dict[str, str]]) -> Table:
+    """The comparison narrowed to what fits a terminal; table.md has every column."""
+    scorers = dict.fromkeys(f"{r['explainer']} / {r['simulator']}" for r in rows)
+    table = Table(title="Interpretability score by method (full table: table.md)",
+                  caption="explainer / simulator: " + "; ".join(scorers))
+    for col in ("method", "hook", "scored/failed", "score [95% CI]", "L0", "FVU", "self-test"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        score = r["score (95% CI)"].replace(" [", "\n[")
+        table.add_row(r["method"], r["hook"],
+                      f"{r['scored']}/{r['failed']}", score, r["L0"], r["FVU"],
+                      r["self-test"].split(":")[0],
+                      style="dim" if "lexical" in r["method"] else None)
+    return table
+
+
 @app.command()
 def compare(db: DbOpt = DEFAULT_DB, out: OutDirOpt = Path("results"), seed: SeedOpt = 0) -> None:
     """Compare methods: mean score per run with 95% bootstrap CIs, pairwise differences, plot."""
@@ -32,14 +48,7 @@ def compare(db: DbOpt = DEFAULT_DB, out: OutDirOpt = Path("results"), seed: Seed
 
     result = write_comparison(open_db(db), out, seed)
     console = Console()
-    rows = display_rows(result.table)
-    table = Table(title="Interpretability score by method", show_lines=False)
-    columns = [c for c in rows[0] if c not in ("model", "layer")]  # the hook names the layer
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(*(r[c] for c in columns), style="dim" if "lexical" in r["method"] else None)
-    console.print(table)
+    console.print(terminal_table(display_rows(result.table)))
     print_verdicts(console, result.verdicts)
     for name, path in result.paths.items():
         console.print(f"{name}: {path}", markup=False, highlight=False)
