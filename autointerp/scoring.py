@@ -73,7 +73,7 @@ def mean_ci(values: Sequence[float], seed: int = 0, confidence: float = 0.95,
     mean = float(x.mean())
     if len(x) == 1:
         return mean, math.nan, math.nan
-    if np.ptp(x) == 0:
+    if np.ptp(x) <= 1e-12 * max(1.0, abs(mean)):  # identical up to rounding: BCa is undefined
         return mean, mean, mean
     res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
                           rng=np.random.default_rng(seed), vectorized=True)
