@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from autointerp.errors import BadInputError
-from autointerp.store import atomic_write_json
+from autointerp.store import atomic_write_json, remove_stale_temp_files
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -232,8 +232,10 @@ OUR_FILES = (CONFIG_NAME, WEIGHTS_NAME, "checkpoint.pt")
 def prepare_out(out: str | Path, meta: dict, overwrite: bool) -> Dictionary | None:
     """Make `out` ready for a new dictionary with `meta`. Return the finished one already
     there when it was made the same way (a rerun costs nothing); with `overwrite`, delete
-    our files from `out` first; otherwise refuse to replace a different dictionary."""
+    our files from `out` first; otherwise refuse to replace a different dictionary.
+    Temporary files a killed run left in `out` are deleted."""
     out = Path(out)
+    remove_stale_temp_files(out)
     if overwrite:
         for name in OUR_FILES:
             (out / name).unlink(missing_ok=True)

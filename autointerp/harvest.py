@@ -30,7 +30,13 @@ from autointerp.errors import AutointerpError, BadInputError
 from autointerp.harvest_io import ShardWriter, harvest_progress, make_batch, prefix_token_id
 from autointerp.hooks import HOOK_KINDS
 from autointerp.models import DEFAULT_MODEL, LoadedModel, capture, load_causal_lm, parse_hook
-from autointerp.store import SPLITS, STORE_DTYPES, atomic_write_json, completed_shards
+from autointerp.store import (
+    SPLITS,
+    STORE_DTYPES,
+    atomic_write_json,
+    completed_shards,
+    remove_stale_temp_files,
+)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,9 @@ def harvest(cfg: HarvestConfig, on_shard: Callable[[str, int], None] | None = No
     if state == "replace":
         shutil.rmtree(cfg.out)
     created = state != "resume"
+    if not created:  # a killed run's half-written files, under temporary names
+        for folder in (cfg.out, *(cfg.out / s for s in SPLITS)):
+            remove_stale_temp_files(folder)
     try:
         meta = _start_metadata(cfg, loaded, hook, corpus) if created else _read_meta(cfg.out)
         # Saved on every run, after metadata.json: a run killed mid-save is then resumable.

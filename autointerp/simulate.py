@@ -96,6 +96,11 @@ def slot_positions(prompt_tokens) -> list[int]:
     return out
 
 
+def _lacks_logprobs(request: CompletionRequest, c: Completion) -> bool:
+    return bool((request.top_logprobs and not c.tokens)
+                or (request.prompt_logprobs and not c.prompt_tokens))
+
+
 def read_all_at_once(c: Completion, n_tokens: int, scale_max: int) -> list[float]:
     if not c.prompt_tokens:
         raise SimulationFailed("the endpoint returned no prompt logprobs for all-at-once mode")
@@ -184,13 +189,23 @@ class LLMSimulator:
         self.note = "; ".join(notes)
         self._prepared = True
 
+    async def _ask(self, req: CompletionRequest) -> Completion:
+        """The answer to `req`, asked again (`retries` times in all) while the logprobs it
+        asked for are missing: a flaky endpoint drops them from single answers, and such
+        an answer is never cached, so each ask is a new call of the same request."""
+        for _ in range(self.retries - 1):
+            c = await self.client.complete(req)
+            if not _lacks_logprobs(req, c):
+                return c
+        return await self.client.complete(req)
+
     async def _probe_prompt(self) -> tuple[bool, bool | None]:
         """Whether prompt logprobs come back, and whether '10' is one token."""
         if self.client.supports("prompt_logprobs") is False:
             return False, None
         req = CompletionRequest(model="", prompt=PROBE_DIGITS, max_tokens=1, prompt_logprobs=1)
         try:
-            c = await self.client.complete(req)
+            c = await self._ask(req)
         except LLMCallError:
             return False, None
         if not c.prompt_tokens:
@@ -204,7 +219,7 @@ class LLMSimulator:
         req = CompletionRequest(model="", messages=(("user", f"Repeat exactly: {PROBE_DIGITS}"),),
                                 max_tokens=32, top_logprobs=2)
         try:
-            c = await self.client.complete(req)
+            c = await self._ask(req)
         except LLMCallError:
             return False, None
         if not c.tokens or not any(t.top for t in c.tokens):
@@ -232,7 +247,7 @@ class LLMSimulator:
         req = CompletionRequest(model="", prompt=all_at_once_prompt(explanation, tokens, self.scale_max),
                                 max_tokens=1, prompt_logprobs=k, candidate_tokens=self._digits(),
                                 prompt_logprobs_after="\t")
-        return read_all_at_once(await self.client.complete(req), len(tokens), self.scale_max)
+        return read_all_at_once(await self._ask(req), len(tokens), self.scale_max)
 
     async def _chat(self, explanation: str, tokens) -> list[float]:
         messages = chat_messages(explanation, tokens, self.scale_max)
@@ -244,7 +259,7 @@ class LLMSimulator:
                 temperature=0.0 if attempt == 0 else 0.7, sample_index=attempt,
                 top_logprobs=self.top_logprobs if logprobs else 0,
                 candidate_tokens=self._digits() if logprobs else ())
-            c = await self.client.complete(req)
+            c = await self._ask(req)
             try:
                 values, offsets = parse_int_array(c.text, len(tokens), self.scale_max)
             except ParseError as e:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from autointerp.errors import BadInputError
 
 SPLITS = ("train", "eval")
 STORE_DTYPES = ("float16", "bfloat16")
+TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
+"""`.NAME.tmpPID`: a file being written by process PID, renamed into place when whole."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -40,6 +43,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate the process there: assume it is alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (not below it): those
+    named `.NAME.tmpPID` whose process is gone. No loader reads them, but for a real model
+    a shard is tens of MB. A live process's files (a concurrent run's) are kept."""
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp*")) if Path(folder).is_dir() else []:
+        m = TEMP_NAME.match(path.name)
+        if m and path.is_file() and not _pid_alive(int(m.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_json(path: Path, obj: dict) -> None:

@@ -92,9 +92,11 @@ def test_logprobs_mode_takes_expected_values_over_digit_tokens():
 
 
 def test_logprobs_mode_without_logprobs_fails_not_silently():
-    client = FakeClient(["[0, 1, 2, 3, 4, 5, 6, 10]"])
+    client = FakeClient(["[0, 1, 2, 3, 4, 5, 6, 10]"] * 3)
     with pytest.raises(SimulationFailed, match="no token logprobs"):
         run(simulator(client, "logprobs").simulate("cats", [fragment()]))
+    # Asked again, the same request (never cached without its logprobs), before failing.
+    assert len(client.requests) == 3 and len(set(client.requests)) == 1
 
 
 def _echo(values_at_slots):

@@ -45,6 +45,9 @@ PLACEHOLDER_KEY = "no-key"
 # A counting sequence: each next token is near certain, so whether the echoed
 # alternatives at position i predict token i or token i+1 shows the alignment.
 PROBE_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+PROBE_TRIES = 3
+"""Asks before a probe concludes that an answering endpoint gives no logprobs: a flaky
+server drops them from single answers, and the finding is cached for good."""
 
 
 class EndpointRefused(LLMCallError):
@@ -268,20 +271,30 @@ class OpenAIClient:
 
     async def _probe_prompt_style(self) -> str:
         base = {"model": self.model, "prompt": PROBE_PROMPT, "max_tokens": 1, "temperature": 0}
-        data = await self._post_or_none("completions", {**base, "extra_body": {"prompt_logprobs": 5}})
-        if data and data["choices"][0].get("prompt_logprobs"):
-            return "vllm"
-        data = await self._post_or_none("completions", {**base, "echo": True, "logprobs": 5})
-        shift = detect_echo_shift(data) if data else None
-        log.info("%s: echo prompt logprobs, shift %s", self.name, shift)
-        return {0: "echo", 1: "llamacpp"}.get(shift, "none")
+        for _ in range(PROBE_TRIES):
+            data = await self._post_or_none("completions", {**base, "extra_body": {"prompt_logprobs": 5}})
+            if data and data["choices"][0].get("prompt_logprobs"):
+                return "vllm"
+            echo = await self._post_or_none("completions", {**base, "echo": True, "logprobs": 5})
+            shift = detect_echo_shift(echo) if echo else None
+            log.info("%s: echo prompt logprobs, shift %s", self.name, shift)
+            if shift is not None:
+                return {0: "echo", 1: "llamacpp"}[shift]
+            if data is None and echo is None:  # completions refused: asking again changes nothing
+                break
+        return "none"
 
     async def _probe_top_logprobs(self) -> bool:
         params = {"model": self.model, "messages": [{"role": "user", "content": "Say 1."}],
                   "max_tokens": 2, "temperature": 0, "logprobs": True, "top_logprobs": 2}
-        data = await self._post_or_none("chat", params)
-        c = parse_chat(data, True) if data else None
-        return bool(c and c.tokens) and all(t.top for t in c.tokens)
+        for _ in range(PROBE_TRIES):
+            data = await self._post_or_none("chat", params)
+            c = parse_chat(data, True) if data else None
+            if c is None:
+                return False
+            if c.tokens:
+                return all(t.top for t in c.tokens)
+        return False
 
     async def _post_or_none(self, kind: str, params: dict) -> dict | None:
         """A probe's answer, or None when the endpoint refuses that kind of request."""

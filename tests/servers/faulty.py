@@ -35,6 +35,8 @@ class FaultPlan:
     slow_s: float = 3.0
     api_key: str | None = None
     """When set, a request with another bearer key gets 401."""
+    echo_auth: bool = False
+    """When set, a 401's message echoes the request's Authorization header."""
     seed: int = 0
     max_requests: int = 2000
     max_seconds: float = 120.0
@@ -69,9 +71,10 @@ def _alts(token: str, k: int) -> list[tuple[str, float]]:
     return [(token, -0.25)] + [(f"alt{j}", -2.0 - j) for j in range(max(0, k - 1))]
 
 
-def chat_body(req: dict, with_logprobs: bool) -> dict:
+def chat_body(req: dict, with_logprobs: bool, answer=None) -> dict:
+    """`answer(messages) -> str` writes the reply; by default a digest of the messages."""
     digest = hashlib.sha256(json.dumps(req["messages"], sort_keys=True).encode()).hexdigest()
-    text = f"answer {digest[:8]}"
+    text = answer(req["messages"]) if answer else f"answer {digest[:8]}"
     choice = {"index": 0, "finish_reason": "stop",
               "message": {"role": "assistant", "content": text}}
     if with_logprobs and req.get("logprobs"):
@@ -103,8 +106,10 @@ def completion_body(req: dict, with_logprobs: bool) -> dict:
 class FaultyServer:
     """Use as a context manager; `url` is the OpenAI base URL, `log` the requests seen."""
 
-    def __init__(self, plan: FaultPlan):
+    def __init__(self, plan: FaultPlan, answer=None):
         self.plan = plan
+        self.answer = answer
+        """Chat replies: `answer(messages) -> str`, e.g. a competent explainer and simulator."""
         self.log: list[Record] = []
         self._lock = threading.Lock()
         self._rng = random.Random(plan.seed)
@@ -200,6 +205,9 @@ def _make_handler(server: FaultyServer):
 
         def _answer(self, fault: str, req: dict, plan: FaultPlan) -> None:
             error = json.dumps({"error": {"message": f"injected {fault}", "type": fault}}).encode()
+            if fault == "401" and plan.echo_auth:
+                error = json.dumps({"error": {"message": "invalid key "
+                                              + self.headers.get("Authorization", "")}}).encode()
             if fault in ("401", "budget"):
                 status = 401 if fault == "401" else 503
                 return self._send(status, error)
@@ -220,8 +228,11 @@ def _make_handler(server: FaultyServer):
                 return None
             if fault == "slow":
                 time.sleep(plan.slow_s)
-            make = chat_body if self.path.endswith("/chat/completions") else completion_body
-            out = json.dumps(make(req, with_logprobs=fault != "no_logprobs")).encode()
+            if self.path.endswith("/chat/completions"):
+                body = chat_body(req, fault != "no_logprobs", server.answer)
+            else:
+                body = completion_body(req, fault != "no_logprobs")
+            out = json.dumps(body).encode()
             if fault == "truncated":
                 out = out[: len(out) // 2]
             return self._send(200, out)
