@@ -52,7 +52,7 @@ class DemoConfig:
     """Active latents per token of the TopK SAE."""
     train_tokens: int = 500_000
     """Activations the SAE trains on (epochs over the harvested ones)."""
-    n_fit: int = 20_000
+    n_fit: int = 10_000
     """Activations the baselines are fit on (FastICA's time grows with it)."""
     n_features: int = 12
     """Features scored per dictionary (the paper: 150)."""
