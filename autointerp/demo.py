@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
 import platform
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from autointerp.errors import BadInputError
@@ -78,6 +78,21 @@ class DemoConfig:
         if self.llm is None and not self.lexical:
             raise BadInputError("nothing would score the features: give --llm or --lexical")
 
+    def command(self) -> str:
+        """The `autointerp demo` command line that makes this config (non-defaults only)."""
+        flags = {"n_tokens": "--tokens", "sae_ratio": "--ratio", "sae_k": "--k"}
+        parts = ["autointerp", "demo"]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if isinstance(value, bool):
+                parts.append(f"--{'' if value else 'no-'}{f.name.replace('_', '-')}")
+            else:
+                flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
+                parts += [flag, "none" if value is None else str(value)]
+        return " ".join(parts)
+
     @property
     def db_path(self) -> Path:
         return self.db or self.out / "autointerp.db"
@@ -88,7 +103,7 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
-class Dict:
+class DemoDictionary:
     """One dictionary to score: its folder and the label its rows get in the table."""
 
     label: str
@@ -117,10 +132,10 @@ def harvest_stores(cfg: DemoConfig) -> dict[str, Path]:
     if cfg.random_model:
         paths["random-init"] = cfg.work / "stores" / f"{base}-random-init"
     for kind, path in paths.items():
-        store = ActivationStore(harvest(HarvestConfig(layer=cfg.layer, hook=cfg.hook, out=path, model=cfg.model,
-                              n_tokens=cfg.n_tokens,
-                              eval_fraction=EVAL_FRACTION, seed=cfg.seed, device=cfg.device,
-                              random_init=cfg.seed if kind == "random-init" else None)))
+        store = ActivationStore(harvest(HarvestConfig(
+            layer=cfg.layer, hook=cfg.hook, out=path, model=cfg.model, n_tokens=cfg.n_tokens,
+            eval_fraction=EVAL_FRACTION, seed=cfg.seed, device=cfg.device,
+            random_init=cfg.seed if kind == "random-init" else None)))
         if store.n_eval_fragments < MIN_EVAL_FRAGMENTS:
             raise BadInputError(
                 f"the harvest held out only {store.n_eval_fragments} eval fragments (need "
@@ -128,7 +143,7 @@ def harvest_stores(cfg: DemoConfig) -> dict[str, Path]:
     return paths
 
 
-def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[Dict]:
+def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[DemoDictionary]:
     """The SAE on every store, the baselines on the trained model's; each folder is named
     by its settings, so a rerun reuses it and other settings never collide with it."""
     from autointerp.baselines.directions import fit_from_store
@@ -143,11 +158,12 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[Dict]:
                           n_tokens=cfg.train_tokens, k=cfg.sae_k, seed=cfg.seed)
         sae_dir = folder / f"topk-x{cfg.sae_ratio}-k{cfg.sae_k}-{cfg.train_tokens}"
         train_from_store(store, sae_dir, sae, cfg.device)
-        out.append(Dict("topk" if kind == "trained" else f"topk, {kind} model", sae_dir))
+        label = "topk" if kind == "trained" else f"topk, {kind} model"
+        out.append(DemoDictionary(label, sae_dir))
         if kind == "trained":
             for method in BASELINES:
                 fit_from_store(store, folder / f"{method}-{cfg.n_fit}", method, cfg.seed, cfg.n_fit)
-                out.append(Dict(method, folder / f"{method}-{cfg.n_fit}"))
+                out.append(DemoDictionary(method, folder / f"{method}-{cfg.n_fit}"))
     return out
 
 
@@ -168,8 +184,8 @@ def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
     return scorers
 
 
-async def _score_all(cfg: DemoConfig, dictionaries: list[Dict], trained_store: Path, db,
-                     console) -> list:
+async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], trained_store: Path,
+                     db, console) -> list:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autointerp.cli.score import RichProgress
@@ -185,15 +201,16 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[Dict], trained_store: P
     with Progress(*columns, console=console) as bar:
         for suffix, explainer, simulator in _scorers(cfg, db):
             hooks = RichProgress(bar, [getattr(explainer, "client", None)])
-            # The self-test the score runs depend on, run (or read back) first and said
-            # out loud: the demo's scores mean nothing if its simulator fails it.
-            await simulator.prepare()
-            task = bar.add_task(f"self-test {simulator.name}", total=None, stats="")
-            st = await selftest(simulator, db, store=ActivationStore(trained_store),
-                                on_total=lambda n, t=task: bar.update(t, total=n),
-                                tick=lambda t=task: bar.advance(t))
-            console.print(f"self-test {simulator.name}: {'passed' if st.passed else 'FAILED'}",
-                          markup=False, highlight=False)
+            if simulator.name != "lexical":  # the self-test does not apply to it (compare.py)
+                # Run (or read back) first and said out loud: the scores that follow mean
+                # nothing if it fails. The score runs find it cached.
+                await simulator.prepare()
+                task = bar.add_task(f"self-test {simulator.name}", total=None, stats="")
+                st = await selftest(simulator, db, store=ActivationStore(trained_store),
+                                    on_total=lambda n, t=task: bar.update(t, total=n),
+                                    tick=lambda t=task: bar.advance(t))
+                console.print(f"self-test {simulator.name}: {'passed' if st.passed else 'FAILED'}",
+                              markup=False, highlight=False)
             for d in dictionaries:
                 score = ScoreConfig(d.path, fragments=fragments, concurrency=cfg.concurrency,
                                     label=d.label + suffix)
@@ -201,18 +218,20 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[Dict], trained_store: P
     return summaries
 
 
-def _provenance(cfg: DemoConfig, seconds: dict[str, float]) -> dict:
-    """What a reader of a committed reference run needs to redo it."""
+def _provenance(cfg: DemoConfig, seconds: dict, cpu_seconds: dict) -> dict:
+    """What a reader of a committed reference run needs to redo it. CPU seconds (all
+    threads of this process) say what a step costs even on a machine shared with others."""
     import torch
 
     versions = {p: importlib.metadata.version(p) for p in ("autointerp", "transformers", "numpy",
                                                             "scipy", "scikit-learn")}
-    return {"command": " ".join(["autointerp", *sys.argv[1:]]) if sys.argv else "autointerp demo",
+    return {"command": cfg.command(),
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "cpu_seconds": {k: round(v, 1) for k, v in cpu_seconds.items()},
             "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
-            "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                        "cuda": torch.cuda.is_available()}}
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
 
 
 def run_demo(cfg: DemoConfig, console=None) -> DemoResult:
@@ -225,13 +244,14 @@ def run_demo(cfg: DemoConfig, console=None) -> DemoResult:
     from autointerp.store import atomic_write_json
 
     console = console or Console()
-    seconds, t0 = {}, time.perf_counter()
+    seconds, cpu, t0, c0 = {}, {}, time.perf_counter(), time.process_time()
 
     def step(name: str, fn: Callable):
         console.rule(name)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = fn()
         seconds[name] = time.perf_counter() - start
+        cpu[name] = time.process_time() - cpu_start
         return result
 
     db = open_db(cfg.db_path)
@@ -240,10 +260,10 @@ def run_demo(cfg: DemoConfig, console=None) -> DemoResult:
     step("score", lambda: asyncio.run(_score_all(cfg, dictionaries, stores["trained"], db, console)))
     files = step("compare", lambda: write_comparison(db, cfg.out, cfg.seed))
     report = step("report", lambda: write_report(db, cfg.out / "report.html", cfg.seed))
-    seconds["total"] = time.perf_counter() - t0
+    seconds["total"], cpu["total"] = time.perf_counter() - t0, time.process_time() - c0
     paths = {**files.paths, "report.html": report.path, "database": cfg.db_path,
              **{f"store ({k})": p for k, p in stores.items()},
              **{f"dictionary {d.label}": d.path for d in dictionaries},
              "demo_run.json": cfg.out / "demo_run.json"}
-    atomic_write_json(paths["demo_run.json"], _provenance(cfg, seconds))
+    atomic_write_json(paths["demo_run.json"], _provenance(cfg, seconds, cpu))
     return DemoResult(paths, report.verdicts, seconds)

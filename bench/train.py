@@ -26,17 +26,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_it(fn, device: torch.device, reps: int) -> float:
-    """Median seconds per call over `reps` calls, after one warm-up call."""
+def time_once(fn, device: torch.device) -> float:
+    sync(device)
+    t = time.perf_counter()
     fn()
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    sync(device)
+    return time.perf_counter() - t
 
 
 def floor_step(x: torch.Tensor, W_enc: torch.Tensor, W_dec: torch.Tensor):
@@ -59,14 +54,17 @@ def bench(arch: str, d_model: int, n_features: int, batch: int, device: str, rep
     trainer.init_from(x)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # what autocast uses
     xs, W_enc, W_dec = (t.to(dtype) for t in (x, trainer.sae.W_enc.detach(), trainer.sae.decoder.detach()))
-    floor, train = [], []
-    for _ in range(3):  # interleaved, so drifting load on a shared machine hits both alike
-        floor.append(time_it(floor_step(xs, W_enc, W_dec), dev, reps))
-        train.append(time_it(lambda: trainer.step(x), dev, reps))
-    t_floor, t_train = min(floor), min(train)
+    floor, step = floor_step(xs, W_enc, W_dec), lambda: trainer.step(x)
+    floor(), step()  # warm-up
+    pairs = []
+    for _ in range(reps):  # one floor, one step, back to back: drifting load hits both alike
+        pairs.append((time_once(floor, dev), time_once(step, dev)))
+    t_floor = statistics.median(f for f, _ in pairs)
+    t_train = statistics.median(t for _, t in pairs)
+    ratio = statistics.median(f / t for f, t in pairs)
     print(f"{arch:5s} {dev.type} d_model {d_model} features {n_features} batch {batch}: "
           f"train {batch / t_train:,.0f} tok/s, matmul floor {batch / t_floor:,.0f} tok/s, "
-          f"ratio {t_floor / t_train:.2f}", flush=True)
+          f"ratio {ratio:.2f} (median of {reps} paired steps)", flush=True)
 
 
 def main() -> None:
@@ -76,7 +74,7 @@ def main() -> None:
     p.add_argument("--n-features", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--device", default="auto")
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args()
     if args.threads:

@@ -39,7 +39,10 @@ class SparseAutoencoder(nn.Module):
         return self.W_enc if self.W_dec is None else self.W_dec
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T)  # (batch, n_features)
+        # (x - b_dec) @ W.T + b_enc, with b_dec folded into the bias: then x needs no
+        # gradient and backward skips a (batch, n_features) x (n_features, d_model) product.
+        bias = self.b_enc - self.W_enc @ self.b_dec  # (n_features,)
+        return torch.addmm(bias, x, self.W_enc.T)  # (batch, n_features)
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         if self.arch != "topk":

@@ -70,7 +70,7 @@ class Trainer:
             dead = self.since_fired >= cfg.dead_after
             loss = sse + cfg.aux_coef * self.sae.aux_loss(x, x_hat, pre.float(), dead)
         else:
-            loss = sse + l1 * f.abs().sum(1).mean()
+            loss = sse + l1 * f.sum(1).mean()  # f >= 0, so this is the L1 norm
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.sae.remove_parallel_grads_()
@@ -81,11 +81,12 @@ class Trainer:
 
     @torch.no_grad()
     def _track(self, x: torch.Tensor, sse: torch.Tensor, f: torch.Tensor) -> None:
-        fired = (f > 0).any(0)
+        active = f > 0
         self.since_fired += len(x)
-        self.since_fired[fired] = 0
+        self.since_fired[active.any(0)] = 0
         var = (x - x.mean(0)).pow(2).sum(1).mean()
-        self.stats += torch.stack([sse / x.shape[1], sse / var, (f > 0).sum(1).float().mean(),
+        l0 = torch.count_nonzero(active) / len(x)  # a per-row sum would copy (batch, n_features)
+        self.stats += torch.stack([sse / x.shape[1], sse / var, l0.float(),
                                    torch.ones((), device=self.device)])
 
     def summary(self) -> dict[str, float]:

@@ -103,7 +103,8 @@ class OracleEndpoint:
             return f"the word '{max(pairs)[1]}'."
         if "find " not in last:  # the client's capability probe
             return "1"
-        words = {a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", last.splitlines()[0])}
+        explanation = last.splitlines()[0].split(" does is find ", 1)[-1]  # not "feature's"
+        words = {a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", explanation)}
         return json.dumps([10 if t.strip().lower() in words else 0 for t in parse_numbered(last)[0]])
 
     def _handler(self):

@@ -51,7 +51,9 @@ def test_demo_builds_every_row_and_reuses_it(lexical_demo):
     table = pd.read_csv(first.paths["table.csv"])
     assert sorted(table.method) == sorted(f"{m} (lexical)" for m in METHODS)
     assert (table.n_scored + table.n_failed == 2).all() and table.reference.all()
-    assert json.loads(first.paths["demo_run.json"].read_text())["config"]["n_features"] == 2
+    provenance = json.loads(first.paths["demo_run.json"].read_text())
+    assert provenance["config"]["n_features"] == 2 and "--llm none" in provenance["command"]
+    assert provenance["cpu_seconds"]["total"] > 0 and provenance["seconds"]["harvest"] > 0
 
     before, weights = _counts(first.paths["database"]), _weights(cfg.out)
     second = run_demo(cfg)

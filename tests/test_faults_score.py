@@ -101,7 +101,7 @@ def retry_waits(records) -> list[float]:
     waits = []
     for seq in by_body.values():
         failed = 0  # attempts of the current call that failed so far
-        for a, b in zip(seq, seq[1:]):
+        for a, b in zip(seq, seq[1:], strict=False):
             failed = failed + 1 if a.fault in TRANSIENT else 0
             if failed == MAX_ATTEMPTS:
                 failed = 0  # the call gave up; b begins another

@@ -103,10 +103,11 @@ def test_planted_key_appears_in_no_output(planted):
                 "results/scores.png", "results/report.html", "results/secrets.db",
                 "store/metadata.json", "dict/config.json", "dict/dictionary.safetensors"}
     assert expected <= set(files), sorted(files)
-    # The search can see what is there: the scrubbed echo is in the database.
-    assert b"bad request from Bearer ***" in b"".join(
-        data for name, data in files.items() if name.startswith("results/secrets.db"))
-    assert "DEBUG" in outputs["score stderr"] and "HTTP Request: POST" in outputs["score stderr"]
     leaks = [name for name, text in outputs.items() if SECRET in text]
     leaks += [name for name, data in files.items() if SECRET.encode() in data]
     assert leaks == []
+    # The search sees what is there: the server's echo, scrubbed, in the failed feature's
+    # reason; the debug logs of every request.
+    assert b"bad request from Bearer ***" in b"".join(
+        data for name, data in files.items() if name.startswith("results/secrets.db"))
+    assert "DEBUG" in outputs["score stderr"] and "HTTP Request: POST" in outputs["score stderr"]

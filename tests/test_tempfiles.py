@@ -55,7 +55,7 @@ def test_only_files_of_dead_writers_are_removed(tmp_path, pids):
     assert remove_stale_temp_files(tmp_path) == [stale]
     assert not stale.exists() and all(p.exists() for p in kept)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
-        [".00001.acts.npy.tmp%d" % live, ".metadata.json.tmp%d" % os.getpid(), ".notes.tmpx",
+        [f".00001.acts.npy.tmp{live}", f".metadata.json.tmp{os.getpid()}", ".notes.tmpx",
          ".tmp123", "00000.acts.npy"])
     assert remove_stale_temp_files(tmp_path / "missing") == []
 
