@@ -71,7 +71,7 @@ def test_key_covers_client_and_every_request_field():
     assert request_key("other:m", REQ) != base
     changed = {"model": "m2", "max_tokens": 7, "temperature": 0.5, "top_logprobs": 3,
                "prompt_logprobs": 1, "candidate_tokens": ("0",), "stop": (), "sample_index": 1,
-               "messages": (("user", "hi"),)}
+               "prompt_logprobs_after": "\t", "messages": (("user", "hi"),)}
     keys = {request_key("fake:m", dataclasses.replace(REQ, **{f: v})) for f, v in changed.items()}
     assert len(keys) == len(changed) and base not in keys
     assert {f.name for f in dataclasses.fields(CompletionRequest)} - set(changed) == {"prompt"}
