@@ -284,7 +284,9 @@ def differences_markdown(diffs: pd.DataFrame, verdicts: list[str], seed: int) ->
     if diffs.empty:
         return head + "No two runs share a hook point and a scorer or a dictionary.\n"
     rows = [{
-        "hook": str(d.hook), "A": f"{d.method_a} ({d.scorer_a})", "B": f"{d.method_b} ({d.scorer_b})",
+        "hook": str(d.hook), "A": d.method_a, "B": d.method_b,
+        "explainer / simulator": d.scorer_a if d.scorer_a == d.scorer_b else
+        f"A: {d.scorer_a}; B: {d.scorer_b}",
         "A - B (95% CI)": _fmt_ci(d.difference, d.lo, d.hi),
         "excludes 0": "n/a" if math.isnan(d.lo) else ("yes" if d.lo > 0 or d.hi < 0 else "no"),
         "n A / n B": f"{d.n_a} / {d.n_b}", "resampling": d.resampling,

@@ -44,7 +44,7 @@ class DemoConfig:
     """Decoder block; 15 of SmolLM2-135M's 30 is a middle layer."""
     hook: str = "resid"
     """resid (the block's output, the paper's choice), mlp or attn."""
-    n_tokens: int = 100_000
+    n_tokens: int = 80_000
     """Tokens harvested per model (EVAL_FRACTION held out as eval fragments)."""
     sae_ratio: int = 2
     """SAE width as a multiple of d_model."""
@@ -54,7 +54,7 @@ class DemoConfig:
     """Activations the SAE trains on (epochs over the harvested ones)."""
     n_fit: int = 10_000
     """Activations the baselines are fit on (FastICA's time grows with it)."""
-    n_features: int = 12
+    n_features: int = 10
     """Features scored per dictionary (the paper: 150)."""
     llm: str | None = "smollm2-135m"
     """In-process explainer and simulator model; None: lexical rows only (no LLM)."""
