@@ -44,7 +44,7 @@ demo: setup
 	$(BIN)/autointerp demo
 
 test: setup $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q -m "not bench" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
