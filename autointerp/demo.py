@@ -188,9 +188,9 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
                      db, console) -> list:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autointerp.cli.score import RichProgress
     from autointerp.fragments import FragmentConfig
     from autointerp.pipeline import ScoreConfig, score_dictionary_async
+    from autointerp.progress import RichProgress
     from autointerp.selftest import selftest
     from autointerp.store import ActivationStore
 

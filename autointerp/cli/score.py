@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from rich.table import Table
 from autointerp.cli import app
 from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
 from autointerp.errors import BadInputError
+from autointerp.progress import RichProgress
 
 BACKENDS = ("inprocess", "openai", "lexical")
 DEFAULT_INPROCESS_MODEL = "smollm2-135m"
@@ -90,30 +90,6 @@ def make_simulator(db, backend, model, mode, base_url, api_key_env, concurrency,
     except RuntimeError:  # resolve `auto` now (cached probes), so that cache ids made from
         asyncio.run(sim.prepare())  # simulator.mode (the self-test's) name the real mode
     return sim
-
-
-class RichProgress:
-    """The pipeline's progress hooks as a rich bar: done, failed, cache hits, calls/s."""
-
-    def __init__(self, progress: Progress, clients: list):
-        self.progress, self.clients = progress, clients
-        self.failed, self.task, self.t0 = 0, None, time.perf_counter()
-
-    def fragments_task(self, total: int):
-        task = self.progress.add_task("fragments (2 passes)", total=total, stats="")
-        return lambda n: self.progress.advance(task, n)
-
-    def features_task(self, label: str, total: int, already_done: int) -> None:
-        self.failed, self.t0 = 0, time.perf_counter()
-        self.task = self.progress.add_task(label, total=total, completed=already_done, stats="")
-
-    def feature_done(self, failed: bool) -> None:
-        self.failed += failed
-        hits = sum(getattr(c, "hits", 0) for c in self.clients)
-        calls = sum(getattr(c, "calls", 0) for c in self.clients)
-        rate = calls / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, advance=1, stats=f"failed {self.failed}  cache hits "
-                             f"{hits}  calls {calls} ({rate:.1f}/s)")
 
 
 def _ci(s) -> str:
