@@ -124,8 +124,8 @@ def _slug(text: str) -> str:
 def harvest_stores(cfg: DemoConfig) -> dict[str, Path]:
     """Harvest (or reuse) the trained model's store and, with random_model, the control's:
     the same architecture and tokens with its weights re-initialised (seeded)."""
-    from autointerp.harvest import HarvestConfig, harvest
-    from autointerp.store import ActivationStore
+    from autointerp.harvest.run import HarvestConfig, harvest
+    from autointerp.harvest.store import ActivationStore
 
     base = f"{_slug(cfg.model)}-{cfg.hook}.{cfg.layer}-{cfg.n_tokens}-s{cfg.seed}"
     paths = {"trained": cfg.work / "stores" / base}
@@ -147,9 +147,9 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[DemoDic
     """The SAE on every store, the baselines on the trained model's; each folder is named
     by its settings, so a rerun reuses it and other settings never collide with it."""
     from autointerp.baselines.directions import fit_from_store
+    from autointerp.harvest.store import ActivationStore
     from autointerp.sae.config import TrainConfig
     from autointerp.sae.run import train_from_store
-    from autointerp.store import ActivationStore
 
     out = []
     for kind, path in stores.items():
@@ -169,11 +169,11 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[DemoDic
 
 def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
     """(label suffix, explainer, simulator): the in-process LLM, then the lexical reference."""
-    from autointerp.explain import LLMExplainer
-    from autointerp.lexical import LexicalExplainer, LexicalSimulator
     from autointerp.llm.cache import CachedClient
     from autointerp.llm.factory import ClientSpec, make_client
-    from autointerp.simulate import LLMSimulator
+    from autointerp.scoring.explain import LLMExplainer
+    from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
+    from autointerp.scoring.scorers.simulation import LLMSimulator
 
     scorers = []
     if cfg.llm is not None:
@@ -188,11 +188,11 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
                      db, console) -> list:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autointerp.fragments import FragmentConfig
-    from autointerp.pipeline import ScoreConfig, score_dictionary_async
+    from autointerp.harvest.store import ActivationStore
     from autointerp.progress import RichProgress
-    from autointerp.selftest import selftest
-    from autointerp.store import ActivationStore
+    from autointerp.scoring.fragments import FragmentConfig
+    from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_async
+    from autointerp.scoring.selftest import selftest
 
     fragments = FragmentConfig(n_features=cfg.n_features, seed=cfg.seed)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -238,10 +238,10 @@ def run_demo(cfg: DemoConfig, console=None) -> DemoResult:
     """Every step in order, each timed; the outputs' paths and the self-test verdicts."""
     from rich.console import Console
 
-    from autointerp.compare import write_comparison
     from autointerp.db import open_db
-    from autointerp.report import write_report
-    from autointerp.store import atomic_write_json
+    from autointerp.harvest.store import atomic_write_json
+    from autointerp.results.compare import write_comparison
+    from autointerp.results.report import write_report
 
     console = console or Console()
     seconds, cpu, t0, c0 = {}, {}, time.perf_counter(), time.process_time()

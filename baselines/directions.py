@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 
-from autointerp.dictionary import Dictionary
+from autointerp.dictionaries.dictionary import Dictionary
 from autointerp.errors import BadInputError
 
 METHODS = ("pca", "ica", "neurons", "random")
@@ -107,7 +107,7 @@ def fit_from_store(store, out, method: str, seed: int = 0, n_fit: int = 100_000,
                    overwrite: bool = False) -> tuple[Dictionary, bool]:
     """(dictionary, reused): fit `method` on a uniform sample of the store's training
     activations, evaluate it on the eval part and save it to `out`."""
-    from autointerp.dictionary import meta_from_store, prepare_out
+    from autointerp.dictionaries.dictionary import meta_from_store, prepare_out
     from autointerp.sae.run import save_evaluated
 
     if method not in METHODS:

@@ -25,9 +25,15 @@ from pathlib import Path
 
 import torch
 
-from autointerp.corpus import open_corpus
-from autointerp.harvest import HarvestConfig, harvest, iter_sequences, make_batch, prefix_token_id
-from autointerp.models import capture, load_causal_lm, parse_hook
+from autointerp.harvest.corpus import open_corpus
+from autointerp.harvest.models import capture, load_causal_lm, parse_hook
+from autointerp.harvest.run import (
+    HarvestConfig,
+    harvest,
+    iter_sequences,
+    make_batch,
+    prefix_token_id,
+)
 
 
 def bare_tokens_per_second(lm, hook, batches, n_tokens: int) -> tuple[float, float]:
@@ -97,7 +103,7 @@ def part_load(args) -> None:
     seconds stand in for wall time on a shared, overloaded machine)."""
     load_causal_lm("smollm2-135m")  # make sure the converted copy exists
     code = ("import time; c = time.process_time; w = time.perf_counter; t = [(w(), c())]; "
-            "from autointerp.models import load_causal_lm; t.append((w(), c())); "
+            "from autointerp.harvest.models import load_causal_lm; t.append((w(), c())); "
             "load_causal_lm('smollm2-135m'); t.append((w(), c())); "
             "load_causal_lm('smollm2-135m'); t.append((w(), c())); "
             "print(*[f'{b[0] - a[0]:.2f} {b[1] - a[1]:.2f}' for a, b in zip(t, t[1:])])")
@@ -122,7 +128,7 @@ def part_corpus(args) -> None:
 
 def part_rss(args) -> None:
     code = (f"import sys, torch; torch.set_num_threads({args.threads or torch.get_num_threads()}); "
-            "from pathlib import Path; from autointerp.harvest import HarvestConfig, harvest; "
+            "from pathlib import Path; from autointerp.harvest.run import HarvestConfig, harvest; "
             f"harvest(HarvestConfig(out=Path(sys.argv[1]), layer={args.layer}, "
             f"n_tokens={args.rss_tokens}, batch_size={args.batch_size}, dtype='{args.dtype}'))")
     with tempfile.TemporaryDirectory() as tmp:

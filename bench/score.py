@@ -28,15 +28,20 @@ from pathlib import Path
 
 from autointerp.baselines.directions import fit_baseline
 from autointerp.db import open_db
-from autointerp.dictionary import dictionary_id, load_dictionary
-from autointerp.explain import LLMExplainer
-from autointerp.fragments import FragmentConfig
-from autointerp.harvest import HarvestConfig, harvest
+from autointerp.dictionaries.dictionary import dictionary_id, load_dictionary
+from autointerp.harvest.run import HarvestConfig, harvest
+from autointerp.harvest.store import ActivationStore
 from autointerp.llm.cache import CachedClient
 from autointerp.llm.inprocess import TransformersClient
-from autointerp.pipeline import NullProgress, ScoreConfig, fragment_set, score_dictionary_async
-from autointerp.simulate import LLMSimulator
-from autointerp.store import ActivationStore
+from autointerp.scoring.explain import LLMExplainer
+from autointerp.scoring.fragments import FragmentConfig
+from autointerp.scoring.pipeline import (
+    NullProgress,
+    ScoreConfig,
+    fragment_set,
+    score_dictionary_async,
+)
+from autointerp.scoring.scorers.simulation import LLMSimulator
 
 
 def setup(work: Path, tokens: int) -> tuple[Path, Path]:
@@ -55,7 +60,7 @@ async def run(cfg: ScoreConfig, db, model: str, mode: str):
     t0 = time.perf_counter()
     await simulator.prepare()
     if cfg.selftest:
-        from autointerp.selftest import selftest
+        from autointerp.scoring.selftest import selftest
         await selftest(simulator, db, store=ActivationStore(cfg.store))
     store = ActivationStore(cfg.store)
     fragment_set(db, load_dictionary(cfg.dictionary), dictionary_id(cfg.dictionary), store,

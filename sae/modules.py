@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autointerp.dictionary import Dictionary
+from autointerp.dictionaries.dictionary import Dictionary
 
 ARCHES = ("tied", "relu", "topk")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autointerp.dict_eval import evaluate
-from autointerp.dictionary import Dictionary, meta_from_store, prepare_out
+from autointerp.dictionaries.dictionary import Dictionary, meta_from_store, prepare_out
+from autointerp.dictionaries.evaluate import evaluate
+from autointerp.harvest.store import ActivationStore
 from autointerp.sae.config import TrainConfig
 from autointerp.sae.train import CHECKPOINT_NAME, train_sae
-from autointerp.store import ActivationStore
 
 
 def save_evaluated(dictionary: Dictionary, store: ActivationStore, out: Path) -> Dictionary:

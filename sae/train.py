@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from autointerp.dictionary import Dictionary
+from autointerp.dictionaries.dictionary import Dictionary
 from autointerp.errors import BadInputError
 from autointerp.sae.config import TrainConfig
 from autointerp.sae.modules import SparseAutoencoder

@@ -229,8 +229,8 @@ def random_dictionary(store: Path, out: Path, n_features: int, seed: int = 0,
     to keep a lexical score run busy for seconds, made without training anything."""
     import torch
 
-    from autointerp.dictionary import Dictionary
-    from autointerp.store import ActivationStore
+    from autointerp.dictionaries.dictionary import Dictionary
+    from autointerp.harvest.store import ActivationStore
 
     acts = ActivationStore(store)
     d = d_model or acts.d_model

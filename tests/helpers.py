@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autointerp.store import atomic_write_json, write_shard
+from autointerp.harvest.store import atomic_write_json, write_shard
 
 
 def make_store(path: Path, train_acts: torch.Tensor, eval_acts: torch.Tensor, eval_tokens: np.ndarray,
@@ -76,7 +76,7 @@ def make_planted(path: Path, n_fragments: int = 60, d_model: int = 16, seed: int
     dictionary saved at path/dict. Feature j < n_words fires on the word PLANTED_WORDS[j]
     (activation 1 + noise); feature n_words fires at random (noise); the rest are dead.
     Returns (store path, dictionary path, tokenizer)."""
-    from autointerp.dictionary import Dictionary
+    from autointerp.dictionaries.dictionary import Dictionary
 
     tokenizer = make_tokenizer()
     ids = tokenizer(TEXT)["input_ids"]

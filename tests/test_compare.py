@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from autointerp import compare
 from autointerp.db import dumps, now, open_db
-from autointerp.plot import plot_scores
-from autointerp.scoring import mean_ci
+from autointerp.results import compare
+from autointerp.results.plot import plot_scores
+from autointerp.scoring.stats import mean_ci
 
 NASTY_TOKEN = '</script><img src=x onerror="window.pwned=1">&amp;\n'
 

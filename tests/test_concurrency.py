@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.parsing import parse_numbered, parse_records
+from autointerp.scoring.parsing import parse_numbered, parse_records
 from tests.clitools import output, popen_cli, random_dictionary, run_cli, shared_inputs
 
 LOCK_WORDS = re.compile(r"locked|busy", re.IGNORECASE)

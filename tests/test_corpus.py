@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from autointerp import corpus_builtin
-from autointerp.corpus import DOC_CHARS, chunk_paragraphs, open_corpus
 from autointerp.errors import BadInputError
+from autointerp.harvest import corpus_builtin
+from autointerp.harvest.corpus import DOC_CHARS, chunk_paragraphs, open_corpus
 
 
 def test_txt_paragraphs_are_grouped_into_documents(tmp_path):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.dictionary import WEIGHTS_NAME, load_dictionary
+from autointerp.dictionaries.dictionary import WEIGHTS_NAME, load_dictionary
 from autointerp.errors import BadInputError
+from autointerp.harvest.store import SPLITS, ActivationStore
 from autointerp.sae.train import CHECKPOINT_NAME
-from autointerp.store import SPLITS, ActivationStore
 from tests.clitools import (
     TEMP_NAME,
     random_dictionary,

@@ -14,7 +14,7 @@ import pytest
 
 from autointerp.db import open_db
 from autointerp.demo import BASELINES, DemoConfig, run_demo
-from autointerp.store import ActivationStore
+from autointerp.harvest.store import ActivationStore
 
 METHODS = ["topk", *BASELINES, "topk, random-init model"]
 

@@ -10,10 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autointerp.dict_eval import evaluate
-from autointerp.dictionary import Dictionary, check_compatible, dictionary_id, load_dictionary
+from autointerp.dictionaries.dictionary import (
+    Dictionary,
+    check_compatible,
+    dictionary_id,
+    load_dictionary,
+)
+from autointerp.dictionaries.evaluate import evaluate
 from autointerp.errors import BadInputError
-from autointerp.store import ActivationStore
+from autointerp.harvest.store import ActivationStore
 from tests.helpers import make_store
 
 D, F = 24, 40
@@ -201,8 +206,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 def test_loss_recovered_with_a_real_tiny_model(tmp_path, tiny_llama_dir, capsys, monkeypatch):
     from autointerp.baselines.directions import fit_baseline
-    from autointerp.dict_eval import load_store_model, loss_recovered
-    from autointerp.dictionary import meta_from_store
+    from autointerp.dictionaries.dictionary import meta_from_store
+    from autointerp.dictionaries.evaluate import load_store_model, loss_recovered
 
     words = "the cat sat on a mat while sparse features fire and neurons rest".split()
     rng = np.random.default_rng(0)

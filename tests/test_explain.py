@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from autointerp.explain import ExplanationFailed, LLMExplainer, explainer_messages
-from autointerp.parsing import clean_explanation, parse_records
+from autointerp.scoring.explain import ExplanationFailed, LLMExplainer, explainer_messages
+from autointerp.scoring.parsing import clean_explanation, parse_records
 from autointerp.types import Fragment
 from tests.helpers import FakeClient
 

@@ -24,11 +24,11 @@ from rich.console import Console
 
 from autointerp.cli.score import summary_table
 from autointerp.db import open_db
-from autointerp.explain import LLMExplainer, explainer_messages
 from autointerp.llm.cache import CachedClient
 from autointerp.llm.openai_client import OpenAIClient
-from autointerp.pipeline import CALL_FAILED, ScoreConfig, score_dictionary
-from autointerp.simulate import LLMSimulator, chat_messages
+from autointerp.scoring.explain import LLMExplainer, explainer_messages
+from autointerp.scoring.pipeline import CALL_FAILED, ScoreConfig, score_dictionary
+from autointerp.scoring.scorers.simulation import LLMSimulator, chat_messages
 from autointerp.types import Fragment
 from tests.clitools import random_dictionary
 from tests.helpers import make_planted

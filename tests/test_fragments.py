@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from autointerp import fragments as fr
-from autointerp.dictionary import load_dictionary
-from autointerp.fragments import FragmentConfig, collect_fragments, token_decoder
-from autointerp.store import ActivationStore
+from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.harvest.store import ActivationStore
+from autointerp.scoring import fragments as fr
+from autointerp.scoring.fragments import FragmentConfig, collect_fragments, token_decoder
 from tests.helpers import PLANTED_WORDS, make_planted
 
 

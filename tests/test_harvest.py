@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.corpus import open_corpus
 from autointerp.errors import BadInputError
-from autointerp.harvest import HarvestConfig, harvest, is_eval_document, prefix_token_id
-from autointerp.models import load_causal_lm
-from autointerp.store import SPLITS, ActivationStore, from_storage
+from autointerp.harvest.corpus import open_corpus
+from autointerp.harvest.models import load_causal_lm
+from autointerp.harvest.run import HarvestConfig, harvest, is_eval_document, prefix_token_id
+from autointerp.harvest.store import SPLITS, ActivationStore, from_storage
 from tests.tiny_families import FAMILIES, corpus_text, single_torch_thread, tiny_model_dirs
 
 LAYER = 1

@@ -2,12 +2,12 @@ import asyncio
 
 import pytest
 
-from autointerp.dictionary import load_dictionary
-from autointerp.explain import ExplanationFailed
-from autointerp.fragments import FragmentConfig, collect_fragments
-from autointerp.lexical import LexicalExplainer, LexicalSimulator, parse_explanation
-from autointerp.scoring import score_simulation
-from autointerp.store import ActivationStore
+from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.harvest.store import ActivationStore
+from autointerp.scoring.explain import ExplanationFailed
+from autointerp.scoring.fragments import FragmentConfig, collect_fragments
+from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator, parse_explanation
+from autointerp.scoring.stats import score_simulation
 from autointerp.types import Fragment
 from tests.helpers import PLANTED_WORDS, make_planted
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autointerp.errors import BadInputError
-from autointerp.models import (
+from autointerp.harvest.models import (
     capture,
     find_blocks,
     forward_with_replacement,

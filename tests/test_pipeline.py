@@ -9,13 +9,13 @@ import time
 import pytest
 
 from autointerp.db import open_db
-from autointerp.explain import LLMExplainer
-from autointerp.lexical import LexicalExplainer, LexicalSimulator
 from autointerp.llm.base import LLMCallError
 from autointerp.llm.cache import CachedClient
-from autointerp.parsing import parse_numbered, parse_records
-from autointerp.pipeline import CALL_FAILED, ScoreConfig, score_dictionary
-from autointerp.simulate import LLMSimulator
+from autointerp.scoring.explain import LLMExplainer
+from autointerp.scoring.parsing import parse_numbered, parse_records
+from autointerp.scoring.pipeline import CALL_FAILED, ScoreConfig, score_dictionary
+from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
+from autointerp.scoring.scorers.simulation import LLMSimulator
 from tests.helpers import PLANTED_WORDS, FakeClient, make_planted
 
 

@@ -19,10 +19,10 @@ import re
 
 import pytest
 
-from autointerp.explain import explainer_messages
 from autointerp.llm.base import TokenLogprob
-from autointerp.parsing import fewshot_examples, scale_activations
-from autointerp.simulate import all_at_once_prompt, chat_messages, slot_positions
+from autointerp.scoring.explain import explainer_messages
+from autointerp.scoring.parsing import fewshot_examples, scale_activations
+from autointerp.scoring.scorers.simulation import all_at_once_prompt, chat_messages, slot_positions
 from autointerp.types import Fragment
 from tests.helpers import make_tokenizer
 
@@ -146,6 +146,6 @@ def test_slots_under_real_tokenizers(tiny_llama_dir):
 def test_slots_under_the_smollm2_tokenizer():
     from transformers import AutoTokenizer
 
-    from autointerp.models import smollm2_folder
+    from autointerp.harvest.models import smollm2_folder
 
     check_slots(AutoTokenizer.from_pretrained(smollm2_folder()))

@@ -15,7 +15,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from autointerp.report import compact_fragments, script_json, write_report
+from autointerp.results.report import compact_fragments, script_json, write_report
 from tests.test_compare import NASTY_TOKEN, make_results_db
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

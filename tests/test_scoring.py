@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from autointerp.scoring import correlation, mean_ci, score_simulation
+from autointerp.scoring.stats import correlation, mean_ci, score_simulation
 from autointerp.types import Fragment, Simulation
 
 

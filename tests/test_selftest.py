@@ -11,15 +11,15 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from autointerp.db import open_db
-from autointerp.planted import PLANTED, plant, text_fragments
-from autointerp.selftest import (
+from autointerp.harvest.store import ActivationStore
+from autointerp.scoring.planted import PLANTED, plant, text_fragments
+from autointerp.scoring.selftest import (
     SelftestSettings,
     derangement,
     load_selftest,
     run_selftest,
     selftest,
 )
-from autointerp.store import ActivationStore
 from autointerp.types import Fragment, Simulation, SimulationFailed
 from tests.helpers import make_store
 

@@ -7,8 +7,8 @@ import pytest
 
 from autointerp.errors import BadInputError
 from autointerp.llm.base import Completion, LLMCallError, TokenLogprob
-from autointerp.parsing import parse_numbered, parse_records
-from autointerp.simulate import LLMSimulator, all_at_once_prompt, chat_messages
+from autointerp.scoring.parsing import parse_numbered, parse_records
+from autointerp.scoring.scorers.simulation import LLMSimulator, all_at_once_prompt, chat_messages
 from autointerp.types import Fragment, SimulationFailed
 from tests.helpers import FakeClient
 
@@ -191,8 +191,8 @@ def test_all_at_once_on_a_real_model_matches_a_direct_computation(tiny_llama_dir
     `unknown` the expected value over the digit tokens, renormalised."""
     import torch
 
+    from autointerp.harvest.models import load_causal_lm
     from autointerp.llm.inprocess import TransformersClient
-    from autointerp.models import load_causal_lm
 
     lm = load_causal_lm(str(tiny_llama_dir), "cpu")
     sim = LLMSimulator(TransformersClient(str(tiny_llama_dir), device="cpu", loaded=lm), "auto")

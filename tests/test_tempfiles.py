@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.dictionary import load_dictionary
-from autointerp.harvest import HarvestConfig, harvest
+from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.harvest.run import HarvestConfig, harvest
+from autointerp.harvest.store import ActivationStore, remove_stale_temp_files
 from autointerp.sae.config import TrainConfig
 from autointerp.sae.run import train_from_store
-from autointerp.store import ActivationStore, remove_stale_temp_files
 from tests.tiny_families import build_tiny, corpus_text, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from autointerp.db import open_db
+from autointerp.harvest.models import load_causal_lm
 from autointerp.llm.base import CompletionRequest
 from autointerp.llm.cache import CachedClient
 from autointerp.llm.openai_client import OpenAIClient
-from autointerp.models import load_causal_lm
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ def baseline(
     """Fit a baseline dictionary; each direction gives two features, ReLU(+proj) and ReLU(-proj)."""
     from autointerp.baselines.directions import fit_from_store
     from autointerp.cli.inspect import print_dictionary
-    from autointerp.store import ActivationStore
+    from autointerp.harvest.store import ActivationStore
 
     with typer_status(f"fitting {method}"):
         dictionary, reused = fit_from_store(ActivationStore(acts), out, method, seed, n_fit, overwrite)

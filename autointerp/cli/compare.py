@@ -43,8 +43,8 @@ def terminal_table(rows: list[dict[str, str]]) -> Table:
 @app.command()
 def compare(db: DbOpt = DEFAULT_DB, out: OutDirOpt = Path("results"), seed: SeedOpt = 0) -> None:
     """Compare methods: mean score per run with 95% bootstrap CIs, pairwise differences, plot."""
-    from autointerp.compare import display_rows, write_comparison
     from autointerp.db import open_db
+    from autointerp.results.compare import display_rows, write_comparison
 
     result = write_comparison(open_db(db), out, seed)
     console = Console()

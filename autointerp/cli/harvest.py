@@ -42,8 +42,8 @@ def harvest(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Run the model over a corpus and store one hook point's activation for every token."""
-    from autointerp.harvest import HarvestConfig
-    from autointerp.harvest import harvest as run_harvest
+    from autointerp.harvest.run import HarvestConfig
+    from autointerp.harvest.run import harvest as run_harvest
 
     cfg = HarvestConfig(
         layer=layer, hook=hook, out=out, model=model, corpus=corpus, n_tokens=tokens,

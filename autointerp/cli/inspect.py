@@ -17,7 +17,7 @@ SHOWN = ("method", "model", "hook", "layer", "store", "store_model_hash", "input
 
 def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
     """One table: identity, shape, provenance, hyperparameters and metrics."""
-    from autointerp.dictionary import dictionary_id
+    from autointerp.dictionaries.dictionary import dictionary_id
 
     table = Table(title=str(path), show_header=False)
     table.add_column(style="bold")
@@ -46,10 +46,10 @@ def inspect(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (for --loss-recovered).")] = "auto",
 ) -> None:
     """Print a dictionary's metadata and evaluation metrics."""
-    from autointerp.dict_eval import evaluate, load_store_model, loss_recovered
-    from autointerp.dictionary import load_dictionary
+    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.dictionaries.evaluate import evaluate, load_store_model, loss_recovered
     from autointerp.errors import BadInputError
-    from autointerp.store import ActivationStore
+    from autointerp.harvest.store import ActivationStore
 
     dictionary = load_dictionary(path)
     fresh = None

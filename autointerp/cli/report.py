@@ -20,7 +20,7 @@ def report(db: DbOpt = DEFAULT_DB, out: OutFileOpt = Path("results/report.html")
            seed: SeedOpt = 0) -> None:
     """Write a static, offline HTML browser of every feature: explanation, score, fragments."""
     from autointerp.db import open_db
-    from autointerp.report import write_report
+    from autointerp.results.report import write_report
 
     summary = write_report(open_db(db), out, seed)
     console = Console()

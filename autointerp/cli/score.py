@@ -63,9 +63,9 @@ def make_backend(db, backend: str, model: str | None, base_url: str | None, api_
 def make_explainer(db, backend, model, base_url, api_key_env, concurrency, device,
                    n_explanations, cache: dict):
     if backend == "lexical":
-        from autointerp.lexical import LexicalExplainer
+        from autointerp.scoring.scorers.lexical import LexicalExplainer
         return LexicalExplainer()
-    from autointerp.explain import LLMExplainer
+    from autointerp.scoring.explain import LLMExplainer
 
     client = make_backend(db, backend, model, base_url, api_key_env, concurrency, device,
                           "explainer", cache)
@@ -76,11 +76,11 @@ def make_explainer(db, backend, model, base_url, api_key_env, concurrency, devic
 def make_simulator(db, backend, model, mode, base_url, api_key_env, concurrency, device,
                    cache: dict):
     """Also used by `autointerp selftest`, which takes the same simulator options."""
-    from autointerp.simulate import LLMSimulator, check_mode
+    from autointerp.scoring.scorers.simulation import LLMSimulator, check_mode
 
     check_mode(mode)
     if backend == "lexical":
-        from autointerp.lexical import LexicalSimulator
+        from autointerp.scoring.scorers.lexical import LexicalSimulator
         return LexicalSimulator()
     client = make_backend(db, backend, model, base_url, api_key_env, concurrency, device,
                           "simulator", cache)
@@ -116,7 +116,7 @@ def summary_table(summaries) -> Table:
 
 
 async def _score_all(cfgs, explainer, simulator, db, clients):
-    from autointerp.pipeline import score_dictionary_async
+    from autointerp.scoring.pipeline import score_dictionary_async
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
@@ -138,8 +138,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
-    from autointerp.fragments import FragmentConfig
-    from autointerp.pipeline import ScoreConfig
+    from autointerp.scoring.fragments import FragmentConfig
+    from autointerp.scoring.pipeline import ScoreConfig
 
     if random_from not in ("nonzero", "all") or n_features < 1:
         raise BadInputError(f"--random-from must be nonzero or all (got {random_from!r}) and "
@@ -170,7 +170,7 @@ def _harvest(model: str, layer: int | None, corpus: str | None, tokens: int, see
              device: str) -> Path:
     if layer is None or corpus is None:
         raise BadInputError("--model needs --layer and --corpus (or pass --acts)")
-    from autointerp.harvest import HarvestConfig, harvest
+    from autointerp.harvest.run import HarvestConfig, harvest
 
     return harvest(HarvestConfig(model=model, layer=layer, corpus=corpus, n_tokens=tokens,
                                  seed=seed, device=device))

@@ -65,8 +65,8 @@ def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedO
              seed: SeedOpt = 0) -> None:
     """Simulate planted features with their true and with wrong explanations; PASS or FAIL."""
     from autointerp.db import open_db
-    from autointerp.selftest import run_selftest
-    from autointerp.store import ActivationStore
+    from autointerp.harvest.store import ActivationStore
+    from autointerp.scoring.selftest import run_selftest
 
     store = ActivationStore(acts) if acts is not None else None
     database = open_db(db)

@@ -31,9 +31,9 @@ def train(
 ) -> None:
     """Train an SAE; a rerun resumes from the checkpoint in --out."""
     from autointerp.cli.inspect import print_dictionary
+    from autointerp.harvest.store import ActivationStore
     from autointerp.sae.config import TrainConfig
     from autointerp.sae.run import train_from_store
-    from autointerp.store import ActivationStore
 
     store = ActivationStore(acts)
     config = TrainConfig(arch=arch, n_features=max(1, round(ratio * store.d_model)),

@@ -55,7 +55,7 @@ def request_seed(request: CompletionRequest) -> int:
 
 
 class TransformersClient:
-    """`model`: a name `autointerp.models.load_causal_lm` knows, or an HF model path."""
+    """`model`: a name `autointerp.harvest.models.load_causal_lm` knows, or an HF model path."""
 
     def __init__(self, model: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
                  max_batch: int = 16, batch_window_s: float = 0.005, loaded=None):
@@ -112,7 +112,7 @@ class TransformersClient:
 
     def _load(self):
         if self._lm is None:
-            from autointerp.models import load_causal_lm
+            from autointerp.harvest.models import load_causal_lm
             self._lm = load_causal_lm(self.model_name, self.device, self.dtype)
         return self._lm
 

@@ -9,7 +9,7 @@ answer is cleaned into one line of bounded length (parsing.clean_explanation).
 from __future__ import annotations
 
 from autointerp.llm.base import CompletionRequest, LLMClient
-from autointerp.parsing import (
+from autointerp.scoring.parsing import (
     ParseError,
     clean_explanation,
     fewshot_examples,

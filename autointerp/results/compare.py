@@ -21,7 +21,7 @@ import scipy.stats
 import sqlite_utils
 
 from autointerp.errors import BadInputError
-from autointerp.scoring import mean_ci
+from autointerp.scoring.stats import mean_ci
 
 N_RESAMPLES = 10_000
 FAILED = "FAILED: scores not meaningful"
@@ -304,7 +304,7 @@ class ComparisonFiles:
 
 def write_comparison(db: sqlite_utils.Database, out: Path, seed: int = 0) -> ComparisonFiles:
     """Write table.md, table.csv, differences.md and scores.png under `out`."""
-    from autointerp.plot import save_scores
+    from autointerp.results.plot import save_scores
 
     table, diffs, verdicts = build_table(db, seed), build_differences(db, seed), verdict_lines(db)
     out.mkdir(parents=True, exist_ok=True)

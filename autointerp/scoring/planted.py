@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autointerp.errors import BadInputError
-from autointerp.fragments import token_decoder
+from autointerp.scoring.fragments import token_decoder
 from autointerp.types import Fragment
 
 PLANTED_VERSION = 1
@@ -96,7 +96,7 @@ def smollm2_tokenizer():
     """The offline default model's tokenizer (SmolLM2-135M-Instruct, from the shipped GGUF)."""
     from transformers import AutoTokenizer
 
-    from autointerp.models import smollm2_folder
+    from autointerp.harvest.models import smollm2_folder
 
     return AutoTokenizer.from_pretrained(smollm2_folder())
 

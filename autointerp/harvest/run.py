@@ -25,12 +25,18 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from autointerp.corpus import Corpus, open_corpus
 from autointerp.errors import AutointerpError, BadInputError
-from autointerp.harvest_io import ShardWriter, harvest_progress, make_batch, prefix_token_id
-from autointerp.hooks import HOOK_KINDS
-from autointerp.models import DEFAULT_MODEL, LoadedModel, capture, load_causal_lm, parse_hook
-from autointerp.store import (
+from autointerp.harvest.corpus import Corpus, open_corpus
+from autointerp.harvest.hooks import HOOK_KINDS
+from autointerp.harvest.models import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    capture,
+    load_causal_lm,
+    parse_hook,
+)
+from autointerp.harvest.shards import ShardWriter, harvest_progress, make_batch, prefix_token_id
+from autointerp.harvest.store import (
     SPLITS,
     STORE_DTYPES,
     atomic_write_json,

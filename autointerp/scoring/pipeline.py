@@ -25,8 +25,10 @@ import sqlite_utils
 
 from autointerp import db as dbm
 from autointerp.errors import BadInputError
-from autointerp.explain import ExplanationFailed
-from autointerp.fragments import (
+from autointerp.harvest.store import ActivationStore
+from autointerp.llm.base import EndpointAuthError, LLMCallError
+from autointerp.scoring.explain import ExplanationFailed
+from autointerp.scoring.fragments import (
     FeatureFragments,
     FragmentConfig,
     FragmentSet,
@@ -34,9 +36,7 @@ from autointerp.fragments import (
     fragment_set_from_json,
     fragment_set_to_json,
 )
-from autointerp.llm.base import EndpointAuthError, LLMCallError
-from autointerp.scoring import mean_ci, score_simulation
-from autointerp.store import ActivationStore
+from autointerp.scoring.stats import mean_ci, score_simulation
 from autointerp.types import SimulationFailed
 
 RUN_VERSION = 1
@@ -200,7 +200,7 @@ def pending(db, run_id: str, features: tuple[FeatureFragments, ...]) -> list[Fea
 async def _selftest(simulator, db, store, enabled: bool):
     if not enabled:
         return None
-    from autointerp.selftest import selftest
+    from autointerp.scoring.selftest import selftest
 
     return await selftest(simulator, db, store=store)
 
@@ -218,7 +218,7 @@ def _upsert_dictionary(db, dict_id: str, path: Path, dictionary) -> None:
 async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,
                                  db: sqlite_utils.Database,
                                  progress=None) -> RunSummary:
-    from autointerp.dictionary import check_compatible, dictionary_id, load_dictionary
+    from autointerp.dictionaries.dictionary import check_compatible, dictionary_id, load_dictionary
 
     progress = progress or NullProgress()
     dictionary = load_dictionary(cfg.dictionary)

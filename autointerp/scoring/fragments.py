@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from autointerp.store import ActivationStore
+from autointerp.harvest.store import ActivationStore
 from autointerp.types import Fragment
 
 RANDOM_FROM = ("nonzero", "all")

@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.text import Text
 
 from autointerp.errors import BadInputError
-from autointerp.store import write_shard
+from autointerp.harvest.store import write_shard
 
 
 def prefix_token_id(tokenizer) -> int:

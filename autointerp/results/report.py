@@ -20,7 +20,13 @@ from pathlib import Path
 import sqlite_utils
 
 from autointerp import db as dbm
-from autointerp.compare import build_table, display_rows, is_lexical, load_runs, verdict_lines
+from autointerp.results.compare import (
+    build_table,
+    display_rows,
+    is_lexical,
+    load_runs,
+    verdict_lines,
+)
 
 FEATURES_SQL = """
 SELECT run_id, feature, status, reason, explanation, explanations, score, score_top,
@@ -149,7 +155,7 @@ def build_report(db: sqlite_utils.Database, seed: int = 0) -> tuple[str, int]:
         untrusted = run.selftest_passed == 0 and not is_lexical(None, run.simulator)
         cards.append(_card(len(cards), run, feat, untrusted))
         data.append(compact_fragments(feat["fragments"]))
-    page = resources.files("autointerp").joinpath("report_template.html").read_text()
+    page = resources.files("autointerp.results").joinpath("report_template.html").read_text()
     db_path = db.conn.execute("PRAGMA database_list").fetchone()[2]
     slots = {
         "meta": html.escape(f"{len(cards)} features from {len(runs)} runs · database {db_path} · "

@@ -22,7 +22,7 @@ import sqlite_utils
 
 from autointerp import db as dbm
 from autointerp.errors import BadInputError
-from autointerp.planted import (
+from autointerp.scoring.planted import (
     PLANTED_VERSION,
     PlantedCase,
     plant,
@@ -30,7 +30,7 @@ from autointerp.planted import (
     store_fragments,
     text_fragments,
 )
-from autointerp.scoring import mean_ci, score_simulation
+from autointerp.scoring.stats import mean_ci, score_simulation
 from autointerp.types import Fragment, SimulationFailed, Simulator
 
 Interval = tuple[float, float, float]
@@ -127,7 +127,7 @@ def selftest_id(simulator: Simulator, source: str, settings: SelftestSettings) -
 def fragment_source(store, tokenizer=None) -> str:
     """What the planted fragments are cut from, as part of the cache key."""
     if store is None:
-        from autointerp.corpus import open_corpus
+        from autointerp.harvest.corpus import open_corpus
 
         tok = getattr(tokenizer, "name_or_path", None) or "smollm2"
         return f"builtin:{open_corpus('builtin').fingerprint}:{tok}"
@@ -278,7 +278,7 @@ def run_selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=None,
 def _fragments(store, tokenizer, max_fragments: int) -> list[tuple[int, tuple[str, ...]]]:
     if store is not None:
         return store_fragments(store, max_fragments)
-    from autointerp.corpus import open_corpus
+    from autointerp.harvest.corpus import open_corpus
 
     # The builtin corpus is shuffled so that any prefix mixes its genres (corpus_builtin.py).
     return text_fragments((d.text for d in open_corpus("builtin")),

@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from autointerp.errors import BadInputError
-from autointerp.hooks import Hook, capture, find_blocks, forward_with_replacement, parse_hook
+from autointerp.harvest.hooks import (
+    Hook,
+    capture,
+    find_blocks,
+    forward_with_replacement,
+    parse_hook,
+)
 
 __all__ = [
     "DEFAULT_MODEL", "Hook", "LoadedModel", "cache_dir", "capture", "check_on_hub",
@@ -150,7 +156,7 @@ def _cached_hash(folder: Path, model: torch.nn.Module, dtype: str) -> str:
     known = json.loads(path.read_text()) if path.exists() else {}
     if dtype not in known:
         known[dtype] = weights_hash(model)
-        from autointerp.store import atomic_write_json
+        from autointerp.harvest.store import atomic_write_json
         atomic_write_json(path, known)
     return known[dtype]
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from autointerp.dictionary import Dictionary, check_compatible
+from autointerp.dictionaries.dictionary import Dictionary, check_compatible
 from autointerp.errors import BadInputError
 
 DENSE_THRESHOLD = 0.1
@@ -102,7 +102,7 @@ def loss_recovered(dictionary: Dictionary, store, loaded, n_fragments: int = 32,
     zeroed and with it replaced by the dictionary's reconstruction. The BOS position
     (prepended as in the harvest, never in the store) keeps its clean activation: the
     dictionary was not trained on it."""
-    from autointerp.models import forward_with_replacement, parse_hook
+    from autointerp.harvest.models import forward_with_replacement, parse_hook
 
     check_compatible(dictionary, store)
     hook = parse_hook(store.meta["hook"], loaded.n_layers, loaded.name)
@@ -138,7 +138,7 @@ def loss_recovered(dictionary: Dictionary, store, loaded, n_fragments: int = 32,
 
 def load_store_model(store, device: str = "auto"):
     """The model (and weights) the store was harvested from, checked by weights hash."""
-    from autointerp.models import load_causal_lm
+    from autointerp.harvest.models import load_causal_lm
 
     args = store.meta.get("args") or {}
     loaded = load_causal_lm(store.meta["model"], device, store.meta.get("dtype", "auto"),

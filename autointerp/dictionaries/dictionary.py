@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from autointerp.errors import BadInputError
-from autointerp.store import atomic_write_json, remove_stale_temp_files
+from autointerp.harvest.store import atomic_write_json, remove_stale_temp_files
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from autointerp.dictionary import Dictionary, read_weights
+from autointerp.dictionaries.dictionary import Dictionary, read_weights
 from autointerp.errors import BadInputError
 
 SAELENS_ARCHITECTURES = ("standard", "jumprelu", "topk")

@@ -24,8 +24,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from autointerp.corpus import Corpus, Document, chunk_paragraphs, split_paragraphs
 from autointerp.errors import BadInputError
+from autointerp.harvest.corpus import Corpus, Document, chunk_paragraphs, split_paragraphs
 
 VERSION = 1  # bump when the extraction changes, so old caches are not reused
 SHUFFLE_SEED = 0
@@ -33,7 +33,7 @@ SOURCES_HINT = "run `make corpus-sources` (installs the Debian packages when run
 
 
 def _cache_files() -> tuple[Path, Path]:
-    from autointerp.models import cache_dir
+    from autointerp.harvest.models import cache_dir
 
     folder = cache_dir() / "corpus"
     return folder / f"builtin-v{VERSION}.jsonl", folder / f"builtin-v{VERSION}.json"
@@ -66,7 +66,7 @@ def build_builtin(data: Path, manifest: Path) -> None:
         g = genres.setdefault(d.genre, {"documents": 0, "chars": 0})
         g["documents"] += 1
         g["chars"] += len(d.text)
-    from autointerp.store import atomic_write_bytes, atomic_write_json
+    from autointerp.harvest.store import atomic_write_bytes, atomic_write_json
 
     data.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(data, blob)

@@ -50,7 +50,7 @@ class Corpus:
 def open_corpus(spec: str, text_field: str = "text") -> Corpus:
     """Resolve and validate a corpus spec; raise BadInputError (one line) if it is unusable."""
     if spec == "builtin":
-        from autointerp.corpus_builtin import open_builtin
+        from autointerp.harvest.corpus_builtin import open_builtin
         return open_builtin()
     path = Path(spec).expanduser()
     if path.exists():
@@ -174,7 +174,7 @@ def _open_hf(name: str, spec: str, text_field: str) -> Corpus:
     except ImportError:
         raise BadInputError(f"corpus '{spec}' is not a local file or folder; reading Hugging Face "
                             "datasets needs the extra: pip install 'autointerp[hf]'") from None
-    from autointerp.models import check_on_hub
+    from autointerp.harvest.models import check_on_hub
 
     name, _, config = name.partition(":")
     revision = check_on_hub(name, "corpus", repo_type="dataset")

@@ -22,9 +22,9 @@ import asyncio
 import json
 
 from autointerp.errors import BadInputError
-from autointerp.explain import records_block
 from autointerp.llm.base import Completion, CompletionRequest, LLMCallError, LLMClient
-from autointerp.parsing import (
+from autointerp.scoring.explain import records_block
+from autointerp.scoring.parsing import (
     ParseError,
     expected_value,
     fewshot_examples,

@@ -21,7 +21,7 @@ from torch import nn
 from autointerp.errors import BadInputError
 
 if TYPE_CHECKING:
-    from autointerp.models import LoadedModel
+    from autointerp.harvest.models import LoadedModel
 
 HOOK_KINDS = ("resid", "mlp", "attn")
 # Child-module names that mark a block's MLP / attention in the families we know (GPT-2 `mlp`,

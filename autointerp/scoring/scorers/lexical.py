@@ -13,7 +13,7 @@ import json
 import re
 from collections import defaultdict
 
-from autointerp.explain import ExplanationFailed
+from autointerp.scoring.explain import ExplanationFailed
 from autointerp.types import Explanation, Fragment, Simulation, SimulationFailed
 
 _PAIR = re.compile(r'("(?:[^"\\]|\\.)*")\s*\((\d+)\)')

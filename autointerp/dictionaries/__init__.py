@@ -1,0 +1,1 @@
+"""The Dictionary contract and format, readers for other tools' files, evaluation."""

@@ -1,0 +1,1 @@
+"""Models, hook points, corpora, the harvest run, shards and the activation store."""

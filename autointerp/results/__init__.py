@@ -1,0 +1,1 @@
+"""Compare (tables, differences), plots and the HTML report."""

@@ -1,0 +1,1 @@
+"""Fragments, explainer, the scoring pipeline, self-test, planted features, parsing, statistics."""

@@ -1,0 +1,1 @@
+"""One module per scorer behind one contract."""
