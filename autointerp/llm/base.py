@@ -51,6 +51,15 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Tokens billed for one call: the endpoint's `usage`, or counted by the tokenizer in
+    process."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     tokens: tuple[TokenLogprob, ...] | None = None
@@ -60,6 +69,8 @@ class Completion:
     finish_reason: str | None = None
     meta: dict = field(default_factory=dict, compare=False)
     """Backend extras (latency, cache hit); never part of the cache key."""
+    usage: Usage | None = None
+    """Tokens of this call, when the backend reports or counts them."""
 
 
 class LLMCallError(AutointerpError):
