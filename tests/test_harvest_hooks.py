@@ -1,0 +1,139 @@
+"""Harvest at the new hook points (embed, resid_mid.L), named in any vocabulary, with the
+centring input transform; and the one-line refusals around them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.errors import BadInputError
+from autointerp.harvest.models import load_causal_lm
+from autointerp.harvest.run import HarvestConfig, harvest
+from autointerp.harvest.store import from_storage
+from tests.clitools import error_line, run_cli
+from tests.tiny_families import corpus_text, single_torch_thread, tiny_model_dirs
+
+one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
+# The module whose input is resid_mid, by name, per family: an independent reading of the
+# point our hooks compute as block input + attention output.
+MLP_NORM = {"gpt2": "transformer.h.{}.ln_2", "llama": "model.layers.{}.post_attention_layernorm"}
+
+
+@pytest.fixture
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    return tiny_model_dirs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """Short documents (one per line), so that both splits get some within a few thousand tokens."""
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    lines = [json.dumps({"text": " ".join(p.split()[:60])}) for p in corpus_text(0).split("\n\n")]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def stored_sequences(store: Path) -> list[tuple[np.ndarray, torch.Tensor]]:
+    meta = json.loads((store / "metadata.json").read_text())
+    out = []
+    for i in range(len(meta["shards"]["eval"])):
+        stem = store / "eval" / f"{i:05d}"
+        acts = from_storage(np.load(f"{stem}.acts.npy"), meta["store_dtype"])
+        tokens, offsets = np.load(f"{stem}.tokens.npy"), np.load(f"{stem}.offsets.npy")
+        out += [(tokens[a:b], acts[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    return out
+
+
+def reference(lm, ids: torch.Tensor, hook: str) -> torch.Tensor:
+    """The activation read straight from the Hugging Face model, without our hook code."""
+    with torch.no_grad():
+        if hook == "embed":
+            return lm.model(ids, output_hidden_states=True).hidden_states[0][0]
+        layer = int(hook.split(".")[1])
+        family = "gpt2" if hasattr(lm.model, "transformer") else "llama"
+        norm = lm.model.get_submodule(MLP_NORM[family].format(layer))
+        box = []
+        handle = norm.register_forward_pre_hook(lambda _m, args: box.append(args[0]))
+        try:
+            lm.model(ids)
+        finally:
+            handle.remove()
+        return box[0][0]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("hook, layer, name", [
+    ("embed", None, "embed"), ("resid_mid", 1, "resid_mid.1"),
+    ("blocks.0.hook_resid_pre", None, "embed"), ("blocks.2.hook_resid_mid", None, "resid_mid.2"),
+])
+@pytest.mark.parametrize("transform", [None, "center"])
+def test_stored_new_hook_points_equal_the_model(tiny_models, corpus_file, tmp_path, family, hook,
+                                                layer, name, transform):
+    cfg = HarvestConfig(out=tmp_path / "store", hook=hook, layer=layer,
+                        model=str(tiny_models[family]), corpus=str(corpus_file), n_tokens=2000,
+                        eval_fraction=0.5, fragment_len=16, batch_size=8, device="cpu",
+                        dtype="float32", input_transform=transform)
+    harvest(cfg)
+    meta = json.loads((cfg.out / "metadata.json").read_text())
+    assert (meta["hook"], meta["input_transform"]) == (name, transform)
+    assert meta["layer"] == (None if name == "embed" else int(name.split(".")[1]))
+    lm = load_causal_lm(cfg.model, device="cpu", dtype="float32")
+    sequences = stored_sequences(cfg.out)
+    assert len(sequences) >= 3
+    for tokens, acts in sequences[:3]:
+        ids = torch.tensor([[meta["bos_token_id"], *tokens.tolist()]])
+        expected = reference(lm, ids, name)[1:]
+        # "center" is TransformerLens's centring of writing weights: LayerNorm models only.
+        if transform == "center" and family == "gpt2":
+            expected = expected - expected.mean(-1, keepdim=True)
+        torch.testing.assert_close(acts, expected, rtol=2e-3, atol=2e-5)
+
+
+def test_hook_names_normalise_to_one_store_identity(tmp_path):
+    common = {"model": "m", "corpus": "c", "out": tmp_path / "s"}
+    by_kind = HarvestConfig(hook="resid", layer=1, **common)
+    assert HarvestConfig(hook="blocks.2.hook_resid_pre", **common).identity() == by_kind.identity()
+    assert HarvestConfig(hook="layers.1", **common).identity() == by_kind.identity()
+    assert HarvestConfig(hook="resid.1", layer=1, **common).hook_spec == "resid.1"
+    assert "input_transform" not in by_kind.identity()  # earlier stores keep their identity
+    centred = HarvestConfig(hook="resid", layer=1, input_transform="center", **common)
+    assert centred.identity()["input_transform"] == "center"
+    assert HarvestConfig(hook="embed", **common).hook_spec == "embed"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"hook": "resid"}, "--hook resid needs --layer"),
+    ({"hook": "embed", "layer": 2}, "--hook embed is embed, which is not at --layer 2"),
+    ({"hook": "blocks.3.hook_resid_post", "layer": 2}, "is resid.3, which is not at --layer 2"),
+    ({"hook": "blocks.3.attn.hook_z"}, "hook 'blocks.3.attn.hook_z' has no equivalent"),
+    ({"hook": "mlp", "layer": 1, "input_transform": "scale"}, "unknown input transform 'scale'"),
+])
+def test_bad_hook_arguments(kwargs, message, tmp_path):
+    with pytest.raises(BadInputError, match=message.replace(".", r"\.")) as e:
+        HarvestConfig(model="m", corpus="c", out=tmp_path / "s", **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_hook_names_and_refusals(tiny_models, corpus_file, tmp_path):
+    base = ["harvest", "--corpus", corpus_file, "--tokens", "600", "--device", "cpu",
+            "--dtype", "float32", "--eval-fraction", "0.5"]
+    ok = run_cli(base + ["--model", tiny_models["gpt2"], "--hook", "blocks.1.hook_resid_pre",
+                         "--input-transform", "center", "--out", tmp_path / "a"])
+    assert ok.returncode == 0, ok.stderr
+    meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
+    assert (meta["hook"], meta["layer"], meta["input_transform"]) == ("resid.0", 0, "center")
+    # The same folder without the transform is another store: refused, not mixed.
+    again = run_cli(base + ["--model", tiny_models["gpt2"], "--hook", "resid", "--layer", "0",
+                            "--out", tmp_path / "a"])
+    assert "different: input_transform" in error_line(again)
+    untranslatable = run_cli(base + ["--model", tiny_models["gpt2"], "--hook",
+                                     "blocks.1.attn.hook_q", "--out", tmp_path / "b"])
+    assert "'blocks.1.attn.hook_q' has no equivalent" in error_line(untranslatable)
+    parallel = run_cli(base + ["--model", tiny_models["gpt_neox"], "--hook", "resid_mid",
+                               "--layer", "1", "--out", tmp_path / "c"])
+    assert "in parallel (use_parallel_residual)" in error_line(parallel)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
