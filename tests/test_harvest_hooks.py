@@ -79,7 +79,11 @@ def test_stored_new_hook_points_equal_the_model(tiny_models, corpus_file, tmp_pa
                         dtype="float32", input_transform=transform)
     harvest(cfg)
     meta = json.loads((cfg.out / "metadata.json").read_text())
-    assert (meta["hook"], meta["input_transform"]) == (name, transform)
+    # "center" is TransformerLens's centring of writing weights: LayerNorm models only.
+    applied = transform if family == "gpt2" else None
+    assert (meta["hook"], meta["input_transform"]) == (name, applied)
+    assert meta["args"].get("input_transform") == transform
+    assert meta["center_is_noop"] == (family == "llama")
     assert meta["layer"] == (None if name == "embed" else int(name.split(".")[1]))
     lm = load_causal_lm(cfg.model, device="cpu", dtype="float32")
     sequences = stored_sequences(cfg.out)
@@ -87,8 +91,7 @@ def test_stored_new_hook_points_equal_the_model(tiny_models, corpus_file, tmp_pa
     for tokens, acts in sequences[:3]:
         ids = torch.tensor([[meta["bos_token_id"], *tokens.tolist()]])
         expected = reference(lm, ids, name)[1:]
-        # "center" is TransformerLens's centring of writing weights: LayerNorm models only.
-        if transform == "center" and family == "gpt2":
+        if applied == "center":
             expected = expected - expected.mean(-1, keepdim=True)
         torch.testing.assert_close(acts, expected, rtol=2e-3, atol=2e-5)
 

@@ -28,7 +28,13 @@ from rich.console import Console
 from autointerp.errors import AutointerpError, BadInputError
 from autointerp.harvest.corpus import Corpus, open_corpus
 from autointerp.harvest.hook_names import split_hook
-from autointerp.harvest.hooks import check_hook_supported, check_input_transform, resolve_hook_name
+from autointerp.harvest.hooks import (
+    check_hook_supported,
+    check_input_transform,
+    effective_transform,
+    resolve_hook_name,
+    uses_layernorm,
+)
 from autointerp.harvest.models import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -226,7 +232,10 @@ def _start_metadata(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpu
         "status": "incomplete", "args": cfg.identity(),
         "model": cfg.model, "model_hash": loaded.weights_hash, "random_init": cfg.random_init,
         "hook": hook.name, "hook_kind": hook.kind, "layer": hook.layer,
-        "input_transform": cfg.input_transform,
+        # What the stored numbers are: `center` is a no-op for RMSNorm models (as in
+        # TransformerLens), so such a store records none, and says either is fine.
+        "input_transform": effective_transform(loaded.model, cfg.input_transform),
+        "center_is_noop": not uses_layernorm(loaded.model),
         "n_layers": loaded.n_layers, "d_model": loaded.d_model, "dtype": loaded.dtype,
         "device": loaded.device, "store_dtype": cfg.store_dtype, "fragment_len": cfg.fragment_len,
         "corpus": cfg.corpus, "corpus_fingerprint": corpus.fingerprint, "seed": cfg.seed,
