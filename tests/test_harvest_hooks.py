@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from autointerp.errors import BadInputError
-from autointerp.harvest.models import load_causal_lm
+from autointerp.harvest.hooks import capture, check_hook_supported
+from autointerp.harvest.models import LoadedModel, load_causal_lm, parse_hook
 from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import from_storage
 from tests.clitools import error_line, run_cli
@@ -140,3 +141,41 @@ def test_cli_hook_names_and_refusals(tiny_models, corpus_file, tmp_path):
                                "--layer", "1", "--out", tmp_path / "c"])
     assert "in parallel (use_parallel_residual)" in error_line(parallel)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def _bare(model) -> LoadedModel:
+    return LoadedModel(model=model.eval(), tokenizer=None, name="tiny", weights_hash="",
+                       n_layers=2, d_model=32, device="cpu", dtype="float32")
+
+
+def test_resid_mid_refused_where_attention_output_is_normalised():
+    """OLMo 2 normalises the attention and MLP outputs before adding them, so block input +
+    attention output is not its residual stream: the per-batch check refuses it."""
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+
+    torch.manual_seed(0)
+    lm = _bare(Olmo2ForCausalLM(Olmo2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32)))
+    ids = torch.randint(0, 64, (2, 7))
+    assert capture(lm, parse_hook("attn.1", 2), ids).shape == (2, 7, 32)
+    with pytest.raises(BadInputError, match="does not add its attention and MLP outputs") as e:
+        capture(lm, parse_hook("resid_mid.1", 2), ids)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("family", ["gptj", "phi", "falcon"])
+def test_parallel_families_have_no_resid_mid(family):
+    from transformers import FalconConfig, GPTJConfig, PhiConfig
+
+    config = {"gptj": GPTJConfig(n_embd=32, n_layer=2, n_head=4, vocab_size=64, rotary_dim=4),
+              "phi": PhiConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, vocab_size=64),
+              "falcon": FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     vocab_size=64, parallel_attn=True)}[family]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(BadInputError, match="in parallel .* no resid_mid.0"):
+        check_hook_supported(model, parse_hook("resid_mid.0", 2), family)
+    check_hook_supported(model, parse_hook("resid.0", 2), family)
