@@ -112,8 +112,10 @@ def test_input_transform_must_match(setup, tmp_path):
 
 def test_untranslatable_dictionary_hook_is_refused(setup, tmp_path):
     d = load_dictionary(saelens_folder(tmp_path / "z", "blocks.1.attn.hook_z", "gpt2"))
+    store = ActivationStore(setup["stores"]["resid.1"])
     with pytest.raises(BadInputError, match="hook 'blocks.1.attn.hook_z' has no equivalent"):
-        check_compatible(d, ActivationStore(setup["stores"]["resid.1"]))
+        check_compatible(d, store)
+    assert "no equivalent" in check_compatible(d, store, force=True)[0]
 
 
 def test_cli_refuses_a_store_at_another_hook_then_force_is_recorded(setup, tmp_path):

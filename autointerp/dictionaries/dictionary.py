@@ -236,7 +236,12 @@ def _mismatches(meta: dict, smeta: dict, store_path) -> list[str]:
             canonical_model(meta["model"]) != canonical_model(smeta["model"]):
         out.append(f"dictionary was fit on activations of model {meta['model']} but {store_path} "
                    f"holds model {smeta['model']}")
-    hook, store_hook = declared_hook(meta), smeta.get("hook")
+    try:
+        hook = declared_hook(meta)
+    except BadInputError as e:  # a hook we cannot harvest: no store can match it
+        out.append(f"dictionary's {e}")
+        hook = None
+    store_hook = smeta.get("hook")
     if hook and store_hook and hook != store_hook:
         raw = meta.get("hook_source_name") or meta["hook"]
         source = f" ({raw})" if raw != hook else ""

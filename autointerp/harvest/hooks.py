@@ -23,23 +23,30 @@ transform at harvest; for RMSNorm models `center` is a no-op, as in TransformerL
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from autointerp.errors import BadInputError
-from autointerp.harvest.hook_names import split_hook, translate_hook
+from autointerp.harvest.hook_names import (  # re-exported: hook points are used from here
+    HOOK_KINDS,
+    INPUT_TRANSFORMS,
+    LAYER_KINDS,
+    Hook,
+    check_input_transform,
+    parse_hook,
+    resolve_hook_name,
+)
+
+__all__ = ["HOOK_KINDS", "INPUT_TRANSFORMS", "LAYER_KINDS", "Hook", "apply_input_transform",
+           "capture", "check_hook_supported", "check_input_transform", "effective_transform",
+           "find_blocks", "forward_with_replacement", "hook_module", "parse_hook",
+           "resolve_hook_name", "uses_layernorm"]
 
 if TYPE_CHECKING:
     from autointerp.harvest.models import LoadedModel
 
-LAYER_KINDS = ("resid", "resid_mid", "mlp", "attn")
-HOOK_KINDS = ("embed",) + LAYER_KINDS
-INPUT_TRANSFORMS = ("center",)
-"""Besides None: `center` subtracts each position's mean over d_model."""
-_VOCABULARY = "embed, resid.L, resid_mid.L, mlp.L or attn.L"
 # Child-module names that mark a block's MLP / attention in the families we know (GPT-2 `mlp`,
 # `attn`; GPT-NeoX `mlp`, `attention`; Llama `mlp`, `self_attn`). Norms named like
 # `post_attention_layernorm` also match, so the match with the most parameters wins.
@@ -48,59 +55,6 @@ _CHILD_KEYS = {"mlp": ("mlp", "feed_forward", "ffn"), "attn": ("attn", "attentio
 # input (x + attn(x) + mlp(x)): there is no residual stream between the two.
 _PARALLEL_FLAGS = ("use_parallel_residual", "parallel_attn", "parallel_residual")
 _PARALLEL_TYPES = ("gptj", "phi", "cohere", "cohere2", "codegen", "gpt_neox_japanese")
-
-
-@dataclass(frozen=True)
-class Hook:
-    kind: str
-    """embed | resid | resid_mid | mlp | attn"""
-    layer: int | None
-    """Decoder block index, from 0; None for embed."""
-
-    @property
-    def name(self) -> str:
-        return "embed" if self.kind == "embed" else f"{self.kind}.{self.layer}"
-
-
-def parse_hook(spec: str | int, n_layers: int, model_name: str = "the model") -> Hook:
-    """`embed`, `resid.15`, `resid_mid.3`, `mlp.3`, `attn.0` or a bare layer number (resid)."""
-    text = str(spec).strip()
-    if text == "embed":
-        return Hook("embed", None)
-    kind, _, layer_text = text.rpartition(".") if "." in text else ("resid", "", text)
-    if kind not in LAYER_KINDS:
-        raise BadInputError(f"unknown hook point '{text}': use {_VOCABULARY}")
-    try:
-        layer = int(layer_text)
-    except ValueError:
-        raise BadInputError(f"hook point '{text}' needs an integer layer, e.g. {kind}.3") from None
-    if not 0 <= layer < n_layers:
-        raise BadInputError(f"layer {layer} is out of range: {model_name} has layers 0..{n_layers - 1}")
-    return Hook(kind, layer)
-
-
-def resolve_hook_name(hook: str, layer: int | None) -> str:
-    """Our name for `--hook HOOK [--layer L]`: a kind plus a layer (`--hook mlp --layer 3`), or
-    one full name in our, TransformerLens/sae-lens or sparsify vocabulary (`blocks.3.hook_resid_pre`)."""
-    text = str(hook).strip()
-    if text in LAYER_KINDS:
-        if layer is None:
-            raise BadInputError(f"--hook {text} needs --layer (or give the full name, e.g. {text}.3)")
-        return f"{text}.{layer}"
-    name = translate_hook(text)
-    named_layer = split_hook(name)[1]
-    if layer is not None and named_layer != layer:
-        raise BadInputError(f"--hook {text} is {name}, which is not at --layer {layer}; "
-                            "drop --layer or make them agree")
-    return name
-
-
-def check_input_transform(transform: str | None) -> str | None:
-    if transform in (None, "none", ""):
-        return None
-    if transform not in INPUT_TRANSFORMS:
-        raise BadInputError(f"unknown input transform {transform!r}: use none or center")
-    return transform
 
 
 def uses_layernorm(model: nn.Module) -> bool:
