@@ -162,3 +162,16 @@ def test_inspect_prints_translated_hook(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "resid.1 (as written: blocks.2.hook_resid_pre)" in result.stdout
     assert "gpt2-small" in result.stdout
+
+
+def test_inspect_shows_architecture_and_source(tmp_path, capsys):
+    from autointerp.cli.inspect import print_dictionary
+
+    path = our_folder(tmp_path / "d", {"hook": "resid.1", "hook_source_name": "layers.1",
+                                       "architecture": "jumprelu", "model": "gpt2",
+                                       "source": "hf:org/repo/layer_1", "input_transform": "center"})
+    print_dictionary(load_dictionary(path), path)
+    out = capsys.readouterr().out
+    for text in ("resid.1 (as written: layers.1)", "architecture", "jumprelu",
+                 "hf:org/repo/layer_1", "input_transform", "center"):
+        assert text in out, text
