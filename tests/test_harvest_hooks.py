@@ -179,3 +179,14 @@ def test_parallel_families_have_no_resid_mid(family):
     with pytest.raises(BadInputError, match="in parallel .* no resid_mid.0"):
         check_hook_supported(model, parse_hook("resid_mid.0", 2), family)
     check_hook_supported(model, parse_hook("resid.0", 2), family)
+
+
+@pytest.mark.slow
+def test_smollm2_embed_and_resid_mid():
+    """The real offline default (a Llama-family model, 30 blocks): embed and resid_mid.15 as
+    Hugging Face computes them, and the per-batch resid_mid check passes on real weights."""
+    lm = load_causal_lm("smollm2-135m", device="cpu", dtype="float32")
+    ids = lm.tokenizer(["The cat sat on the mat and looked at the sea."], return_tensors="pt")["input_ids"]
+    for spec in ("embed", "resid_mid.15"):
+        ours = capture(lm, parse_hook(spec, lm.n_layers), ids)[0]
+        torch.testing.assert_close(ours, reference(lm, ids, spec), rtol=1e-5, atol=1e-5)
