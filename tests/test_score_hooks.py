@@ -125,6 +125,10 @@ def test_cli_refuses_a_store_at_another_hook_then_force_is_recorded(setup, tmp_p
     hook = error_line(run_cli(base))
     assert "resid.1 (blocks.2.hook_resid_pre)" in hook and "hook resid.2" in hook
     assert not (tmp_path / "db.sqlite").exists()  # refused before anything was written
+    post = saelens_folder(tmp_path / "post1", "blocks.1.hook_resid_post", "gpt2-small")
+    model = error_line(run_cli(["score", "--dict", post, "--acts", setup["stores"]["llama-resid.1"],
+                                "--db", tmp_path / "db.sqlite", *LEXICAL]))
+    assert "model gpt2-small but" in model and "holds model" in model and "llama" in model
     forced = run_cli(base + ["--force"])
     assert forced.returncode == 0, forced.stderr
     assert "warning (--force)" in forced.stderr
@@ -156,12 +160,13 @@ def test_score_model_harvests_the_dictionarys_own_hook_and_transform(setup, tmp_
         harvest_for([d], llama)
 
 
-def test_inspect_prints_translated_hook(tmp_path):
+def test_inspect_prints_translated_hook(tmp_path, capsys):
+    from autointerp.cli.inspect import print_dictionary
+
     d = saelens_folder(tmp_path / "pre2", "blocks.2.hook_resid_pre", "gpt2-small")
-    result = run_cli(["inspect", d])
-    assert result.returncode == 0, result.stderr
-    assert "resid.1 (as written: blocks.2.hook_resid_pre)" in result.stdout
-    assert "gpt2-small" in result.stdout
+    print_dictionary(load_dictionary(d), d)
+    out = capsys.readouterr().out
+    assert "resid.1 (as written: blocks.2.hook_resid_pre)" in out and "gpt2-small" in out
 
 
 def test_inspect_shows_architecture_and_source(tmp_path, capsys):
