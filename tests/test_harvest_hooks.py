@@ -131,9 +131,10 @@ def test_cli_hook_names_and_refusals(tiny_models, corpus_file, tmp_path):
     meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
     assert (meta["hook"], meta["layer"], meta["input_transform"]) == ("resid.0", 0, "center")
     # The same folder without the transform is another store: refused, not mixed.
-    again = run_cli(base + ["--model", tiny_models["gpt2"], "--hook", "resid", "--layer", "0",
-                            "--out", tmp_path / "a"])
-    assert "different: input_transform" in error_line(again)
+    with pytest.raises(BadInputError, match=r"different: input_transform\)"):
+        harvest(HarvestConfig(hook="resid", layer=0, model=str(tiny_models["gpt2"]),
+                              corpus=str(corpus_file), n_tokens=600, eval_fraction=0.5,
+                              device="cpu", dtype="float32", out=tmp_path / "a"))
     untranslatable = run_cli(base + ["--model", tiny_models["gpt2"], "--hook",
                                      "blocks.1.attn.hook_q", "--out", tmp_path / "b"])
     assert "'blocks.1.attn.hook_q' has no equivalent" in error_line(untranslatable)
