@@ -13,11 +13,18 @@ from autointerp.cli.options import DeviceOpt, OverwriteOpt, SeedOpt
 
 @app.command()
 def harvest(
-    layer: Annotated[int, typer.Option("--layer", help="Decoder block index, from 0.")],
+    layer: Annotated[int | None, typer.Option(
+        "--layer", help="Decoder block index, from 0 (not needed when --hook names the layer, "
+        "or for embed).")] = None,
     model: Annotated[str, typer.Option(
         "--model", help="Hugging Face id, local folder, or smollm2-135m (offline default).")] = "smollm2-135m",
     hook: Annotated[str, typer.Option(
-        "--hook", help="resid (block output), mlp or attn (submodule outputs).")] = "resid",
+        "--hook", help="resid (block output), resid_mid (after attention, before the MLP), mlp "
+        "or attn (submodule outputs) with --layer; embed (input of block 0); or one full name: "
+        "resid_mid.3, blocks.3.hook_resid_pre (TransformerLens/sae-lens), layers.3 (sparsify).")] = "resid",
+    input_transform: Annotated[str, typer.Option(
+        "--input-transform", help="none, or center: subtract each position's mean over d_model, "
+        "as TransformerLens's default weight processing (center_writing_weights) does.")] = "none",
     corpus: Annotated[str, typer.Option(
         "--corpus", help="builtin, a .txt/.jsonl file or folder, or hf:NAME.")] = "builtin",
     tokens: Annotated[int, typer.Option(
@@ -48,6 +55,7 @@ def harvest(
     cfg = HarvestConfig(
         layer=layer, hook=hook, out=out, model=model, corpus=corpus, n_tokens=tokens,
         eval_fraction=eval_fraction, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
-        store_dtype=store_dtype, random_init=random_init, text_field=text_field, overwrite=overwrite)
+        store_dtype=store_dtype, random_init=random_init, text_field=text_field, overwrite=overwrite,
+        input_transform=input_transform)
     path = run_harvest(cfg)
     typer.echo(f"activation store: {path}")

@@ -12,7 +12,23 @@ from rich.table import Table
 
 from autointerp.cli import app
 
-SHOWN = ("method", "model", "hook", "layer", "store", "store_model_hash", "input_scale")
+SHOWN = ("method", "architecture", "source", "model", "layer", "input_transform", "store",
+         "store_model_hash", "input_scale")
+
+
+def hook_row(meta: dict) -> str | None:
+    """The hook point in our vocabulary, with the name the dictionary's files use beside it."""
+    from autointerp.dictionaries.dictionary import declared_hook
+    from autointerp.errors import BadInputError
+
+    raw = meta.get("hook_source_name") or meta.get("hook")
+    try:
+        ours = declared_hook(meta)
+    except BadInputError:
+        return f"{raw} (no equivalent among ours: cannot be harvested)"
+    if ours is None:
+        return None
+    return ours if raw in (None, ours) else f"{ours} (as written: {raw})"
 
 
 def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
@@ -26,6 +42,9 @@ def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
     table.add_row("id", dictionary_id(path))
     table.add_row("features x d_model", f"{dictionary.n_features} x {dictionary.d_model}")
     table.add_row("activation", dictionary.activation + (f" (k={dictionary.k})" if dictionary.k else ""))
+    hook = hook_row(meta)
+    if hook is not None:
+        table.add_row("hook", hook)
     for key in SHOWN:
         if meta.get(key) is not None:
             table.add_row(key, str(meta[key]))

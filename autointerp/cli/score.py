@@ -23,7 +23,9 @@ DEFAULT_INPROCESS_MODEL = "smollm2-135m"
 DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary folder to score (repeatable).")]
 ActsOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store with the eval fragments; default: the store named in each dictionary's metadata.")]
 HarvestModelOpt = Annotated[str | None, typer.Option("--model", help="Harvest activations of this model first (no --acts): HF name or path.")]
-LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model).")]
+LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model); default: each dictionary's own hook point.")]
+HookOpt = Annotated[str | None, typer.Option("--hook", help="Hook point to harvest (with --model): resid, resid_mid, mlp, attn with --layer, or a full name (embed, resid.6, blocks.6.hook_resid_pre, layers.6); default: each dictionary's own.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Score even when the store's model, hook point or input transform differs from the dictionary's (recorded with the run).")]
 CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="Corpus to harvest (with --model): builtin or a path.")]
 TokensOpt = Annotated[int, typer.Option("--tokens", help="Tokens to harvest (with --model).")]
 NFeaturesOpt = Annotated[int, typer.Option("--n-features", help="Features sampled per dictionary (among those non-zero in >= 20 fragments).")]
@@ -135,7 +137,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",
           base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
           concurrency: ConcurrencyOpt = 8, explanations_per_feature: NExplOpt = 1,
-          selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0) -> None:
+          selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
+          hook: HookOpt = None, force: ForceOpt = False) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
@@ -147,16 +150,21 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     for role, backend in (("explainer", explainer), ("simulator", simulator)):
         if backend not in BACKENDS:  # before any model is loaded
             raise BadInputError(f"unknown {role} backend {backend!r}; choose {', '.join(BACKENDS)}")
+    stores = {d: acts for d in dict_}
+    if acts is None and model is not None:
+        from autointerp.scoring.stores import HarvestSpec, harvest_for
+
+        stores = harvest_for(dict_, HarvestSpec(model, hook, layer, corpus, tokens, seed, device,
+                                                force))
+    check_stores(stores, force)  # before any LLM is loaded
     database, cache = open_db(db), {}
     sim = make_simulator(database, simulator, simulator_model, simulator_mode,
                          simulator_base_url or base_url, api_key_env, concurrency, device, cache)
     expl = make_explainer(database, explainer, explainer_model, explainer_base_url or base_url,
                           api_key_env, concurrency, device, explanations_per_feature, cache)
-    if acts is None and model is not None:
-        acts = _harvest(model, layer, corpus, tokens, seed, device)
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
-    cfgs = [ScoreConfig(d, acts, frag_cfg, explanations_per_feature, concurrency, selftest)
-            for d in dict_]
+    cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
+                        force=force) for d in dict_]
     summaries = asyncio.run(_score_all(cfgs, expl, sim, database, list(cache.values())))
     console = Console()
     console.print(summary_table(summaries))
@@ -166,11 +174,16 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
                       markup=False)
 
 
-def _harvest(model: str, layer: int | None, corpus: str | None, tokens: int, seed: int,
-             device: str) -> Path:
-    if layer is None or corpus is None:
-        raise BadInputError("--model needs --layer and --corpus (or pass --acts)")
-    from autointerp.harvest.run import HarvestConfig, harvest
+def check_stores(stores: dict, force: bool) -> None:
+    """Refuse (one line) a dictionary whose store holds another model, hook point or input
+    transform than it declares, before anything slow starts; --force lets it through."""
+    from autointerp.dictionaries.dictionary import check_compatible, load_dictionary
+    from autointerp.harvest.store import ActivationStore
+    from autointerp.scoring.pipeline import ScoreConfig, resolve_store
 
-    return harvest(HarvestConfig(model=model, layer=layer, corpus=corpus, n_tokens=tokens,
-                                 seed=seed, device=device))
+    for path, acts in stores.items():
+        dictionary = load_dictionary(path)
+        store = ActivationStore(resolve_store(ScoreConfig(path, acts), dictionary.meta))
+        for mismatch in check_compatible(dictionary, store, force):
+            Console(stderr=True).print(f"warning (--force): {mismatch}", style="yellow",
+                                       markup=False)

@@ -202,26 +202,78 @@ def load_dictionary(path: str | Path) -> Dictionary:
     return d
 
 
-def check_compatible(dictionary: Dictionary, store) -> None:
-    """Raise BadInputError when `dictionary` was not made for the activations in `store`."""
+# Other names of the same subject model, as TransformerLens and sae-lens configs write them
+# (after the organisation prefix is dropped and the name lower-cased).
+MODEL_ALIASES = {"gpt2-small": "gpt2", "smollm2-135m-instruct": "smollm2-135m"}
+
+
+def canonical_model(name: str | None) -> str | None:
+    """`EleutherAI/pythia-70m` and `pythia-70m` are one model, `gpt2-small` is `gpt2`; a local
+    folder is known by its last path component."""
+    if not name:
+        return None
+    base = str(name).rstrip("/").rsplit("/", 1)[-1].lower()
+    return MODEL_ALIASES.get(base, base)
+
+
+def declared_hook(meta: dict) -> str | None:
+    """The dictionary's hook point in our vocabulary (readers translate at load; names written
+    by older readers are translated here), None when it declares none."""
+    from autointerp.harvest.hook_names import translate_hook
+
+    return translate_hook(meta["hook"]) if meta.get("hook") not in (None, "") else None
+
+
+def _mismatches(meta: dict, smeta: dict, store_path) -> list[str]:
+    out = []
+    ours, theirs = meta.get("store_model_hash"), smeta.get("model_hash")
+    if ours and theirs:  # both ours: the weights hash decides, whatever the names
+        if ours != theirs:
+            out.append(f"dictionary was fit on activations of model {meta.get('model')} (weights "
+                       f"hash {ours[:12]}) but {store_path} holds model {smeta.get('model')} "
+                       f"(hash {theirs[:12]})")
+    elif meta.get("model") and smeta.get("model") and \
+            canonical_model(meta["model"]) != canonical_model(smeta["model"]):
+        out.append(f"dictionary was fit on activations of model {meta['model']} but {store_path} "
+                   f"holds model {smeta['model']}")
+    try:
+        hook = declared_hook(meta)
+    except BadInputError as e:  # a hook we cannot harvest: no store can match it
+        out.append(f"dictionary's {e}")
+        hook = None
+    store_hook = smeta.get("hook")
+    if hook and store_hook and hook != store_hook:
+        raw = meta.get("hook_source_name") or meta["hook"]
+        source = f" ({raw})" if raw != hook else ""
+        out.append(f"dictionary was fit at hook {hook}{source} but {store_path} holds activations "
+                   f"from hook {store_hook}")
+    transform, store_transform = meta.get("input_transform"), smeta.get("input_transform")
+    if transform == "center" and smeta.get("center_is_noop"):
+        transform = None  # an RMSNorm model: TransformerLens does not centre it either
+    if transform != store_transform:
+        out.append(f"dictionary expects input transform {transform or 'none'} but {store_path} "
+                   f"was harvested with {store_transform or 'none'}")
+    return out
+
+
+def check_compatible(dictionary: Dictionary, store, force: bool = False) -> list[str]:
+    """Raise BadInputError when `dictionary` was not made for the activations in `store`: another
+    width (always), or another model, hook point or input transform than it declares (unless
+    `force`). Returns the mismatches that `force` let through, for the run's record."""
     if dictionary.d_model != store.d_model:
         raise BadInputError(f"dictionary width {dictionary.d_model} does not match the "
                             f"activations' d_model {store.d_model}")
-    meta, smeta = dictionary.meta, store.meta
-    ours, theirs = meta.get("store_model_hash"), smeta.get("model_hash")
-    if ours and theirs and ours != theirs:
-        raise BadInputError(
-            f"dictionary was fit on activations of model {meta.get('model')} (weights hash "
-            f"{ours[:12]}) but {store.path} holds model {smeta.get('model')} (hash {theirs[:12]})")
-    if ours and meta.get("hook") and smeta.get("hook") and meta["hook"] != smeta["hook"]:
-        raise BadInputError(f"dictionary was fit at hook {meta['hook']} but {store.path} holds "
-                            f"activations from hook {smeta['hook']}")
+    found = _mismatches(dictionary.meta, store.meta, store.path)
+    if found and not force:
+        raise BadInputError("; ".join(found) + " (pass --force to score it anyway)")
+    return found
 
 
 def meta_from_store(store) -> dict:
     """The provenance every dictionary fit on `store` records."""
     m = store.meta
     return {"model": m.get("model"), "hook": m.get("hook"), "layer": m.get("layer"),
+            "input_transform": m.get("input_transform"),
             "store": str(Path(store.path).resolve()), "store_model_hash": m.get("model_hash")}
 
 

@@ -127,7 +127,8 @@ def loss_recovered(dictionary: Dictionary, store, loaded, n_fragments: int = 32,
     count = 0
     for ids_b in ids.split(batch):
         for name, fn in (("clean", lambda h: h), ("zero", zero), ("recon", reconstruct)):
-            logits = forward_with_replacement(loaded, hook, ids_b, None, fn)
+            logits = forward_with_replacement(loaded, hook, ids_b, None, fn,
+                                              store.meta.get("input_transform"))
             ce, k = _next_token_ce(logits, ids_b, start)
             totals[name] += ce
         count += k

@@ -9,15 +9,24 @@ TransformerLens / sae-lens name the hook inside the block, so its `blocks.L.hook
 module whose output it read (`layers.L`, `layers.L.mlp`, `embed_tokens`, ...), with or without
 the model's prefix (`gpt_neox.layers.3`, `model.layers.3.self_attn`, `transformer.h.3`).
 Anything else is refused in one line that names the hook: a wrong layer is worse than no score.
+
+Also here: our names parsed into a `Hook` (kind, layer) and the `--hook`/`--layer` options
+resolved into one of our names; how each point is read from a model is autointerp/harvest/hooks.py.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from autointerp.errors import BadInputError
 
 OUR_KINDS = ("resid", "resid_mid", "mlp", "attn")
+LAYER_KINDS = OUR_KINDS
+HOOK_KINDS = ("embed",) + LAYER_KINDS
+INPUT_TRANSFORMS = ("center",)
+"""Besides None: `center` subtracts each position's mean over d_model."""
+_VOCABULARY = "embed, resid.L, resid_mid.L, mlp.L or attn.L"
 _OURS = re.compile(r"^(?:(resid|resid_mid|mlp|attn)\.)?(\d+)$")
 _TL = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post|mlp_out|attn_out)$")
 _TL_KIND = {"resid_post": "resid", "resid_mid": "resid_mid", "mlp_out": "mlp", "attn_out": "attn"}
@@ -61,3 +70,56 @@ def split_hook(name: str) -> tuple[str, int | None]:
         return "embed", None
     kind, _, layer = name.rpartition(".")
     return kind, int(layer)
+
+
+@dataclass(frozen=True)
+class Hook:
+    kind: str
+    """embed | resid | resid_mid | mlp | attn"""
+    layer: int | None
+    """Decoder block index, from 0; None for embed."""
+
+    @property
+    def name(self) -> str:
+        return "embed" if self.kind == "embed" else f"{self.kind}.{self.layer}"
+
+
+def parse_hook(spec: str | int, n_layers: int, model_name: str = "the model") -> Hook:
+    """`embed`, `resid.15`, `resid_mid.3`, `mlp.3`, `attn.0` or a bare layer number (resid)."""
+    text = str(spec).strip()
+    if text == "embed":
+        return Hook("embed", None)
+    kind, _, layer_text = text.rpartition(".") if "." in text else ("resid", "", text)
+    if kind not in LAYER_KINDS:
+        raise BadInputError(f"unknown hook point '{text}': use {_VOCABULARY}")
+    try:
+        layer = int(layer_text)
+    except ValueError:
+        raise BadInputError(f"hook point '{text}' needs an integer layer, e.g. {kind}.3") from None
+    if not 0 <= layer < n_layers:
+        raise BadInputError(f"layer {layer} is out of range: {model_name} has layers 0..{n_layers - 1}")
+    return Hook(kind, layer)
+
+
+def resolve_hook_name(hook: str, layer: int | None) -> str:
+    """Our name for `--hook HOOK [--layer L]`: a kind plus a layer (`--hook mlp --layer 3`), or
+    one full name in our, TransformerLens/sae-lens or sparsify vocabulary (`blocks.3.hook_resid_pre`)."""
+    text = str(hook).strip()
+    if text in LAYER_KINDS:
+        if layer is None:
+            raise BadInputError(f"--hook {text} needs --layer (or give the full name, e.g. {text}.3)")
+        return f"{text}.{layer}"
+    name = translate_hook(text)
+    named_layer = split_hook(name)[1]
+    if layer is not None and named_layer != layer:
+        raise BadInputError(f"--hook {text} is {name}, which is not at --layer {layer}; "
+                            "drop --layer or make them agree")
+    return name
+
+
+def check_input_transform(transform: str | None) -> str | None:
+    if transform in (None, "none", ""):
+        return None
+    if transform not in INPUT_TRANSFORMS:
+        raise BadInputError(f"unknown input transform {transform!r}: use none or center")
+    return transform

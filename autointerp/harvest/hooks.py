@@ -1,60 +1,79 @@
 """Hook points: which activation inside a decoder block to read (harvest) or replace (loss
 recovered), found generically so any Hugging Face causal LM works without a table of names.
 
-    resid.L  the hidden state that block L outputs, i.e. HF `output_hidden_states[L + 1]`
-             (for the last block HF applies the final norm there; we keep the raw block output)
-    mlp.L    the output of block L's MLP submodule, before it is added to the residual stream
-    attn.L   the output of block L's attention submodule, likewise
+    embed        the input of block 0: the embedding output, positional embeddings included
+                 (GPT-2); TransformerLens's `blocks.0.hook_resid_pre`
+    resid.L      the hidden state that block L outputs, i.e. HF `output_hidden_states[L + 1]`
+                 (for the last block HF applies the final norm there; we keep the raw block output)
+    resid_mid.L  block L's residual stream after attention, before the MLP: block input +
+                 attention output (see `_capture_resid_mid` for how this is checked)
+    mlp.L        the output of block L's MLP submodule, before it is added to the residual stream
+    attn.L       the output of block L's attention submodule, likewise
 
-A bare integer L means resid.L. Layers count from 0.
+A bare integer L means resid.L. Layers count from 0. Other tools' names (TransformerLens,
+sae-lens, sparsify) are translated into these by autointerp/harvest/hook_names.py.
+
+An input transform is applied to the captured activation: `center` subtracts each position's
+mean over d_model. TransformerLens's default weight processing (center_writing_weights, which
+it applies to LayerNorm models only) makes its residual stream, attention and MLP outputs
+exactly the Hugging Face ones minus that mean, so an SAE trained on them needs the same
+transform at harvest; for RMSNorm models `center` is a no-op, as in TransformerLens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from autointerp.errors import BadInputError
+from autointerp.harvest.hook_names import (  # re-exported: hook points are used from here
+    HOOK_KINDS,
+    INPUT_TRANSFORMS,
+    LAYER_KINDS,
+    Hook,
+    check_input_transform,
+    parse_hook,
+    resolve_hook_name,
+)
+
+__all__ = ["HOOK_KINDS", "INPUT_TRANSFORMS", "LAYER_KINDS", "Hook", "apply_input_transform",
+           "capture", "check_hook_supported", "check_input_transform", "effective_transform",
+           "find_blocks", "forward_with_replacement", "hook_module", "parse_hook",
+           "resolve_hook_name", "uses_layernorm"]
 
 if TYPE_CHECKING:
     from autointerp.harvest.models import LoadedModel
 
-HOOK_KINDS = ("resid", "mlp", "attn")
 # Child-module names that mark a block's MLP / attention in the families we know (GPT-2 `mlp`,
 # `attn`; GPT-NeoX `mlp`, `attention`; Llama `mlp`, `self_attn`). Norms named like
 # `post_attention_layernorm` also match, so the match with the most parameters wins.
 _CHILD_KEYS = {"mlp": ("mlp", "feed_forward", "ffn"), "attn": ("attn", "attention")}
+# Config flags and model types whose blocks run attention and MLP side by side on the same
+# input (x + attn(x) + mlp(x)): there is no residual stream between the two.
+_PARALLEL_FLAGS = ("use_parallel_residual", "parallel_attn", "parallel_residual")
+_PARALLEL_TYPES = ("gptj", "phi", "cohere", "cohere2", "codegen", "gpt_neox_japanese")
 
 
-@dataclass(frozen=True)
-class Hook:
-    kind: str
-    """resid | mlp | attn"""
-    layer: int
-    """Decoder block index, from 0."""
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}.{self.layer}"
+def uses_layernorm(model: nn.Module) -> bool:
+    """Whether the decoder blocks normalise with LayerNorm (GPT-2, GPT-NeoX), not RMSNorm."""
+    return any(isinstance(m, nn.LayerNorm) for m in find_blocks(model)[0].modules())
 
 
-def parse_hook(spec: str | int, n_layers: int, model_name: str = "the model") -> Hook:
-    """`resid.15`, `mlp.3`, `attn.0` or a bare layer number (resid)."""
-    text = str(spec).strip()
-    kind, _, layer_text = text.rpartition(".") if "." in text else ("resid", "", text)
-    if kind not in HOOK_KINDS:
-        raise BadInputError(f"unknown hook point '{text}': use resid.L, mlp.L or attn.L")
-    try:
-        layer = int(layer_text)
-    except ValueError:
-        raise BadInputError(f"hook point '{text}' needs an integer layer, e.g. {kind}.3") from None
-    if not 0 <= layer < n_layers:
-        raise BadInputError(f"layer {layer} is out of range: {model_name} has layers 0..{n_layers - 1}")
-    return Hook(kind, layer)
+def effective_transform(model: nn.Module, transform: str | None) -> str | None:
+    """`center` stands for TransformerLens's center_writing_weights, which TransformerLens
+    applies to LayerNorm models only (an RMSNorm does not remove the mean, so centring would
+    change the function); for RMSNorm families (Llama, Gemma) it is a no-op here too."""
+    return transform if transform == "center" and uses_layernorm(model) else None
+
+
+def apply_input_transform(acts: torch.Tensor, transform: str | None) -> torch.Tensor:
+    """(..., d_model) -> same shape; `center` subtracts each position's mean over d_model."""
+    if transform is None:
+        return acts
+    return acts - acts.mean(dim=-1, keepdim=True)
 
 
 def find_blocks(model: nn.Module) -> nn.ModuleList:
@@ -67,19 +86,39 @@ def find_blocks(model: nn.Module) -> nn.ModuleList:
                         f"no module list of num_hidden_layers={n_layers} modules")
 
 
-def hook_module(model: nn.Module, hook: Hook) -> nn.Module:
-    """The module whose forward output is the hook point's activation."""
-    block = find_blocks(model)[hook.layer]
-    if hook.kind == "resid":
-        return block
-    keys = _CHILD_KEYS[hook.kind]
+def _child(block: nn.Module, kind: str) -> nn.Module:
+    keys = _CHILD_KEYS[kind]
     matches = [(sum(p.numel() for p in child.parameters()), name, child)
                for name, child in block.named_children() if any(k in name.lower() for k in keys)]
     if not matches:
         children = ", ".join(name for name, _ in block.named_children())
-        raise BadInputError(f"cannot find the {hook.kind} submodule of {type(block).__name__} "
+        raise BadInputError(f"cannot find the {kind} submodule of {type(block).__name__} "
                             f"(children: {children}); use a resid hook point")
     return max(matches, key=lambda m: m[0])[2]
+
+
+def hook_module(model: nn.Module, hook: Hook) -> nn.Module:
+    """The module whose forward output is the hook point's activation (resid, mlp, attn), or
+    whose input it is (embed: block 0), or the block that holds it (resid_mid)."""
+    blocks = find_blocks(model)
+    if hook.kind == "embed":
+        return blocks[0]
+    block = blocks[hook.layer]
+    return block if hook.kind in ("resid", "resid_mid") else _child(block, hook.kind)
+
+
+def check_hook_supported(model: nn.Module, hook: Hook, model_name: str = "the model") -> None:
+    """BadInputError when the family has no such point: resid_mid in a parallel-attention block."""
+    if hook.kind != "resid_mid":
+        return
+    config = model.config.get_text_config()
+    flags = [f for f in _PARALLEL_FLAGS if getattr(config, f, False) is True]
+    if flags or getattr(config, "model_type", None) in _PARALLEL_TYPES:
+        why = flags[0] if flags else f"model type {config.model_type}"
+        raise BadInputError(f"{model_name} runs attention and MLP in parallel ({why}), so it has no "
+                            f"{hook.name} (no residual stream between them); use resid, attn or mlp")
+    block = find_blocks(model)[hook.layer]
+    _child(block, "attn"), _child(block, "mlp")  # one-line errors now, not mid-harvest
 
 
 class _StopForward(Exception):
@@ -91,48 +130,144 @@ def _main_output(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def capture(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
-            attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the model up to the hooked module and return its activation, (batch, seq, d_model).
-    The forward stops there, so later blocks cost nothing."""
-    box: list[torch.Tensor] = []
+def _block_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden states a decoder block is called with (positionally in every HF family
+    we know; by keyword in some)."""
+    return args[0] if args else kwargs["hidden_states"]
 
-    def record(_module, _inputs, output):
-        box.append(_main_output(output))
+
+def _run(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    with torch.inference_mode():
+        return loaded.model(input_ids=input_ids.to(loaded.device), use_cache=False,
+                            attention_mask=None if attention_mask is None
+                            else attention_mask.to(loaded.device))
+
+
+def _register_capture(model: nn.Module, hook: Hook, box: dict) -> list:
+    """Hooks that put the activation in box["act"] and stop the forward pass."""
+    blocks = find_blocks(model)
+    if hook.kind == "embed":
+        def take_input(_module, args, kwargs):
+            box["act"] = _block_input(args, kwargs)
+            raise _StopForward
+        return [blocks[0].register_forward_pre_hook(take_input, with_kwargs=True)]
+    if hook.kind == "resid_mid":
+        return _capture_resid_mid(blocks[hook.layer], box)
+
+    def take_output(_module, _inputs, output):
+        box["act"] = _main_output(output)
+        raise _StopForward
+    return [hook_module(model, hook).register_forward_hook(take_output)]
+
+
+def _capture_resid_mid(block: nn.Module, box: dict) -> list:
+    """resid_mid = block input + attention output, as GPT-2, Llama and sequential GPT-NeoX add
+    them. Every batch also checks that the block's output is exactly that plus the MLP output:
+    a family that normalises or scales the attention output before adding it (Gemma 2's
+    post-attention norm, OLMo 2) fails the check and is refused rather than read wrongly."""
+    parts: dict[str, torch.Tensor] = {}
+
+    def take_input(_module, args, kwargs):
+        parts["x"] = _block_input(args, kwargs)
+
+    def take(name):
+        def hook(_module, _inputs, output):
+            parts[name] = _main_output(output)
+        return hook
+
+    def finish(_module, _inputs, output):
+        mid = parts["x"] + parts["attn"]
+        expected, got = (mid + parts["mlp"]).float(), _main_output(output).float()
+        tol = 1e-4 if got.dtype == parts["x"].dtype == torch.float32 else 2e-2
+        if (got - expected).abs().max() > tol * got.abs().max().clamp(min=1e-6):
+            raise BadInputError(f"{type(block).__name__} does not add its attention and MLP outputs "
+                                "to the residual stream unchanged, so resid_mid cannot be read "
+                                "there; use resid, attn or mlp")
+        box["act"] = mid
         raise _StopForward
 
-    handle = hook_module(loaded.model, hook).register_forward_hook(record)
+    return [block.register_forward_pre_hook(take_input, with_kwargs=True),
+            _child(block, "attn").register_forward_hook(take("attn")),
+            _child(block, "mlp").register_forward_hook(take("mlp")),
+            block.register_forward_hook(finish)]
+
+
+def capture(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
+            attention_mask: torch.Tensor | None = None,
+            input_transform: str | None = None) -> torch.Tensor:
+    """Run the model up to the hooked module and return its activation, (batch, seq, d_model),
+    with `input_transform` applied. The forward stops there, so later blocks cost nothing."""
+    box: dict[str, torch.Tensor] = {}
+    handles = _register_capture(loaded.model, hook, box)
     try:
-        with torch.inference_mode():
-            loaded.model(input_ids=input_ids.to(loaded.device), use_cache=False,
-                         attention_mask=None if attention_mask is None
-                         else attention_mask.to(loaded.device))
+        _run(loaded, input_ids, attention_mask)
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    if not box:
+        for handle in handles:
+            handle.remove()
+    if "act" not in box:
         raise RuntimeError(f"hook point {hook.name} was never reached in the forward pass")
-    return box[0]
+    return apply_input_transform(box["act"], effective_transform(loaded.model, input_transform))
+
+
+def _with_transform(replace: Callable[[torch.Tensor], torch.Tensor],
+                    transform: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`replace` sees the activation as the store holds it (transformed); the model gets it
+    back untransformed. For `center` the mean is added back: every LayerNorm downstream
+    removes it again, so this is exactly TransformerLens's processed model."""
+    if transform is None:
+        return replace
+
+    def wrapped(x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        return replace(x - mean) + mean
+    return wrapped
+
+
+def _swap_output(fn):
+    def swap(_module, _inputs, output):
+        if isinstance(output, tuple):
+            return (fn(output[0]),) + output[1:]
+        return fn(output)
+    return swap
+
+
+def _register_replacement(model: nn.Module, hook: Hook, fn) -> list:
+    blocks = find_blocks(model)
+    if hook.kind == "embed":
+        def swap_input(_module, args, kwargs):
+            if args:
+                return (fn(args[0]),) + args[1:], kwargs
+            return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+        return [blocks[0].register_forward_pre_hook(swap_input, with_kwargs=True)]
+    if hook.kind != "resid_mid":
+        return [hook_module(model, hook).register_forward_hook(_swap_output(fn))]
+    # resid_mid = x + attn: an attention output of fn(x + attn) - x puts fn(resid_mid) into the
+    # residual stream, and so into the MLP and every later block.
+    block, parts = blocks[hook.layer], {}
+
+    def take_input(_module, args, kwargs):
+        parts["x"] = _block_input(args, kwargs)
+
+    def new_attn(a: torch.Tensor) -> torch.Tensor:
+        return fn(parts["x"] + a) - parts["x"]
+    return [block.register_forward_pre_hook(take_input, with_kwargs=True),
+            _child(block, "attn").register_forward_hook(_swap_output(new_attn))]
 
 
 def forward_with_replacement(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
                              attention_mask: torch.Tensor | None,
-                             replace: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                             replace: Callable[[torch.Tensor], torch.Tensor],
+                             input_transform: str | None = None) -> torch.Tensor:
     """Logits (batch, seq, vocab) of a full forward in which the hook point's activation
-    (batch, seq, d_model) is replaced by `replace(activation)` (e.g. an SAE reconstruction)."""
-
-    def swap(_module, _inputs, output):
-        if isinstance(output, tuple):
-            return (replace(output[0]),) + output[1:]
-        return replace(output)
-
-    handle = hook_module(loaded.model, hook).register_forward_hook(swap)
+    (batch, seq, d_model) is replaced by `replace(activation)` (e.g. an SAE reconstruction),
+    `replace` seeing it with `input_transform` applied, as the store holds it."""
+    fn = _with_transform(replace, effective_transform(loaded.model, input_transform))
+    handles = _register_replacement(loaded.model, hook, fn)
     try:
-        with torch.inference_mode():
-            out = loaded.model(input_ids=input_ids.to(loaded.device), use_cache=False,
-                               attention_mask=None if attention_mask is None
-                               else attention_mask.to(loaded.device))
+        out = _run(loaded, input_ids, attention_mask)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return out.logits

@@ -27,7 +27,14 @@ from rich.console import Console
 
 from autointerp.errors import AutointerpError, BadInputError
 from autointerp.harvest.corpus import Corpus, open_corpus
-from autointerp.harvest.hooks import HOOK_KINDS
+from autointerp.harvest.hook_names import split_hook
+from autointerp.harvest.hooks import (
+    check_hook_supported,
+    check_input_transform,
+    effective_transform,
+    resolve_hook_name,
+    uses_layernorm,
+)
 from autointerp.harvest.models import (
     DEFAULT_MODEL,
     LoadedModel,
@@ -47,10 +54,12 @@ from autointerp.harvest.store import (
 
 @dataclass(frozen=True)
 class HarvestConfig:
-    layer: int
-    """Decoder block index, from 0."""
+    layer: int | None = None
+    """Decoder block index, from 0; None for embed (or when `hook` names the layer)."""
     hook: str = "resid"
-    """resid (block output), mlp or attn (submodule outputs): see autointerp/hooks.py."""
+    """A kind (resid, resid_mid, mlp, attn) with `layer`, or one full name in our,
+    TransformerLens/sae-lens or sparsify vocabulary (embed, blocks.3.hook_resid_pre, layers.3):
+    see autointerp/harvest/hooks.py. Normalised to (kind, layer) in __post_init__."""
     model: str = DEFAULT_MODEL
     """Hugging Face id, local folder, or smollm2-135m (offline default)."""
     corpus: str = "builtin"
@@ -78,17 +87,22 @@ class HarvestConfig:
     """Field holding the text in .jsonl and Hugging Face corpora."""
     overwrite: bool = False
     """Replace an existing store made with other arguments."""
+    input_transform: str | None = None
+    """None, or `center`: subtract each position's mean over d_model (TransformerLens's
+    center_writing_weights), for SAEs trained on TransformerLens's processed activations."""
 
     def __post_init__(self):
+        kind, layer = split_hook(resolve_hook_name(self.hook, self.layer))
+        object.__setattr__(self, "hook", kind)
+        object.__setattr__(self, "layer", layer)
+        object.__setattr__(self, "input_transform", check_input_transform(self.input_transform))
         positive = {"n_tokens": self.n_tokens, "fragment_len": self.fragment_len,
                     "batch_size": self.batch_size, "shard_tokens": self.shard_tokens}
         for name, value in positive.items():
             if value < 1:
                 raise BadInputError(f"{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.layer < 0:
+        if self.layer is not None and self.layer < 0:
             raise BadInputError(f"layer must be 0 or more, got {self.layer}")
-        if self.hook not in HOOK_KINDS:
-            raise BadInputError(f"unknown hook '{self.hook}': use {', '.join(HOOK_KINDS)}")
         if not 0 <= self.eval_fraction < 1:
             raise BadInputError(f"eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if self.store_dtype not in STORE_DTYPES:
@@ -97,12 +111,14 @@ class HarvestConfig:
 
     @property
     def hook_spec(self) -> str:
-        return f"{self.hook}.{self.layer}"
+        return "embed" if self.hook == "embed" else f"{self.hook}.{self.layer}"
 
     def identity(self) -> dict:
         """The arguments a store must have been made with to be reused or resumed. Batch size
         is left out on purpose: it changes speed and memory, not which tokens are stored."""
         args = {k: v for k, v in asdict(self).items() if k not in ("out", "overwrite", "batch_size")}
+        if self.input_transform is None:  # stores made before the option existed stay valid
+            del args["input_transform"]
         return json.loads(json.dumps(args, default=str))
 
     def _default_out(self) -> Path:
@@ -163,6 +179,7 @@ def harvest(cfg: HarvestConfig, on_shard: Callable[[str, int], None] | None = No
     corpus = open_corpus(cfg.corpus, cfg.text_field)
     loaded = load_causal_lm(cfg.model, cfg.device, cfg.dtype, cfg.random_init)
     hook = parse_hook(cfg.hook_spec, loaded.n_layers, cfg.model)
+    check_hook_supported(loaded.model, hook, cfg.model)
     if state == "replace":
         shutil.rmtree(cfg.out)
     created = state != "resume"
@@ -215,6 +232,10 @@ def _start_metadata(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpu
         "status": "incomplete", "args": cfg.identity(),
         "model": cfg.model, "model_hash": loaded.weights_hash, "random_init": cfg.random_init,
         "hook": hook.name, "hook_kind": hook.kind, "layer": hook.layer,
+        # What the stored numbers are: `center` is a no-op for RMSNorm models (as in
+        # TransformerLens), so such a store records none, and says either is fine.
+        "input_transform": effective_transform(loaded.model, cfg.input_transform),
+        "center_is_noop": not uses_layernorm(loaded.model),
         "n_layers": loaded.n_layers, "d_model": loaded.d_model, "dtype": loaded.dtype,
         "device": loaded.device, "store_dtype": cfg.store_dtype, "fragment_len": cfg.fragment_len,
         "corpus": cfg.corpus, "corpus_fingerprint": corpus.fingerprint, "seed": cfg.seed,
@@ -276,7 +297,7 @@ def _run(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpus, meta: di
 def _forward_batch(loaded: LoadedModel, hook, batch: list[Sequence], prefix_id: int,
                    pad_id: int, writers: dict[str, ShardWriter], cfg: HarvestConfig) -> int:
     ids, mask = make_batch(batch, prefix_id, pad_id)
-    acts = capture(loaded, hook, ids, mask)  # (batch, 1 + longest, d_model)
+    acts = capture(loaded, hook, ids, mask, cfg.input_transform)  # (batch, 1 + longest, d_model)
     keep = mask.bool()
     keep[:, 0] = False  # BOS, whose activation is an outlier that may not even fit in fp16
     real = acts[keep.to(acts.device)]  # (n_tokens, d_model), sequence after sequence

@@ -58,6 +58,9 @@ class ScoreConfig:
     """Run the simulator self-test (cached) first and record it with the run."""
     label: str | None = None
     """Label in tables; default: the dictionary's method, with ' (lexical)' for lexical runs."""
+    force: bool = False
+    """Score even when the store's model, hook point or input transform differs from the
+    dictionary's; the mismatches are recorded in the run's config, and the run id says forced."""
 
     def __post_init__(self):
         if self.explanations_per_feature < 1 or self.concurrency < 1:
@@ -224,7 +227,7 @@ async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,
     dictionary = load_dictionary(cfg.dictionary)
     dict_id = dictionary_id(cfg.dictionary)
     store = ActivationStore(resolve_store(cfg, dictionary.meta))
-    check_compatible(dictionary, store)
+    forced = check_compatible(dictionary, store, cfg.force)
     await simulator.prepare()
     st = await _selftest(simulator, db, store, cfg.selftest)
     fs = fragment_set(db, dictionary, dict_id, store, cfg.fragments, progress)
@@ -232,6 +235,8 @@ async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,
               "fragments": asdict(cfg.fragments), "n_explanations": cfg.explanations_per_feature,
               "explainer": explainer.settings(), "simulator": simulator.settings(),
               "version": RUN_VERSION}
+    if forced:  # only then, so that the ids of ordinary runs stay what they were
+        config["forced"] = True
     run_id = sha256_json(config)  # paths are recorded below but left out of the id
     label = run_label(cfg, dictionary.meta, explainer, simulator)
     _upsert_dictionary(db, dict_id, cfg.dictionary, dictionary)
@@ -239,7 +244,8 @@ async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,
                        "explainer": explainer.name, "simulator": simulator.name,
                        "simulator_mode": simulator.mode, "selftest_id": st.id if st else None,
                        "config": dbm.dumps({**config, "dictionary_path": str(cfg.dictionary),
-                                            "store_path": str(store.path)}),
+                                            "store_path": str(store.path),
+                                            "forced_mismatches": forced}),
                        "n_sampled": len(fs.features), "n_skipped": fs.n_skipped,
                        "created_at": dbm.now()}, ignore=True)
     todo = pending(db, run_id, fs.features)
