@@ -1,0 +1,131 @@
+"""Dictionaries named on the Hugging Face Hub: `hf:ORG/REPO[/PATH]` and `saelens:RELEASE/ID`.
+
+Files go through huggingface_hub into its own cache, so a second run, HF_HUB_OFFLINE=1 or a
+dropped connection reuse what is there. The Hub is asked once, with a short timeout, for the
+repository's current commit; when it does not answer, the cached copy is used, or one line
+says the Hub is unreachable, in about HUB_TIMEOUT_S rather than after huggingface_hub's
+retries. The environment (HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE / HF_HOME) is read at
+call time, not when huggingface_hub was imported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from autointerp.errors import BadInputError
+
+HUB_TIMEOUT_S = 1.0
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+CACHE_DIR = Path(os.environ.get("AUTOINTERP_CACHE", Path.home() / ".cache" / "autointerp"))
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_settings() -> dict:
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
+    return {"endpoint": (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/"),
+            "cache_dir": cache,
+            "offline": _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")}
+
+
+def split_hf_name(name: str) -> tuple[str, str]:
+    """('ORG/REPO', 'PATH') for 'ORG/REPO/PATH'; PATH may be ''."""
+    parts = name.strip("/").split("/")
+    repo_id, path = "/".join(parts[:2]), "/".join(parts[2:])
+    if not _REPO_ID.match(repo_id):
+        raise BadInputError(f"hf:{name} is not a Hub name: write hf:ORG/REPO or hf:ORG/REPO/PATH")
+    return repo_id, path
+
+
+def fetch_hf(name: str) -> Path:
+    """The local folder of `ORG/REPO[/PATH]`, downloaded (only PATH's files) if needed."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo_id, path = split_hf_name(name)
+    hub = _hub_settings()
+    patterns = [f"{path}/*", path] if path else None
+    revision, reason = None, "HF_HUB_OFFLINE is set"
+    if not hub["offline"]:
+        revision, reason = _current_commit(repo_id, hub)
+    try:
+        root = snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
+                                 cache_dir=hub["cache_dir"], endpoint=hub["endpoint"],
+                                 local_files_only=revision is None, etag_timeout=HUB_TIMEOUT_S)
+    except LocalEntryNotFoundError:
+        raise BadInputError(f"hf:{name}: {reason}, and {repo_id} is not in the Hugging Face "
+                            f"cache ({hub['cache_dir'] or 'default'})") from None
+    except Exception as e:  # huggingface_hub raises many HTTP error types
+        raise BadInputError(f"hf:{name}: download failed: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    local = Path(root) / path
+    if not local.exists():
+        raise BadInputError(f"hf:{name}: {repo_id} has no file or folder {path!r}")
+    return local
+
+
+def _current_commit(repo_id: str, hub: dict) -> tuple[str | None, str]:
+    """(commit sha, '') from the Hub, or (None, why) when it cannot be asked."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        info = HfApi(endpoint=hub["endpoint"]).repo_info(repo_id, timeout=HUB_TIMEOUT_S)
+        return info.sha, ""
+    except RepositoryNotFoundError:
+        raise BadInputError(f"hf:{repo_id}: no such repository on {hub['endpoint']} "
+                            "(or it is private)") from None
+    except GatedRepoError:
+        raise BadInputError(f"hf:{repo_id} is gated: accept its licence on the Hub and "
+                            "log in (huggingface-cli login)") from None
+    except Exception as e:  # connection refused, DNS, timeout, 5xx: the Hub is unreachable
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None, f"the Hugging Face Hub at {hub['endpoint']} is unreachable ({first[:120]})"
+
+
+def fetch_saelens(name: str) -> Path:
+    """`RELEASE/SAE_ID` through sae-lens's table of pretrained SAEs, saved once in our format
+    (with the table's config overrides and any norm scaling factor folded in by sae-lens)."""
+    try:
+        from sae_lens import SAE
+    except ImportError:
+        raise BadInputError(f"saelens:{name} needs sae-lens: pip install 'autointerp[saelens]'"
+                            " (or use hf:ORG/REPO/PATH with the release's repository)") from None
+    release, _, sae_id = name.partition("/")
+    if not release or not sae_id:
+        raise BadInputError(f"saelens:{name}: write saelens:RELEASE/SAE_ID")
+    out = CACHE_DIR / "saelens" / release / re.sub(r"[^\w.-]", "_", sae_id)
+    if (out / "config.json").exists():
+        return out
+    try:
+        sae, cfg, _ = SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, device="cpu")
+    except ValueError as e:  # sae-lens's error for an unknown release or id
+        raise BadInputError(f"saelens:{name}: {str(e).splitlines()[0]}") from None
+    _saelens_to_ours(sae, cfg, f"saelens:{name}", out)
+    return out
+
+
+SAELENS_METADATA = ("model_name", "hook_name", "hook_head_index", "model_class_name",
+                    "model_from_pretrained_kwargs", "sae_lens_training_version")
+
+
+def _saelens_to_ours(sae, cfg: dict, source: str, out: Path) -> None:
+    import shutil
+
+    from autointerp.dictionaries.saelens import tensors_to_dictionary
+
+    full = sae.cfg.to_dict()
+    # The release's config overrides (e.g. center_writing_weights for gpt2-small-res-jb)
+    # sit at the top level of `cfg`; put them where our reader looks, winning over the file.
+    md = dict(full.get("metadata") or {})
+    md.update({k: cfg[k] for k in SAELENS_METADATA if cfg.get(k) is not None})
+    full["metadata"] = md
+    tmp = out / ".saelens"
+    d = tensors_to_dictionary(full, sae.state_dict(), source, tmp)
+    d.save(out)
+    shutil.rmtree(tmp, ignore_errors=True)
