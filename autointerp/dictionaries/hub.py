@@ -70,22 +70,33 @@ def fetch_hf(name: str) -> Path:
 
 
 def _current_commit(repo_id: str, hub: dict) -> tuple[str | None, str]:
-    """(commit sha, '') from the Hub, or (None, why) when it cannot be asked."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    """(commit sha, '') from the Hub, or (None, why) when it cannot be asked. One request
+    with a short timeout and no retries: huggingface_hub's own client retries for longer."""
+    import httpx
+    from huggingface_hub import get_token
 
+    token = get_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{hub['endpoint']}/api/models/{repo_id}/revision/main"
     try:
-        info = HfApi(endpoint=hub["endpoint"]).repo_info(repo_id, timeout=HUB_TIMEOUT_S)
-        return info.sha, ""
-    except RepositoryNotFoundError:
-        raise BadInputError(f"hf:{repo_id}: no such repository on {hub['endpoint']} "
-                            "(or it is private)") from None
-    except GatedRepoError:
-        raise BadInputError(f"hf:{repo_id} is gated: accept its licence on the Hub and "
-                            "log in (huggingface-cli login)") from None
-    except Exception as e:  # connection refused, DNS, timeout, 5xx: the Hub is unreachable
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return None, f"the Hugging Face Hub at {hub['endpoint']} is unreachable ({first[:120]})"
+        r = httpx.get(url, headers=headers, timeout=HUB_TIMEOUT_S, follow_redirects=True)
+    except httpx.HTTPError as e:  # refused, DNS, timeout: the Hub is unreachable
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None, f"the Hugging Face Hub at {hub['endpoint']} is unreachable ({why[:120]})"
+    if r.status_code in (401, 403, 404):
+        raise BadInputError(f"hf:{repo_id}: no such repository on {hub['endpoint']}, or it is "
+                            f"private or gated (HTTP {r.status_code}; log in with `hf auth login`)")
+    if r.status_code >= 500 or "sha" not in _json(r):
+        return None, f"the Hugging Face Hub at {hub['endpoint']} answered HTTP {r.status_code}"
+    return _json(r)["sha"], ""
+
+
+def _json(response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def fetch_saelens(name: str) -> Path:
