@@ -155,3 +155,12 @@ def test_encode_only_reports_reconstruction_as_na(tmp_path):
                        torch.randn(128, 16, generator=g), np.zeros(128, np.int32))
     m = evaluate(d, ActivationStore(store))
     assert m.fvu is None and m.mse is None and m.l0 > 0
+
+
+def test_score_expands_a_checkpoint_root():
+    """`score --dict ROOT` scores every hookpoint: cli/score.py expands its --dict list."""
+    from autointerp.dictionaries.sources import expand_specs
+
+    root, single = PEERS / "sparsify_root", PEERS / "saelens_topk"
+    assert expand_specs([root, single]) == [f"{root}/layers.1", f"{root}/layers.2.mlp",
+                                            str(single)]

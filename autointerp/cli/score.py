@@ -20,7 +20,7 @@ from autointerp.progress import RichProgress
 BACKENDS = ("inprocess", "openai", "lexical")
 DEFAULT_INPROCESS_MODEL = "smollm2-135m"
 
-DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary folder to score (repeatable).")]
+DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO[/PATH] or saelens:RELEASE/SAE_ID.")]
 ActsOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store with the eval fragments; default: the store named in each dictionary's metadata.")]
 HarvestModelOpt = Annotated[str | None, typer.Option("--model", help="Harvest activations of this model first (no --acts): HF name or path.")]
 LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model).")]
@@ -155,8 +155,10 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     if acts is None and model is not None:
         acts = _harvest(model, layer, corpus, tokens, seed, device)
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
+    from autointerp.dictionaries.sources import expand_specs
+
     cfgs = [ScoreConfig(d, acts, frag_cfg, explanations_per_feature, concurrency, selftest)
-            for d in dict_]
+            for d in expand_specs(dict_)]
     summaries = asyncio.run(_score_all(cfgs, expl, sim, database, list(cache.values())))
     console = Console()
     console.print(summary_table(summaries))

@@ -103,6 +103,11 @@ def dictionary_specs(spec: str | Path) -> list[str]:
     return [f"{str(spec).rstrip('/')}/{p.name}" for p in folders] or [str(spec)]
 
 
+def expand_specs(specs) -> list[str]:
+    """Every dictionary that a list of specs names, checkpoint roots expanded (for `score`)."""
+    return [one for spec in specs for one in dictionary_specs(spec)]
+
+
 def load_dictionaries(spec: str | Path) -> dict[str, Dictionary]:
     """Every dictionary `spec` names, by folder: a checkpoint root gives one per hookpoint."""
     return {s: load_dictionary(s) for s in dictionary_specs(spec)}
