@@ -57,9 +57,9 @@ def test_encode_matches_the_library(folder):
             load_dictionary(PEERS / folder)
         assert "\n" not in str(e.value)
         return
-    if folder == "sparsify_groupmax":
-        with pytest.raises(BadInputError, match="hook 'sparsify_groupmax' has no equivalent"):
-            load_dictionary(PEERS / folder)
+    if folder == "sparsify_groupmax":  # renamed: no module path, so no declared hook
+        d = load_dictionary(PEERS / folder)
+        assert (d.meta["hook"], d.meta["layer"], d.meta["hook_source_name"]) == (None,) * 3
         return
     d = load_dictionary(PEERS / folder)
     f = d.encode(io["x"])
@@ -102,6 +102,9 @@ def test_groupmax_matches_sparsify(tmp_path):
     torch.testing.assert_close(d.encode(io["x"]), io["feature_acts"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(d.reconstruct(io["x"]), io["recon"], rtol=1e-5, atol=1e-5)
     assert (d.meta["hook"], d.activation, d.k) == ("resid.3", "groupmax", 4)
+    shutil.copytree(PEERS / "sparsify_groupmax", tmp_path / "layers.3.self_attn.q_proj")
+    with pytest.raises(BadInputError, match="hook 'layers.3.self_attn.q_proj' has no equivalent"):
+        load_dictionary(tmp_path / "layers.3.self_attn.q_proj")
 
 
 @pytest.mark.parametrize("folder,message", [
@@ -164,3 +167,23 @@ def test_score_expands_a_checkpoint_root():
     root, single = PEERS / "sparsify_root", PEERS / "saelens_topk"
     assert expand_specs([root, single]) == [f"{root}/layers.1", f"{root}/layers.2.mlp",
                                             str(single)]
+
+
+def test_jumprelu_log_threshold_checkpoints(tmp_path):
+    """Older sae-lens JumpReLU files store log(threshold); sae-lens exponentiates it on load."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "old_jumprelu"
+    shutil.copytree(PEERS / "saelens_jumprelu", folder)
+    t = load_file(str(folder / "sae_weights.safetensors"))
+    t["log_threshold"] = t.pop("threshold").log()
+    save_file(t, str(folder / "sae_weights.safetensors"))
+    io = load_file(str(folder / "io.safetensors"))
+    torch.testing.assert_close(load_dictionary(folder).encode(io["x"]), io["feature_acts"],
+                               rtol=1e-5, atol=1e-5)
+    del t["log_threshold"]
+    save_file(t, str(folder / "sae_weights.safetensors"))
+    with pytest.raises(BadInputError, match="lack tensor"):
+        load_dictionary(folder)

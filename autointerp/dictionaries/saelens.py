@@ -49,7 +49,11 @@ def from_saelens(cfg: dict, weights_path: Path, source: str | None = None) -> Di
     gated = arch == "gated"
     jump = arch == "jumprelu" or arch.startswith("jumprelu_")
     required = ("W_enc", "W_dec", "b_dec") + (("b_gate", "b_mag", "r_mag") if gated else ("b_enc",))
-    t = read_weights(weights_path, required + (("threshold",) if jump else ()))
+    t = read_weights(weights_path, required)
+    if jump and "threshold" not in t:
+        if "log_threshold" not in t:  # older sae-lens JumpReLU checkpoints store its log
+            raise BadInputError(f"dictionary weights {weights_path} lack tensor(s) threshold")
+        t["threshold"] = t["log_threshold"].float().exp()
     W_enc, W_dec = t["W_enc"].float().T, t["W_dec"].float()  # (d_sae, d_in), (d_sae, d_out)
     b_enc = (t["b_gate"] if gated else t["b_enc"]).float()
     if "scaling_factor" in t:  # sae-lens < 4 fine-tuning scale on the features, before W_dec

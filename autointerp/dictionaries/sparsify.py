@@ -19,6 +19,7 @@ from autointerp.errors import BadInputError
 from autointerp.harvest.hook_names import split_hook, translate_hook
 
 ACTIVATIONS = ("topk", "groupmax")
+_MODULE = re.compile(r"(?:^|\.)(?:layers|h|embed_tokens|embed_in|wte)(?:\.|$)")
 _BLOCK = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)$")
 
 
@@ -37,12 +38,15 @@ def from_sparsify(cfg: dict, weights_path: Path, source: str | None = None) -> D
     transcode = bool(cfg.get("transcode"))
     skip = bool(cfg.get("skip_connection")) or "W_skip" in t
     hookpoint = weights_path.parent.name
-    hook = _input_hook(hookpoint, transcode, weights_path)
+    # sparsify names each folder after its hookpoint; a folder renamed to something that is
+    # no module path declares no hook (score then asks for one) rather than a wrong one.
+    module_path = _MODULE.search(hookpoint) is not None
+    hook = _input_hook(hookpoint, transcode, weights_path) if module_path else None
     arch = "transcoder" if transcode else "topk"
     meta = {"method": "sparsify", "architecture": arch + ("+skip" if skip else "")
             + ("+groupmax" if activation == "groupmax" else ""),
-            "model": cfg.get("model") or _root_model(weights_path.parent.parent), "hook": hook, "layer": split_hook(hook)[1],
-            "hook_source_name": hookpoint,
+            "model": cfg.get("model") or _root_model(weights_path.parent.parent), "hook": hook, "layer": split_hook(hook)[1] if hook else None,
+            "hook_source_name": hookpoint if module_path else None,
             "source": source or f"sparsify folder {weights_path.parent}",
             "input_transform": None, "store": None, "store_model_hash": None,
             "hyperparameters": cfg}
