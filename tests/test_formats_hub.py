@@ -188,3 +188,24 @@ def test_unknown_architecture_is_one_line(tmp_path):
     with pytest.raises(BadInputError, match="sae-lens architecture 'abstopk' is not supported") as e:
         load_dictionary(folder)
     assert "\n" not in str(e.value)
+
+
+def test_score_runs_on_a_hub_dictionary(offline_cache, tmp_path):
+    """The whole scoring flow on an `hf:` name from the offline cache (a sae-lens folder),
+    scored by the lexical explainer and simulator; the hook comes from its cfg.json."""
+    from autointerp.db import open_db
+    from autointerp.scoring.fragments import FragmentConfig
+    from autointerp.scoring.pipeline import ScoreConfig, score_dictionary
+    from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
+    from tests.helpers import make_planted
+
+    store, _, _ = make_planted(tmp_path / "planted")
+    hub_cache(offline_cache, "someone/gpt2-saes", {
+        f"blocks.2.hook_resid_pre/{f.name}": f for f in (PEERS / "saelens_standard").iterdir()})
+    db = open_db(tmp_path / "r.db")
+    spec = "hf:someone/gpt2-saes/blocks.2.hook_resid_pre"
+    s = score_dictionary(ScoreConfig(spec, store, FragmentConfig(n_features=3), selftest=False),
+                         LexicalExplainer(), LexicalSimulator(), db)
+    assert s.n_scored == 3 and s.n_failed == 0
+    row = db["dictionaries"].get(dictionary_id(spec))
+    assert (row["method"], row["hook"], row["path"]) == ("saelens", "resid.2", spec)
