@@ -187,3 +187,20 @@ def test_jumprelu_log_threshold_checkpoints(tmp_path):
     save_file(t, str(folder / "sae_weights.safetensors"))
     with pytest.raises(BadInputError, match="lack tensor"):
         load_dictionary(folder)
+
+
+@pytest.mark.parametrize("md,want", [
+    ({"model_from_pretrained_kwargs": {"center_writing_weights": True},
+      "sae_lens_training_version": "6.5.0"}, "center"),
+    ({"model_from_pretrained_kwargs": {"center_writing_weights": False}}, None),
+    ({"model_from_pretrained_kwargs": {"fold_ln": False}}, None),  # no_processing(**kwargs)
+    ({}, "center"),  # silent and no version: trained by from_pretrained, which centres
+    ({"sae_lens_training_version": None, "sae_lens_version": "6.54.12"}, "center"),
+    ({"sae_lens_training_version": "4.1.0"}, None),  # silent after sae-lens PR #279
+    ({"model_class_name": "AutoModelForCausalLM"}, None),
+    ({"model_name": "gemma-2-2b"}, None),  # RMSNorm: TransformerLens does not centre
+])
+def test_transformerlens_centring_is_read_from_the_config(md, want):
+    from autointerp.dictionaries.saelens import input_transform
+
+    assert input_transform({"model_name": "gpt2-small", **md}) == want

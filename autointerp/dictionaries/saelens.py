@@ -117,17 +117,20 @@ def input_transform(md: dict) -> str | None:
 
     sae-lens records the model's loading kwargs in `model_from_pretrained_kwargs` since its
     PR #279 (Sep 2024), which also switched training to `from_pretrained_no_processing`
-    (no centring unless asked). A config silent about it was made before that, by
-    `HookedTransformer.from_pretrained`, whose default centres writing weights; a config of
-    sae-lens >= 4 that is silent was loaded without processing."""
+    (no centring unless the kwargs ask for it). A config without them was made before that,
+    by `HookedTransformer.from_pretrained`, whose default centres writing weights, unless
+    its sae-lens version (>= 4) says it is newer."""
     if (md.get("model_class_name") or "HookedTransformer") != "HookedTransformer":
         return None
     if any(f in str(md.get("model_name") or "").lower() for f in RMSNORM_FAMILIES):
         return None
     kwargs = md.get("model_from_pretrained_kwargs")
-    if isinstance(kwargs, dict) and "center_writing_weights" in kwargs:
-        return "center" if kwargs["center_writing_weights"] else None
-    version = md.get("sae_lens_training_version") or md.get("sae_lens_version")
+    if isinstance(kwargs, dict):  # recorded: passed to from_pretrained_no_processing
+        return "center" if kwargs.get("center_writing_weights") else None
+    # sae-lens fills a missing sae_lens_version with its own when it loads a config, but
+    # keeps a pre-6.0 config's training version as None: trust the training version first.
+    key = "sae_lens_training_version" if "sae_lens_training_version" in md else "sae_lens_version"
+    version = md.get(key)
     try:
         recent = version is not None and Version(str(version)) >= Version("4")
     except InvalidVersion:
