@@ -129,7 +129,7 @@ def test_sparsify_root_loads_every_hookpoint():
 def test_sparsify_root_without_hookpoint_folders_is_one_line(tmp_path):
     (tmp_path / "empty_run" / "notes").mkdir(parents=True)
     (tmp_path / "empty_run" / "config.json").write_text('{"model": "gpt2"}')
-    with pytest.raises(BadInputError) as e:
+    with pytest.raises(BadInputError, match="no dictionary in .*, and no hookpoint folders") as e:
         load_dictionaries(tmp_path / "empty_run")
     assert "\n" not in str(e.value) and str(tmp_path / "empty_run") in str(e.value)
 

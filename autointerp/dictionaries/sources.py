@@ -72,11 +72,23 @@ def find_layout(path: str | Path) -> tuple[Path | None, Path, str]:
         if config is None:
             if (path / weights).exists():
                 return None, path / weights, kind
-        elif (path / config).exists() and (kind == "autointerp" or (path / weights).exists()):
-            return path / config, path / weights, kind
+        elif (path / weights).exists() or (kind == "autointerp" and _is_ours(path / config)):
+            if (path / config).exists():
+                return path / config, path / weights, kind
+    if any(p.is_dir() for p in path.iterdir()):
+        raise BadInputError(f"no dictionary in {path}, and no hookpoint folders (sub-folders "
+                            "with cfg.json + sae.safetensors, as a sparsify checkpoint root has)")
     raise BadInputError(f"no dictionary in {path}: expected config.json + {WEIGHTS_NAME}, "
                         "cfg.json + sae_weights.safetensors (sae-lens) or sae.safetensors "
                         "(sparsify), or params.npz (Gemma Scope)")
+
+
+def _is_ours(config: Path) -> bool:
+    """Whether config.json is our dictionary's (sparsify writes its run's config.json too)."""
+    try:
+        return json.loads(config.read_text()).get("format") == "autointerp-dictionary"
+    except (OSError, ValueError, AttributeError):
+        return config.exists()  # unreadable: let our reader name the problem
 
 
 def hookpoint_folders(root: Path) -> list[Path]:
