@@ -56,7 +56,7 @@ def fetch_hf(name: str) -> Path:
     try:
         root = snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
                                  cache_dir=hub["cache_dir"], endpoint=hub["endpoint"],
-                                 local_files_only=revision is None, etag_timeout=HUB_TIMEOUT_S)
+                                 local_files_only=revision is None)
     except LocalEntryNotFoundError:
         raise BadInputError(f"hf:{name}: {reason}, and {repo_id} is not in the Hugging Face "
                             f"cache ({hub['cache_dir'] or 'default'})") from None
