@@ -4,11 +4,14 @@ an unreachable Hub in about a second; `saelens:` without sae-lens; Gemma Scope p
 against the published JumpReLU formula."""
 
 import hashlib
+import json
 import os
 import shutil
 import socket
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +130,73 @@ def test_cli_inspect_reads_hf_names(offline_cache):
                    env=cli_env(HF_HUB_CACHE=str(offline_cache)))
     assert done.returncode == 0, done.stderr
     assert "resid_mid.2" in done.stdout and "saelens" in done.stdout
+
+
+def fake_hub(repo_id: str, files: dict[str, bytes]):
+    """A local HTTP server answering the Hub API calls huggingface_hub makes for one
+    repository at commit SHA (revision, tree listing, HEAD and GET of resolve URLs).
+    Returns the server and the list of files it has served."""
+    served = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, code: int, body: bytes, headers: dict, head: bool):
+            self.send_response(code)
+            for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+
+        def route(self, head: bool):
+            path, as_json = self.path.split("?")[0], {"Content-Type": "application/json"}
+            resolve = f"/{repo_id}/resolve/{SHA}/"
+            if path in (f"/api/models/{repo_id}", f"/api/models/{repo_id}/revision/main"):
+                return self.reply(200, json.dumps({"id": repo_id, "sha": SHA}).encode(), as_json, head)
+            if path.startswith(f"/api/models/{repo_id}/tree/{SHA}"):
+                tree = [{"type": "file", "path": name, "size": len(body),
+                         "oid": hashlib.sha1(body).hexdigest()} for name, body in files.items()]
+                return self.reply(200, json.dumps(tree).encode(), as_json, head)
+            if path.startswith(resolve) and path[len(resolve):] in files:
+                body = files[path[len(resolve):]]
+                if not head:
+                    served.append(path[len(resolve):])
+                return self.reply(200, body, {"X-Repo-Commit": SHA,
+                                              "ETag": f'"{hashlib.sha1(body).hexdigest()}"'}, head)
+            return self.reply(404, b"{}", {"X-Error-Code": "EntryNotFound"}, head)
+
+        def do_GET(self):
+            self.route(head=False)
+
+        def do_HEAD(self):
+            self.route(head=True)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, served
+
+
+def test_hf_names_download_only_their_path_then_work_offline(tmp_path, monkeypatch):
+    root = PEERS / "sparsify_root"
+    files = {f"{sub.name}/{f.name}": f.read_bytes() for sub in root.iterdir() for f in sub.iterdir()}
+    server, served = fake_hub("EleutherAI/sae-tiny", files)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # huggingface_hub fixes its offline flag at import; an earlier test may have set it.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    try:
+        d = load_dictionary("hf:EleutherAI/sae-tiny/layers.2.mlp")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (d.meta["hook"], d.k) == ("mlp.2", 6)
+    assert served and all(name.startswith("layers.2.mlp/") for name in served)
+    assert (tmp_path / "hf" / "models--EleutherAI--sae-tiny" / "snapshots" / SHA).is_dir()
+    # The server is gone: the same name now loads from the cache, after the short probe.
+    assert load_dictionary("hf:EleutherAI/sae-tiny/layers.2.mlp").k == 6
 
 
 def test_offline_and_not_cached_is_one_line(offline_cache):

@@ -4,8 +4,8 @@ Files go through huggingface_hub into its own cache, so a second run, HF_HUB_OFF
 dropped connection reuse what is there. The Hub is asked once, with a short timeout, for the
 repository's current commit; when it does not answer, the cached copy is used, or one line
 says the Hub is unreachable, in about HUB_TIMEOUT_S rather than after huggingface_hub's
-retries. The environment (HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE / HF_HOME) is read at
-call time, not when huggingface_hub was imported.
+retries. HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE / HF_HOME are read at call time and
+passed to huggingface_hub (which otherwise fixes them when it is imported).
 """
 
 from __future__ import annotations
@@ -50,15 +50,14 @@ def fetch_hf(name: str) -> Path:
     repo_id, path = split_hf_name(name)
     hub = _hub_settings()
     patterns = [f"{path}/*", path] if path else None
-    revision, reason = None, "HF_HUB_OFFLINE is set"
-    if not hub["offline"]:
-        revision, reason = _current_commit(repo_id, hub)
+    reason = "HF_HUB_OFFLINE is set" if hub["offline"] else _unreachable(repo_id, hub)
     try:
-        root = snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
-                                 cache_dir=hub["cache_dir"], endpoint=hub["endpoint"],
-                                 local_files_only=revision is None)
-    except LocalEntryNotFoundError:
-        raise BadInputError(f"hf:{name}: {reason}, and {repo_id} is not in the Hugging Face "
+        # "main" (the default revision), so that the cache records refs/main for offline use.
+        root = snapshot_download(repo_id, allow_patterns=patterns, cache_dir=hub["cache_dir"],
+                                 endpoint=hub["endpoint"], local_files_only=reason is not None)
+    except LocalEntryNotFoundError as e:
+        why = reason or (str(e).splitlines()[0] if str(e) else "the download failed")
+        raise BadInputError(f"hf:{name}: {why}, and {repo_id} is not in the Hugging Face "
                             f"cache ({hub['cache_dir'] or 'default'})") from None
     except Exception as e:  # huggingface_hub raises many HTTP error types
         raise BadInputError(f"hf:{name}: download failed: "
@@ -69,9 +68,9 @@ def fetch_hf(name: str) -> Path:
     return local
 
 
-def _current_commit(repo_id: str, hub: dict) -> tuple[str | None, str]:
-    """(commit sha, '') from the Hub, or (None, why) when it cannot be asked. One request
-    with a short timeout and no retries: huggingface_hub's own client retries for longer."""
+def _unreachable(repo_id: str, hub: dict) -> str | None:
+    """Why the Hub cannot be asked about `repo_id`, or None when it answers. One request with
+    a short timeout and no retries: huggingface_hub's own client retries for longer."""
     import httpx
     from huggingface_hub import get_token
 
@@ -82,13 +81,13 @@ def _current_commit(repo_id: str, hub: dict) -> tuple[str | None, str]:
         r = httpx.get(url, headers=headers, timeout=HUB_TIMEOUT_S, follow_redirects=True)
     except httpx.HTTPError as e:  # refused, DNS, timeout: the Hub is unreachable
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return None, f"the Hugging Face Hub at {hub['endpoint']} is unreachable ({why[:120]})"
+        return f"the Hugging Face Hub at {hub['endpoint']} is unreachable ({why[:120]})"
     if r.status_code in (401, 403, 404):
         raise BadInputError(f"hf:{repo_id}: no such repository on {hub['endpoint']}, or it is "
                             f"private or gated (HTTP {r.status_code}; log in with `hf auth login`)")
     if r.status_code >= 500 or "sha" not in _json(r):
-        return None, f"the Hugging Face Hub at {hub['endpoint']} answered HTTP {r.status_code}"
-    return _json(r)["sha"], ""
+        return f"the Hugging Face Hub at {hub['endpoint']} answered HTTP {r.status_code}"
+    return None
 
 
 def _json(response) -> dict:
