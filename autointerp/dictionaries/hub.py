@@ -1,10 +1,10 @@
 """Dictionaries named on the Hugging Face Hub: `hf:ORG/REPO[/PATH]` and `saelens:RELEASE/ID`.
 
 Files go through huggingface_hub into its own cache, so a second run, HF_HUB_OFFLINE=1 or a
-dropped connection reuse what is there. The Hub is asked once, with a short timeout, for the
-repository's current commit; when it does not answer, the cached copy is used, or one line
-says the Hub is unreachable, in about HUB_TIMEOUT_S rather than after huggingface_hub's
-retries. HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE / HF_HOME are read at call time and
+dropped connection reuse what is there. Before huggingface_hub is let loose, one request with
+a short timeout and no retries checks that the Hub answers for the repository; when it does
+not, the cached copy is used, or one line says the Hub is unreachable, in about HUB_TIMEOUT_S
+rather than after huggingface_hub's retries. HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE / HF_HOME are read at call time and
 passed to huggingface_hub (which otherwise fixes them when it is imported).
 """
 
