@@ -32,6 +32,7 @@ EXPECTED = {
     "saelens_transcoder": ("resid_mid.1", "transcoder", None, True),
     "saelens_skip_transcoder": ("resid_mid.1", "skip_transcoder", None, True),
     "saelens_jumprelu_transcoder": ("resid_mid.1", "jumprelu_transcoder", None, True),
+    "saelens_jumprelu_skip_transcoder": ("resid_mid.1", "jumprelu_skip_transcoder", None, True),
     "saelens_batchtopk": ("resid.2", "jumprelu", None, False),
     "saelens_matryoshka": ("resid.2", "jumprelu", None, False),
     "sparsify_root/layers.1": ("resid.1", "topk", None, False),
