@@ -222,6 +222,9 @@ def test_unreachable_hub_fails_in_about_a_second(tmp_path, monkeypatch, listenin
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    import httpx  # noqa: F401 - imported before the clock starts: time the probe, not imports
+    import huggingface_hub  # noqa: F401
+
     start = time.monotonic()
     try:
         with pytest.raises(BadInputError, match=f"Hub at http://127.0.0.1:{port} is unreachable") as e:
