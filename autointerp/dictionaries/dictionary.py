@@ -102,8 +102,7 @@ class Dictionary:
         if self.activation == "gated":
             x_in = self._sae_in(x)
             gate = torch.addmm(self.b_enc, x_in, self.W_enc.T) > 0
-            W_mag = self.W_enc * self.r_mag.exp()[:, None]
-            return gate * torch.addmm(self.b_mag, x_in, W_mag.T).relu()
+            return gate * torch.addmm(self.b_mag, x_in, self._magnitude_weights().T).relu()
         pre = self.pre_acts(x)
         if self.activation == "topk":
             vals, idx = pre.topk(self.k, dim=-1, sorted=False)
@@ -116,6 +115,13 @@ class Dictionary:
         if self.activation == "jumprelu":
             return pre * (pre > self.threshold.clamp(min=0))
         return pre.relu()
+
+    def _magnitude_weights(self) -> torch.Tensor:
+        """W_enc * exp(r_mag), made once per device: scoring encodes many batches."""
+        cached = getattr(self, "_W_mag", None)
+        if cached is None or cached.device != self.device:
+            self._W_mag = self.W_enc * self.r_mag.exp()[:, None]  # (n_features, d_model)
+        return self._W_mag
 
     @torch.no_grad()
     def decode(self, f: torch.Tensor) -> torch.Tensor:
