@@ -282,3 +282,17 @@ def test_score_runs_on_a_hub_dictionary(offline_cache, tmp_path):
     assert s.n_scored == 3 and s.n_failed == 0
     row = db["dictionaries"].get(dictionary_id(spec))
     assert (row["method"], row["hook"], row["path"]) == ("saelens", "resid.2", spec)
+
+
+def test_a_converted_saelens_name_loads_without_sae_lens(tmp_path, monkeypatch):
+    """`saelens:` names are converted once into our format; later loads need neither
+    sae-lens nor the Hub."""
+    monkeypatch.setenv("AUTOINTERP_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "sae_lens", None)
+    d = load_dictionary(PEERS / "saelens_topk_rescale")
+    d.save(tmp_path / "saelens" / "some-release" / "blocks.3.hook_resid_post")
+    back = load_dictionary("saelens:some-release/blocks.3.hook_resid_post")
+    assert back.meta["source"] == "saelens:some-release/blocks.3.hook_resid_post"
+    assert torch.equal(back.W_enc, d.W_enc) and back.k == 5
+    with pytest.raises(BadInputError, match="needs sae-lens"):
+        load_dictionary("saelens:some-release/blocks.4.hook_resid_post")

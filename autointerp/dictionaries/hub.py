@@ -18,7 +18,6 @@ from autointerp.errors import BadInputError
 
 HUB_TIMEOUT_S = 1.0
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-CACHE_DIR = Path(os.environ.get("AUTOINTERP_CACHE", Path.home() / ".cache" / "autointerp"))
 
 
 def _env_true(name: str) -> bool:
@@ -100,22 +99,34 @@ def _json(response) -> dict:
 
 def fetch_saelens(name: str) -> Path:
     """`RELEASE/SAE_ID` through sae-lens's table of pretrained SAEs, saved once in our format
-    (with the table's config overrides and any norm scaling factor folded in by sae-lens)."""
-    try:
-        from sae_lens import SAE
-    except ImportError:
-        raise BadInputError(f"saelens:{name} needs sae-lens: pip install 'autointerp[saelens]'"
-                            " (or use hf:ORG/REPO/PATH with the release's repository)") from None
+    (with the table's config overrides and any norm scaling factor folded in by sae-lens).
+    Once converted it loads from our cache, with or without sae-lens and the Hub."""
     release, _, sae_id = name.partition("/")
     if not release or not sae_id:
         raise BadInputError(f"saelens:{name}: write saelens:RELEASE/SAE_ID")
-    out = CACHE_DIR / "saelens" / release / re.sub(r"[^\w.-]", "_", sae_id)
+    from autointerp.harvest.models import cache_dir
+
+    out = cache_dir() / "saelens" / release / re.sub(r"[^\w.-]", "_", sae_id)
     if (out / "config.json").exists():
         return out
     try:
+        from sae_lens import SAE
+        from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
+    except ImportError:
+        raise BadInputError(f"saelens:{name} needs sae-lens: pip install 'autointerp[saelens]'"
+                            " (or use hf:ORG/REPO/PATH with the release's repository)") from None
+    try:
+        repo_id, _ = get_repo_id_and_folder_name(release, sae_id)
+        hub = _hub_settings()
+        why = None if hub["offline"] else _unreachable(repo_id, hub)
+        if why:
+            raise BadInputError(f"saelens:{name}: {why}; with HF_HUB_OFFLINE=1 sae-lens reads "
+                                "what the Hugging Face cache holds")
         sae, cfg, _ = SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, device="cpu")
-    except ValueError as e:  # sae-lens's error for an unknown release or id
-        raise BadInputError(f"saelens:{name}: {str(e).splitlines()[0]}") from None
+    except BadInputError:
+        raise
+    except Exception as e:  # sae-lens's ValueError for unknown ids, huggingface_hub's errors
+        raise BadInputError(f"saelens:{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     _saelens_to_ours(sae, cfg, f"saelens:{name}", out)
     return out
 
