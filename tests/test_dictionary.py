@@ -125,7 +125,9 @@ def test_sparsify_folder_encodes_like_its_weights(tmp_path):
     torch.testing.assert_close(d.encode(x), want, rtol=1e-5, atol=1e-5)
     recon = (top.values.unsqueeze(-1) * w["W_dec"][top.indices]).sum(1) + w["b_dec"]
     torch.testing.assert_close(d.decode(d.encode(x)), recon, rtol=1e-4, atol=1e-4)
-    assert (d.meta["method"], d.meta["hook"], d.k) == ("sparsify", "layers.6", 6)
+    # the hookpoint folder name, translated into ours (the block's output)
+    assert (d.meta["method"], d.meta["hook"], d.k) == ("sparsify", "resid.6", 6)
+    assert d.meta["hook_source_name"] == "layers.6"
 
 
 def saved(tmp_path) -> Dictionary:

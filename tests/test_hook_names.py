@@ -9,7 +9,7 @@ from autointerp.harvest.hook_names import split_hook, translate_hook
     ("attn.0", "attn.0"), ("resid_mid.4", "resid_mid.4"), ("embed", "embed"),
     ("blocks.8.hook_resid_pre", "resid.7"), ("blocks.0.hook_resid_pre", "embed"),
     ("blocks.8.hook_resid_post", "resid.8"), ("blocks.5.hook_resid_mid", "resid_mid.5"),
-    ("blocks.5.hook_mlp_out", "mlp.5"), ("blocks.5.hook_attn_out", "attn.5"),
+    ("blocks.5.hook_mlp_out", "mlp.5"), ("blocks.5.hook_mlp_in", "resid_mid.5"), ("blocks.5.hook_attn_out", "attn.5"),
     ("layers.6", "resid.6"), ("layers.6.mlp", "mlp.6"), ("layers.6.self_attn", "attn.6"),
     ("layers.6.attention", "attn.6"), ("gpt_neox.layers.2", "resid.2"),
     ("model.layers.2.mlp", "mlp.2"), ("transformer.h.11", "resid.11"),

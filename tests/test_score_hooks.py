@@ -59,7 +59,8 @@ def saelens_folder(path: Path, hook_name: str, model_name: str) -> Path:
     (path / "cfg.json").write_text(json.dumps({
         "architecture": "standard", "d_in": D_MODEL, "d_sae": N_FEATURES,
         "apply_b_dec_to_input": True, "normalize_activations": "none",
-        "metadata": {"model_name": model_name, "hook_name": hook_name}}))
+        "metadata": {"model_name": model_name, "hook_name": hook_name,
+                     "model_from_pretrained_kwargs": {}}}))
     return path
 
 
@@ -111,7 +112,11 @@ def test_input_transform_must_match(setup, tmp_path):
 
 
 def test_untranslatable_dictionary_hook_is_refused(setup, tmp_path):
-    d = load_dictionary(saelens_folder(tmp_path / "z", "blocks.1.attn.hook_z", "gpt2"))
+    # The readers translate at load, so such a dictionary never reaches a store check.
+    with pytest.raises(BadInputError, match="hook 'blocks.1.attn.hook_z' has no equivalent"):
+        load_dictionary(saelens_folder(tmp_path / "z", "blocks.1.attn.hook_z", "gpt2"))
+    # A dictionary of ours written with a foreign name is translated (and refused) at the check.
+    d = load_dictionary(our_folder(tmp_path / "ours-z", {"hook": "blocks.1.attn.hook_z"}))
     store = ActivationStore(setup["stores"]["resid.1"])
     with pytest.raises(BadInputError, match="hook 'blocks.1.attn.hook_z' has no equivalent"):
         check_compatible(d, store)

@@ -20,7 +20,7 @@ from autointerp.progress import RichProgress
 BACKENDS = ("inprocess", "openai", "lexical")
 DEFAULT_INPROCESS_MODEL = "smollm2-135m"
 
-DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary folder to score (repeatable).")]
+DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO[/PATH] or saelens:RELEASE/SAE_ID.")]
 ActsOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store with the eval fragments; default: the store named in each dictionary's metadata.")]
 HarvestModelOpt = Annotated[str | None, typer.Option("--model", help="Harvest activations of this model first (no --acts): HF name or path.")]
 LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model); default: each dictionary's own hook point.")]
@@ -150,6 +150,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     for role, backend in (("explainer", explainer), ("simulator", simulator)):
         if backend not in BACKENDS:  # before any model is loaded
             raise BadInputError(f"unknown {role} backend {backend!r}; choose {', '.join(BACKENDS)}")
+    from autointerp.dictionaries.sources import expand_specs
+
+    dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint
     stores = {d: acts for d in dict_}
     if acts is None and model is not None:
         from autointerp.scoring.stores import HarvestSpec, harvest_for

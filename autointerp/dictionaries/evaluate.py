@@ -27,10 +27,11 @@ interpretable concept, and the usual dense-latent cut in the SAE literature."""
 class DictMetrics:
     n_tokens: int
     """Eval tokens the metrics were measured on."""
-    fvu: float
-    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean||^2."""
-    mse: float
-    """Mean squared error per dimension, in the activations' units."""
+    fvu: float | None
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean||^2; None (n/a)
+    for encode-only dictionaries (transcoders), which do not reconstruct their input."""
+    mse: float | None
+    """Mean squared error per dimension, in the activations' units; None when fvu is."""
     l0: float
     """Mean number of non-zero features per token."""
     dead_fraction: float
@@ -69,7 +70,8 @@ def evaluate(dictionary: Dictionary, store, max_tokens: int = 65_536, batch: int
         for x in acts.split(batch):
             f = dictionary.encode(x)
             x = x.to(f.device)
-            sse += float((dictionary.decode(f) - x).double().pow(2).sum())
+            if not dictionary.encode_only:
+                sse += float((dictionary.reconstruct(x) - x).double().pow(2).sum())
             sum_x += x.double().sum(0).cpu()
             sum_x2 += float(x.double().pow(2).sum())
             on = f > 0
@@ -81,9 +83,10 @@ def evaluate(dictionary: Dictionary, store, max_tokens: int = 65_536, batch: int
     if n == 0:
         raise BadInputError(f"activation store {store.path} has no eval fragments to evaluate on")
     total_var = sum_x2 - float(sum_x.pow(2).sum()) / n
+    fvu = sse / total_var if total_var > 0 else math.nan
     return DictMetrics(
-        n_tokens=n, fvu=sse / total_var if total_var > 0 else math.nan,
-        mse=sse / (n * dictionary.d_model), l0=l0_sum / n,
+        n_tokens=n, fvu=None if dictionary.encode_only else fvu,
+        mse=None if dictionary.encode_only else sse / (n * dictionary.d_model), l0=l0_sum / n,
         dead_fraction=float((fires == 0).double().mean()),
         dense_fraction=float((fires / n > DENSE_THRESHOLD).double().mean()))
 
@@ -105,6 +108,9 @@ def loss_recovered(dictionary: Dictionary, store, loaded, n_fragments: int = 32,
     from autointerp.harvest.models import forward_with_replacement, parse_hook
 
     check_compatible(dictionary, store)
+    if dictionary.encode_only:
+        raise BadInputError("loss recovered is n/a for an encode-only dictionary (transcoder): "
+                            "it does not reconstruct the activations it reads")
     hook = parse_hook(store.meta["hook"], loaded.n_layers, loaded.name)
     dictionary.to(loaded.device)
     n_fragments = min(n_fragments, store.n_eval_fragments)
@@ -120,7 +126,7 @@ def loss_recovered(dictionary: Dictionary, store, loaded, n_fragments: int = 32,
     def reconstruct(h: torch.Tensor) -> torch.Tensor:
         out = h.clone()
         body = h[:, start:].reshape(-1, h.shape[-1]).float()
-        out[:, start:] = dictionary.decode(dictionary.encode(body)).reshape(h[:, start:].shape).to(h.dtype)
+        out[:, start:] = dictionary.reconstruct(body).reshape(h[:, start:].shape).to(h.dtype)
         return out
 
     totals = {"clean": 0.0, "zero": 0.0, "recon": 0.0}

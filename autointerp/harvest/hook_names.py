@@ -28,8 +28,9 @@ INPUT_TRANSFORMS = ("center",)
 """Besides None: `center` subtracts each position's mean over d_model."""
 _VOCABULARY = "embed, resid.L, resid_mid.L, mlp.L or attn.L"
 _OURS = re.compile(r"^(?:(resid|resid_mid|mlp|attn)\.)?(\d+)$")
-_TL = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post|mlp_out|attn_out)$")
-_TL_KIND = {"resid_post": "resid", "resid_mid": "resid_mid", "mlp_out": "mlp", "attn_out": "attn"}
+_TL = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_mid|mlp_in|resid_post|mlp_out|attn_out)$")
+# `hook_mlp_in` (with use_hook_mlp_in) is a copy of `hook_resid_mid` in sequential blocks.
+_TL_KIND = {"resid_post": "resid", "resid_mid": "resid_mid", "mlp_in": "resid_mid", "mlp_out": "mlp", "attn_out": "attn"}
 # A Hugging Face module path ending in a block (`layers.L`, `h.L`) and optionally its
 # attention or MLP child, as sparsify's hookpoints are written.
 _HF = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)(?:\.(mlp|self_attn|attention|attn))?$")
