@@ -1,4 +1,5 @@
-"""`autointerp harvest`: record one hook point's activations over a corpus into a store."""
+"""`autointerp harvest`: record hook points' activations over a corpus, one store per hook point,
+from a single pass (under torchrun, each rank a share of the documents)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,24 @@ from autointerp.cli.options import DeviceOpt, OverwriteOpt, SeedOpt
 
 @app.command()
 def harvest(
-    layer: Annotated[int, typer.Option("--layer", help="Decoder block index, from 0.")],
+    layer: Annotated[int | None, typer.Option("--layer", help="Decoder block index, from 0.")] = None,
+    layers: Annotated[str | None, typer.Option(
+        "--layers", help="Several blocks in one pass: a range (0-5), a list (0,2,4) or both (0-2,5); "
+        "one store per hook point, under --out.")] = None,
     model: Annotated[str, typer.Option(
         "--model", help="Hugging Face id, local folder, or smollm2-135m (offline default).")] = "smollm2-135m",
     hook: Annotated[str, typer.Option(
-        "--hook", help="resid (block output), mlp or attn (submodule outputs).")] = "resid",
+        "--hook", help="resid (block output), mlp or attn (submodule outputs), at each --layer(s); "
+        "a comma-separated list (resid,mlp) or full hook points (resid.3,mlp.0) harvest them all "
+        "in one pass.")] = "resid",
     corpus: Annotated[str, typer.Option(
         "--corpus", help="builtin, a .txt/.jsonl file or folder, or hf:NAME.")] = "builtin",
     tokens: Annotated[int, typer.Option(
         "--tokens", help="Tokens to store, train and eval together.")] = 1_000_000,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for the activation store "
-        "(default: data/activations/<model>-<hook>-<corpus>-<tokens>-<hash>).")] = None,
+        "--out", help="Folder for the activation store; with several hook points, the folder "
+        "holding one store per hook point, named like resid.3 "
+        "(default: data/activations/<model>-<hook>-<corpus>-<tokens>-<hash> each).")] = None,
     eval_fraction: Annotated[float, typer.Option(
         "--eval-fraction", help="Share of documents held out for eval fragments.")] = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 32,
@@ -41,13 +48,20 @@ def harvest(
         "--text-field", help="Field holding the text in .jsonl and Hugging Face corpora.")] = "text",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Run the model over a corpus and store one hook point's activation for every token."""
-    from autointerp.harvest.run import HarvestConfig
-    from autointerp.harvest.run import harvest as run_harvest
+    """Run the model over a corpus and store hook points' activations for every token.
+    Under `torchrun --nproc_per_node N` each process harvests its own share of the documents."""
+    from autointerp.errors import BadInputError
+    from autointerp.harvest.multihook import hook_points, parse_layers
+    from autointerp.harvest.run import HarvestConfig, harvest_many
 
-    cfg = HarvestConfig(
-        layer=layer, hook=hook, out=out, model=model, corpus=corpus, n_tokens=tokens,
-        eval_fraction=eval_fraction, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
-        store_dtype=store_dtype, random_init=random_init, text_field=text_field, overwrite=overwrite)
-    path = run_harvest(cfg)
-    typer.echo(f"activation store: {path}")
+    if layer is not None and layers is not None:
+        raise BadInputError("give --layer or --layers, not both")
+    points = hook_points(hook, parse_layers(layers) if layers else [] if layer is None else [layer])
+    several = len(points) > 1
+    cfgs = [HarvestConfig(
+        layer=at, hook=kind, out=out / f"{kind}.{at}" if several and out is not None else out,
+        model=model, corpus=corpus, n_tokens=tokens, eval_fraction=eval_fraction,
+        batch_size=batch_size, seed=seed, device=device, dtype=dtype, store_dtype=store_dtype,
+        random_init=random_init, text_field=text_field, overwrite=overwrite) for kind, at in points]
+    for path in harvest_many(cfgs):
+        typer.echo(f"activation store: {path}")

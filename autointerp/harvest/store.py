@@ -167,7 +167,9 @@ class ActivationStore:
             raise BadInputError(f"activation store {self.path} has no {split} shard list")
         shards = []
         for i, info in enumerate(infos):
-            stem = self.path / split / f"{i:05d}"
+            # Shards of a multi-rank harvest name their file (split/rankRRR/NNNNN); the list's
+            # order, rank after rank, is the single-process order of the sequences.
+            stem = self.path / split / info.get("stem", f"{i:05d}")
             try:
                 for name, size in info["bytes"].items():
                     actual = Path(f"{stem}.{name}.npy").stat().st_size
