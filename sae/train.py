@@ -163,6 +163,16 @@ def _progress(enabled: bool) -> Progress:
                     disable=not enabled, transient=False)
 
 
+def make_trainer(d_model: int, config: TrainConfig, device: str = "auto",
+                 world: World = SINGLE) -> Trainer:
+    """The single-process Trainer, or in a world of several processes a DDP replica that
+    trains on its rank's slice of every global batch (sae/ddp.py)."""
+    if not world.distributed:
+        return Trainer(d_model, config, device)
+    from autointerp.sae.ddp import DistributedTrainer
+    return DistributedTrainer(d_model, config, device, world)
+
+
 def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig,
               checkpoint: Path | None = None, meta: dict | None = None, device: str = "auto",
               progress: bool = True, world: World = SINGLE) -> tuple[Dictionary, dict[str, float]]:
@@ -174,13 +184,17 @@ def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig
     part of the run's identity: a checkpoint made on other data is never resumed.
 
     In a world of several processes every rank passes the same global batches; each trains a
-    DDP replica on its slice of them (sae/ddp.py) and rank 0 alone writes the checkpoint."""
+    DDP replica on its slice of them and rank 0 alone writes the checkpoint."""
     meta = meta or {}
-    if world.distributed:
-        from autointerp.sae.ddp import DistributedTrainer
-        trainer = DistributedTrainer(d_model, config, device, world)
-    else:
-        trainer = Trainer(d_model, config, device)
+    trainer = make_trainer(d_model, config, device, world)
+    summary = fit(trainer, batches, checkpoint, meta, progress)
+    return trainer.to_dictionary(meta), summary
+
+
+def fit(trainer: Trainer, batches: Iterable[torch.Tensor], checkpoint: Path | None = None,
+        meta: dict | None = None, progress: bool = True) -> dict[str, float]:
+    """Run `trainer` to config.n_steps (see train_sae); return the last statistics."""
+    config, meta = trainer.config, meta or {}
     resumed = resume(trainer, checkpoint, meta)
     it = iter(batches)
     for _ in range(trainer.step_index):
@@ -193,7 +207,7 @@ def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig
             if x is None:
                 raise BadInputError(f"the activations ran out after {trainer.step_index} of "
                                     f"{config.n_steps} steps")
-            _check_batch(x, d_model, trainer.step_index)
+            _check_batch(x, trainer.sae.b_dec.shape[0], trainer.step_index)
             if trainer.step_index == 0 and not resumed:
                 trainer.init_from(x)
             trainer.step(x)
@@ -206,7 +220,7 @@ def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig
             if checkpoint is not None and trainer.writes_files and (
                     done % config.checkpoint_every == 0 or done == config.n_steps):
                 save_checkpoint(trainer, checkpoint, meta)
-    return trainer.to_dictionary(meta), summary
+    return summary
 
 
 def _check_batch(x: torch.Tensor, d_model: int, step: int) -> None:

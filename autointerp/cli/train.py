@@ -25,12 +25,16 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Activations per Adam step.")] = 4096,
     lr: Annotated[float | None, typer.Option(
         "--lr", help="Adam learning rate (default 2e-4 / sqrt(n_features / 16384)).")] = None,
+    checkpoint_every: Annotated[int, typer.Option(
+        "--checkpoint-every", help="Steps between checkpoints that a rerun resumes from.")] = 1000,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Train an SAE; a rerun resumes from the checkpoint in --out."""
+    """Train an SAE; a rerun resumes from the checkpoint in --out. Under `torchrun
+    --nproc_per_node N` the ranks train one SAE data-parallel (--batch-size is the global batch)."""
     from autointerp.cli.inspect import print_dictionary
+    from autointerp.distributed import current_world
     from autointerp.harvest.store import ActivationStore
     from autointerp.sae.config import TrainConfig
     from autointerp.sae.run import train_from_store
@@ -38,8 +42,11 @@ def train(
     store = ActivationStore(acts)
     config = TrainConfig(arch=arch, n_features=max(1, round(ratio * store.d_model)),
                          n_tokens=store.n_train_tokens if tokens is None else tokens,
-                         l1=l1, k=k, batch_size=batch_size, lr=lr, seed=seed)
+                         l1=l1, k=k, batch_size=batch_size, lr=lr, seed=seed,
+                         checkpoint_every=checkpoint_every)
     dictionary, reused = train_from_store(store, out, config, device, overwrite)
+    if not current_world().is_main:
+        return
     if reused:
         typer.echo(f"{out} already holds this dictionary; nothing to do")
     print_dictionary(dictionary, out)
