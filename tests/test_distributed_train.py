@@ -5,15 +5,25 @@ records the world size; a killed `torchrun` training resumes to the uninterrupte
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from autointerp.dictionaries.dictionary import load_dictionary
 from autointerp.distributed import current_world
+from autointerp.harvest.store import ActivationStore
 from autointerp.sae.config import TrainConfig
+from autointerp.sae.run import train_from_store
 from autointerp.sae.toy import planted_features
-from autointerp.sae.train import fit, make_trainer
+from autointerp.sae.train import CHECKPOINT_NAME, fit, make_trainer
+from tests.clitools import REPO, cli_env, wait_for
+from tests.helpers import make_store
 from tests.ranks import spawn
 from tests.tiny_families import single_torch_thread
 
@@ -65,3 +75,60 @@ def test_two_ranks_train_the_one_process_sae(tmp_path):
         for key, value in summary.items():
             assert r0["summary"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (arch, key)
         assert 0 < summary["dead"] < 1, (arch, summary)
+
+
+def torchrun(args: list[str], nproc: int = 2) -> list[str]:
+    """`torchrun --standalone --nproc_per_node N -m autointerp ...`, with this interpreter
+    (the module form of torchrun: no reliance on a console script's shebang)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "autointerp", *map(str, args)]
+
+
+def small_store(path: Path) -> Path:
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(64 * 300, D_MODEL, generator=g) * torch.linspace(0.5, 2, D_MODEL) + 1
+    evals = torch.randn(64 * 10, D_MODEL, generator=g)
+    return make_store(path, train, evals, np.zeros(640, np.int32))
+
+
+RESUME_STEPS, RESUME_EVERY = 300, 20
+
+
+def train_args(store: Path, out: Path) -> list[str]:
+    return ["train", "--acts", store, "--arch", "topk", "--k", "4", "--ratio", "4", "--device",
+            "cpu", "--batch-size", BATCH, "--tokens", BATCH * RESUME_STEPS,
+            "--checkpoint-every", RESUME_EVERY, "--out", out]
+
+
+def test_killed_two_rank_training_resumes_to_the_same_result(tmp_path):
+    store = small_store(tmp_path / "store")
+    reference = tmp_path / "reference"
+    done = subprocess.run(torchrun(train_args(store, reference)), env=cli_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("features x d_model") == 1  # rank 0 alone prints the result
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(torchrun(train_args(store, out)), env=cli_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        assert wait_for(lambda: (out / CHECKPOINT_NAME).exists(), 120, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, at once
+        proc.wait()
+    state = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    assert 0 < state["step"] < RESUME_STEPS and not (out / "config.json").exists()
+
+    resumed = subprocess.run(torchrun(train_args(store, out)), env=cli_env(), cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ours, theirs = load_dictionary(out), load_dictionary(reference)
+    for name, tensor in theirs.tensors().items():
+        torch.testing.assert_close(ours.tensors()[name], tensor, rtol=0, atol=0, msg=name)
+    assert ours.meta == theirs.meta and ours.meta["training"]["world_size"] == 2
+    # And both equal one process training on the same global batches, within 1e-5.
+    one, _ = train_from_store(ActivationStore(store), tmp_path / "one",
+                              TrainConfig(**ours.meta["hyperparameters"]), "cpu", progress=False)
+    for name, tensor in one.tensors().items():
+        torch.testing.assert_close(ours.tensors()[name], tensor, rtol=0, atol=1e-5, msg=name)
