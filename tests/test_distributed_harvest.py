@@ -1,0 +1,125 @@
+"""Data-parallel harvest (issue 13, point 2): 2 ranks (gloo, one thread each) harvest two hook
+points in one pass, each rank its own contiguous share of the documents into its own shards.
+The union reads as one store equal, bit for bit, to a one-process harvest of the same
+documents: the same token ids, activations and eval fragment boundaries in the same order
+(the store's read order is rank 0's shards, then rank 1's: the document order), the same
+counts. A rank killed mid-harvest resumes from its own shards; a store started by 2 ranks is
+finished by 2 ranks or replaced with --overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.multiprocessing import ProcessRaisedException
+
+from autointerp.distributed import current_world
+from autointerp.errors import BadInputError
+from autointerp.harvest.run import HarvestConfig, harvest, harvest_many
+from autointerp.harvest.store import SPLITS, ActivationStore, from_storage
+from tests.ranks import spawn
+from tests.tiny_families import corpus_text, single_torch_thread, tiny_model_dirs
+
+one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
+HOOKS = ("resid.1", "mlp.0")
+WHEN_AND_HOW = ("created", "last_run", "shards", "world_size")
+"""Metadata that says when, how fast and by how many processes, not what is stored."""
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path]:
+    model = tiny_model_dirs(tmp_path_factory)["gpt2"]
+    corpus = tmp_path_factory.mktemp("corpus") / "text.txt"
+    corpus.write_text(corpus_text(0), encoding="utf-8")
+    return model, corpus
+
+
+def configs(model: Path, corpus: Path, root: Path, **extra) -> list[HarvestConfig]:
+    settings = {"n_tokens": 8000, "eval_fraction": 0.4, "fragment_len": 24, "batch_size": 5,
+                "shard_tokens": 600, "device": "cpu", "dtype": "float32", **extra}
+    return [HarvestConfig(layer=int(spec.split(".")[1]), hook=spec.split(".")[0], model=str(model),
+                          corpus=str(corpus), out=root / spec, **settings) for spec in HOOKS]
+
+
+def _harvest_on_ranks(cfgs: list[HarvestConfig], stop_rank: int | None) -> None:
+    """Every rank harvests; `stop_rank` dies (an uncaught exception) after its first shard."""
+    rank = current_world().rank
+
+    def on_shard(split: str, index: int) -> None:
+        if rank == stop_rank:
+            raise Interrupt(f"rank {rank} stops after {split} shard {index}")
+
+    harvest_many(cfgs, on_shard=on_shard)
+
+
+def stream(store: Path, split: str) -> tuple[np.ndarray, torch.Tensor, list[int]]:
+    """(token ids, activations, sequence boundaries) of a split in the store's read order."""
+    meta = json.loads((store / "metadata.json").read_text())
+    tokens, acts, bounds = [], [], [0]
+    for i, info in enumerate(meta["shards"][split]):
+        stem = store / split / info.get("stem", f"{i:05d}")
+        tokens.append(np.load(f"{stem}.tokens.npy"))
+        acts.append(from_storage(np.load(f"{stem}.acts.npy"), meta["store_dtype"]))
+        offsets = np.load(f"{stem}.offsets.npy")
+        bounds += [bounds[-1] + int(o) for o in offsets[1:]]
+        assert bounds[-1] - bounds[-1 - (len(offsets) - 1)] == len(tokens[-1])
+    return np.concatenate(tokens), torch.cat(acts), bounds
+
+
+def assert_union_equals(ranked: Path, single: Path) -> None:
+    a, b = (json.loads((p / "metadata.json").read_text()) for p in (ranked, single))
+    assert a["world_size"] == 2 and b["world_size"] == 1 and a["status"] == "complete"
+    assert {i["rank"] for s in SPLITS for i in a["shards"][s]} == {0, 1}
+    for split in SPLITS:
+        ranks = [i["rank"] for i in a["shards"][split]]
+        assert ranks == sorted(ranks)  # the read order: rank 0's shards, then rank 1's
+        ta, xa, ba = stream(ranked, split)
+        tb, xb, bb = stream(single, split)
+        assert np.array_equal(ta, tb) and ba == bb, split
+        assert torch.equal(xa, xb), split  # bit for bit
+    for key in WHEN_AND_HOW:
+        a.pop(key), b.pop(key)
+    assert a == b
+    ours, theirs = ActivationStore(ranked), ActivationStore(single)
+    assert ours.n_train_tokens == theirs.n_train_tokens > 0
+    assert ours.n_eval_fragments == theirs.n_eval_fragments > 0
+    chunks = [list(s.eval_chunks(max_fragments=7)) for s in (ours, theirs)]
+    assert [c.first_fragment for c in chunks[0]] == [c.first_fragment for c in chunks[1]]
+    assert all(torch.equal(x.acts, y.acts) and np.array_equal(x.tokens, y.tokens)
+               for x, y in zip(*chunks, strict=True))
+    assert torch.equal(ours.train_sample(500, seed=3), theirs.train_sample(500, seed=3))
+
+
+def test_killed_rank_resumes_and_the_union_equals_one_process(setup, tmp_path):
+    model, corpus = setup
+    ranked = configs(model, corpus, tmp_path / "ranked")
+    with pytest.raises(ProcessRaisedException, match="rank 1 stops after"):
+        spawn(_harvest_on_ranks, ranked, 1)
+    meta = json.loads((ranked[0].out / "metadata.json").read_text())
+    assert meta["status"] == "incomplete" and meta["world_size"] == 2
+    first = {p: p.stat().st_mtime_ns for c in ranked for p in c.out.glob("*/rank001/*.acts.npy")}
+    assert first  # rank 1 wrote a shard before it died
+
+    # A store begun by 2 ranks cannot be finished by 1: each rank's share depends on it.
+    with pytest.raises(BadInputError, match="started by 2 process"):
+        harvest(ranked[0])
+
+    spawn(_harvest_on_ranks, ranked, None)
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # rank 1 resumed, kept them
+    single = configs(model, corpus, tmp_path / "single")
+    harvest_many(single)
+    for r, s in zip(ranked, single, strict=True):
+        assert_union_equals(r.out, s.out)
+    # Complete, a 2-rank store is reused by one process as it is, and --overwrite replaces it.
+    before = (ranked[0].out / "metadata.json").read_text()
+    assert harvest(ranked[0]) == ranked[0].out
+    assert (ranked[0].out / "metadata.json").read_text() == before
+    harvest(HarvestConfig(**{**ranked[1].__dict__, "overwrite": True}))
+    assert not list(ranked[1].out.glob("*/rank*")) and ActivationStore(ranked[1].out).meta["world_size"] == 1
