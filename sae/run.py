@@ -11,7 +11,7 @@ from autointerp.dictionaries.dictionary import (
     prepare_out,
 )
 from autointerp.dictionaries.evaluate import evaluate
-from autointerp.distributed import current_world
+from autointerp.distributed import SINGLE, World, current_world
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import ActivationStore
 from autointerp.sae.config import TrainConfig
@@ -28,15 +28,15 @@ def save_evaluated(dictionary: Dictionary, store: ActivationStore, out: Path) ->
 
 def train_from_store(store: ActivationStore, out: str | Path, config: TrainConfig,
                      device: str = "auto", overwrite: bool = False,
-                     progress: bool = True) -> tuple[Dictionary, bool]:
+                     progress: bool = True, world: World | None = None) -> tuple[Dictionary, bool]:
     """(dictionary, reused): reused is True when `out` already held this exact run.
     A checkpoint in `out` from an interrupted run of the same settings is resumed.
 
     Under torchrun every rank calls this with the same arguments: rank 0 prepares `out`,
     all ranks train (sae/ddp.py), rank 0 evaluates and saves, and every rank returns the
-    saved dictionary."""
+    saved dictionary. `world=SINGLE` trains in this process alone, whatever torchrun says."""
     out = Path(out)
-    world = current_world()
+    world = current_world() if world is None else world
     meta = {**meta_from_store(store), "method": config.arch,
             "hyperparameters": config.hyperparameters()}
     reused = world.broadcast(_prepared(out, meta, overwrite) if world.is_main else None)
@@ -61,3 +61,28 @@ def _prepared(out: Path, meta: dict, overwrite: bool) -> bool | str:
         return prepare_out(out, meta, overwrite) is not None
     except BadInputError as e:
         return str(e)
+
+
+def train_spread(jobs: list[tuple[ActivationStore, Path, TrainConfig]], device: str = "auto",
+                 overwrite: bool = False, progress: bool = True) -> list[tuple[Dictionary, bool]]:
+    """One SAE per store (e.g. one per hook point), spread over the ranks: job i is trained
+    by rank i mod world_size, alone, so N ranks train N SAEs at once with no communication.
+    Every rank returns every result. A job's user error is raised on every rank."""
+    world = current_world()
+    done: dict[int, bool] = {}
+    error = None
+    for i in range(world.rank, len(jobs), world.world_size):
+        store, out, config = jobs[i]
+        try:
+            done[i] = train_from_store(store, out, config, world.device(device), overwrite,
+                                       progress, world=SINGLE)[1]
+        except BadInputError as e:
+            error = f"{out}: {e}"
+            break
+    # Unconditional, so that no rank waits in a collective that another rank skipped.
+    reports = world.gather(error if error is not None else done)
+    failed = [r for r in reports if isinstance(r, str)]
+    if failed:
+        raise BadInputError(failed[0])
+    reused = {i: flag for r in reports for i, flag in r.items()}
+    return [(load_dictionary(out), reused[i]) for i, (_, out, _) in enumerate(jobs)]

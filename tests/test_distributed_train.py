@@ -84,8 +84,8 @@ def torchrun(args: list[str], nproc: int = 2) -> list[str]:
             f"--nproc_per_node={nproc}", "-m", "autointerp", *map(str, args)]
 
 
-def small_store(path: Path) -> Path:
-    g = torch.Generator().manual_seed(0)
+def small_store(path: Path, seed: int = 0) -> Path:
+    g = torch.Generator().manual_seed(seed)
     train = torch.randn(64 * 300, D_MODEL, generator=g) * torch.linspace(0.5, 2, D_MODEL) + 1
     evals = torch.randn(64 * 10, D_MODEL, generator=g)
     return make_store(path, train, evals, np.zeros(640, np.int32))
@@ -132,3 +132,34 @@ def test_killed_two_rank_training_resumes_to_the_same_result(tmp_path):
                               TrainConfig(**ours.meta["hyperparameters"]), "cpu", progress=False)
     for name, tensor in one.tensors().items():
         torch.testing.assert_close(ours.tensors()[name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
+def _spread_on_ranks(stores: list[str], root: str) -> None:
+    """train_spread on this rank, logging which store each rank trains."""
+    import autointerp.sae.run as run
+
+    rank, real = current_world().rank, run.train_from_store
+
+    def logged(store, out, *args, **kwargs):
+        with open(Path(root) / "log", "a") as f:
+            f.write(f"{rank} {Path(out).name}\n")
+        return real(store, out, *args, **kwargs)
+
+    run.train_from_store = logged
+    jobs = [(ActivationStore(s), Path(root) / Path(s).name, CONFIGS["topk"]) for s in stores]
+    results = run.train_spread(jobs, "cpu", progress=False)
+    assert [d.meta["store"] for d, _ in results] == [str(Path(s).resolve()) for s in stores]
+
+
+def test_several_stores_train_one_sae_per_rank(tmp_path):
+    stores = [small_store(tmp_path / "a"), small_store(tmp_path / "b", seed=1), small_store(tmp_path / "c", seed=2)]
+    spawn(_spread_on_ranks, [str(s) for s in stores], str(tmp_path))
+    log = sorted((tmp_path / "log").read_text().split("\n")[:-1])
+    assert log == ["0 a", "0 c", "1 b"]  # store i on rank i mod 2, each trained once
+    for store in stores:
+        ours = load_dictionary(tmp_path / store.name)
+        one, _ = train_from_store(ActivationStore(store), tmp_path / "one" / store.name,
+                                  CONFIGS["topk"], "cpu", progress=False)
+        for name, tensor in one.tensors().items():  # trained alone: the one-process SAE exactly
+            assert torch.equal(ours.tensors()[name], tensor), name
+        assert ours.meta["training"]["world_size"] == 1

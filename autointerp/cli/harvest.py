@@ -50,6 +50,7 @@ def harvest(
 ) -> None:
     """Run the model over a corpus and store hook points' activations for every token.
     Under `torchrun --nproc_per_node N` each process harvests its own share of the documents."""
+    from autointerp.distributed import current_world
     from autointerp.errors import BadInputError
     from autointerp.harvest.multihook import hook_points, parse_layers
     from autointerp.harvest.run import HarvestConfig, harvest_many
@@ -63,5 +64,7 @@ def harvest(
         model=model, corpus=corpus, n_tokens=tokens, eval_fraction=eval_fraction,
         batch_size=batch_size, seed=seed, device=device, dtype=dtype, store_dtype=store_dtype,
         random_init=random_init, text_field=text_field, overwrite=overwrite) for kind, at in points]
-    for path in harvest_many(cfgs):
-        typer.echo(f"activation store: {path}")
+    paths = harvest_many(cfgs)
+    if current_world().is_main:
+        for path in paths:
+            typer.echo(f"activation store: {path}")
