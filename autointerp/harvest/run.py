@@ -37,7 +37,7 @@ from autointerp.harvest.models import DEFAULT_MODEL, LoadedModel, load_causal_lm
 from autointerp.harvest.multihook import capture_many, check_one_pass
 from autointerp.harvest.shards import ShardWriter, harvest_progress, make_batch, prefix_token_id
 from autointerp.harvest.store import SPLITS, STORE_DTYPES, completed_shards, remove_stale_temp_files
-from autointerp.harvest.storemeta import existing_state, finish_metadata, start_metadata
+from autointerp.harvest.storemeta import agreed_states, finish_metadata, prepare_store
 
 __all__ = ["HarvestConfig", "Sequence", "harvest", "harvest_many", "is_eval_document",
            "iter_sequences", "make_batch", "prefix_token_id"]
@@ -184,7 +184,7 @@ def harvest_many(cfgs: list[HarvestConfig],
     hook point and --out). Under torchrun every rank calls this with the same configs."""
     check_one_pass(cfgs)
     world = current_world()
-    states = _agreed_states(cfgs, world)
+    states = agreed_states(cfgs, world)
     todo = [(c, s) for c, s in zip(cfgs, states, strict=True) if s != "complete"]
     if not todo:
         return [c.out for c in cfgs]
@@ -199,7 +199,7 @@ def harvest_many(cfgs: list[HarvestConfig],
         hooks = [parse_hook(c.hook_spec, loaded.n_layers, c.model) for c, _ in todo]
         if world.is_main:
             for (cfg, state), hook in zip(todo, hooks, strict=True):
-                _prepare_store(cfg, state, loaded, hook, corpus, world)
+                prepare_store(cfg, state, loaded, hook, corpus, world)
     targets = [_Target(c, h, _writers(c, world, on_shard)) for (c, _), h in zip(todo, hooks, strict=True)]
     error: AutointerpError | None = None
     try:
@@ -222,31 +222,6 @@ def harvest_many(cfgs: list[HarvestConfig],
             finish_metadata(cfg.out, cfg, [r[i] for r in reports])
     world.barrier()
     return [c.out for c in cfgs]
-
-
-def _agreed_states(cfgs: list[HarvestConfig], world: World) -> list[str]:
-    """Rank 0 reads what each --out holds and tells the others (it alone changes the folders)."""
-    state: list[str] | str
-    try:
-        state = [existing_state(c.out, c.identity(), c.overwrite, world.world_size) for c in cfgs] \
-            if world.is_main else []
-    except BadInputError as e:
-        state = str(e)
-    state = world.broadcast(state)
-    if isinstance(state, str):
-        raise BadInputError(state)
-    return state
-
-
-def _prepare_store(cfg: HarvestConfig, state: str, loaded: LoadedModel, hook: Hook, corpus: Corpus,
-                   world: World) -> None:
-    if state == "resume":  # a killed run's half-written files, under temporary names
-        remove_stale_temp_files(cfg.out)
-    else:
-        start_metadata(cfg.out, cfg, loaded, hook, corpus, prefix_token_id(loaded.tokenizer),
-                       world.world_size)
-    # Saved on every run, after metadata.json: a run killed mid-save is then resumable.
-    loaded.tokenizer.save_pretrained(cfg.out / "tokenizer")
 
 
 def _writers(cfg: HarvestConfig, world: World,

@@ -12,6 +12,10 @@ Layout of a store folder:
     eval/00000.offsets.npy   (n_fragments + 1,) fragment boundaries inside the shard
     eval/00000.json
 
+A harvest by N > 1 processes (torchrun) writes each rank's shards under split/rankRRR/ and
+names each shard's file in its metadata.json entry ("stem", with the "rank" that wrote it);
+the shard list, rank 0's shards first, is the read order.
+
 Every file is written under a temporary name and renamed into place, so a
 killed harvest never leaves a file that a later run would read as whole.
 """

@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from autointerp.distributed import World
 from autointerp.errors import BadInputError
-from autointerp.harvest.store import SPLITS, atomic_write_json
+from autointerp.harvest.shards import prefix_token_id
+from autointerp.harvest.store import SPLITS, atomic_write_json, remove_stale_temp_files
 
 
 def read_meta(out: Path) -> dict:
@@ -96,3 +98,29 @@ def finish_metadata(out: Path, cfg, ranks: list[dict]) -> None:
     if cfg.eval_fraction > 0 and not infos["eval"]:
         Console(stderr=True).print(f"warning: no eval fragments in {out}: every document read "
                                    "fell in the train split; harvest more --tokens", style="yellow")
+
+
+def agreed_states(cfgs: list, world: World) -> list[str]:
+    """Rank 0 reads what each --out holds and tells the others (it alone changes the folders)."""
+    state: list[str] | str
+    try:
+        state = [existing_state(c.out, c.identity(), c.overwrite, world.world_size) for c in cfgs] \
+            if world.is_main else []
+    except BadInputError as e:
+        state = str(e)
+    state = world.broadcast(state)
+    if isinstance(state, str):
+        raise BadInputError(state)
+    return state
+
+
+def prepare_store(cfg, state: str, loaded, hook, corpus, world: World) -> None:
+    """Rank 0, before any rank writes shards: start a new store's metadata, or clear a
+    resumed one's stale temporary files; save the tokenizer."""
+    if state == "resume":  # a killed run's half-written files, under temporary names
+        remove_stale_temp_files(cfg.out)
+    else:
+        start_metadata(cfg.out, cfg, loaded, hook, corpus, prefix_token_id(loaded.tokenizer),
+                       world.world_size)
+    # Saved on every run, after metadata.json: a run killed mid-save is then resumable.
+    loaded.tokenizer.save_pretrained(cfg.out / "tokenizer")
