@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -68,6 +69,11 @@ class World:
 
 
 SINGLE = World(0, 1, 0, None)
+WAIT_LIMIT = timedelta(hours=24)
+"""How long a collective may wait for the other ranks. A rank that finishes its share of a
+harvest (or resumes with nothing left) waits at the final gather for the slowest one, which
+can take hours; torch's default (10-30 minutes) would kill it. A rank that dies is not
+waited for: torchrun stops the other ranks when one exits with an error."""
 
 
 def current_world() -> World:
@@ -89,7 +95,7 @@ def current_world() -> World:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=WAIT_LIMIT)
     return World(rank, world_size, local_rank, backend)
 
 

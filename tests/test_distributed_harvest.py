@@ -42,8 +42,8 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def configs(model: Path, corpus: Path, root: Path, **extra) -> list[HarvestConfig]:
-    settings = {"n_tokens": 8000, "eval_fraction": 0.4, "fragment_len": 24, "batch_size": 5,
-                "shard_tokens": 600, "device": "cpu", "dtype": "float32", **extra}
+    settings = {"n_tokens": 6000, "eval_fraction": 0.4, "fragment_len": 24, "batch_size": 8,
+                "shard_tokens": 500, "device": "cpu", "dtype": "float32", **extra}
     return [HarvestConfig(layer=int(spec.split(".")[1]), hook=spec.split(".")[0], model=str(model),
                           corpus=str(corpus), out=root / spec, **settings) for spec in HOOKS]
 
