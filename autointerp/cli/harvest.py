@@ -29,8 +29,8 @@ def harvest(
     tokens: Annotated[int, typer.Option(
         "--tokens", help="Tokens to store, train and eval together.")] = 1_000_000,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for the activation store; with several hook points, the folder "
-        "holding one store per hook point, named like resid.3 "
+        "--out", help="Folder for the activation store; with --layers or several hook points, the "
+        "folder holding one store per hook point, named like resid.3 "
         "(default: data/activations/<model>-<hook>-<corpus>-<tokens>-<hash> each).")] = None,
     eval_fraction: Annotated[float, typer.Option(
         "--eval-fraction", help="Share of documents held out for eval fragments.")] = 0.1,
@@ -58,9 +58,9 @@ def harvest(
     if layer is not None and layers is not None:
         raise BadInputError("give --layer or --layers, not both")
     points = hook_points(hook, parse_layers(layers) if layers else [] if layer is None else [layer])
-    several = len(points) > 1
+    nested = layers is not None or len(points) > 1  # --out holds one store per hook point
     cfgs = [HarvestConfig(
-        layer=at, hook=kind, out=out / f"{kind}.{at}" if several and out is not None else out,
+        layer=at, hook=kind, out=out / f"{kind}.{at}" if nested and out is not None else out,
         model=model, corpus=corpus, n_tokens=tokens, eval_fraction=eval_fraction,
         batch_size=batch_size, seed=seed, device=device, dtype=dtype, store_dtype=store_dtype,
         random_init=random_init, text_field=text_field, overwrite=overwrite) for kind, at in points]
