@@ -9,6 +9,8 @@ finished by 2 ranks or replaced with --overwrite."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from autointerp.distributed import current_world
 from autointerp.errors import BadInputError
 from autointerp.harvest.run import HarvestConfig, harvest, harvest_many
 from autointerp.harvest.store import SPLITS, ActivationStore, from_storage
+from tests.clitools import REPO, cli_env
 from tests.ranks import spawn
 from tests.tiny_families import corpus_text, single_torch_thread, tiny_model_dirs
 
@@ -70,7 +73,17 @@ def stream(store: Path, split: str) -> tuple[np.ndarray, torch.Tensor, list[int]
         offsets = np.load(f"{stem}.offsets.npy")
         bounds += [bounds[-1] + int(o) for o in offsets[1:]]
         assert bounds[-1] - bounds[-1 - (len(offsets) - 1)] == len(tokens[-1])
+    assert tokens, f"{store} has no {split} shards"
     return np.concatenate(tokens), torch.cat(acts), bounds
+
+
+def eval_fragments(store: ActivationStore) -> tuple[np.ndarray, torch.Tensor]:
+    """Every eval fragment as scoring reads them, numbered 0, 1, ... in order (chunks end at
+    shard ends, so their sizes follow the shard boundaries; the fragments do not)."""
+    chunks = list(store.eval_chunks(max_fragments=7))
+    starts = np.cumsum([0] + [len(c.tokens) for c in chunks[:-1]])
+    assert [c.first_fragment for c in chunks] == starts.tolist()
+    return np.concatenate([c.tokens for c in chunks]), torch.cat([c.acts for c in chunks])
 
 
 def assert_union_equals(ranked: Path, single: Path) -> None:
@@ -90,10 +103,8 @@ def assert_union_equals(ranked: Path, single: Path) -> None:
     ours, theirs = ActivationStore(ranked), ActivationStore(single)
     assert ours.n_train_tokens == theirs.n_train_tokens > 0
     assert ours.n_eval_fragments == theirs.n_eval_fragments > 0
-    chunks = [list(s.eval_chunks(max_fragments=7)) for s in (ours, theirs)]
-    assert [c.first_fragment for c in chunks[0]] == [c.first_fragment for c in chunks[1]]
-    assert all(torch.equal(x.acts, y.acts) and np.array_equal(x.tokens, y.tokens)
-               for x, y in zip(*chunks, strict=True))
+    (tokens_a, acts_a), (tokens_b, acts_b) = (eval_fragments(s) for s in (ours, theirs))
+    assert np.array_equal(tokens_a, tokens_b) and torch.equal(acts_a, acts_b)
     assert torch.equal(ours.train_sample(500, seed=3), theirs.train_sample(500, seed=3))
 
 
@@ -123,3 +134,24 @@ def test_killed_rank_resumes_and_the_union_equals_one_process(setup, tmp_path):
     assert (ranked[0].out / "metadata.json").read_text() == before
     harvest(HarvestConfig(**{**ranked[1].__dict__, "overwrite": True}))
     assert not list(ranked[1].out.glob("*/rank*")) and ActivationStore(ranked[1].out).meta["world_size"] == 1
+
+
+def test_torchrun_harvest_command_writes_the_one_process_stores(setup, tmp_path):
+    """The user's command: `torchrun --standalone --nproc_per_node 2 -m autointerp harvest
+    --layers 0-1 ...` (module form of torchrun, this interpreter)."""
+    model, corpus = setup
+    args = ["harvest", "--model", model, "--layers", "0-1", "--hook", "resid,attn", "--corpus", corpus,
+            "--tokens", 6000, "--eval-fraction", 0.7, "--device", "cpu", "--dtype", "float32"]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "autointerp", *map(str, args),
+                          "--out", str(tmp_path / "ranked")],
+                         env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("activation store:") == 4  # rank 0 alone reports the 4 stores
+    single = [HarvestConfig(layer=layer, hook=kind, model=str(model), corpus=str(corpus),
+                            n_tokens=6000, eval_fraction=0.7, device="cpu", dtype="float32",
+                            out=tmp_path / "single" / f"{kind}.{layer}")
+              for kind in ("resid", "attn") for layer in (0, 1)]
+    harvest_many(single)
+    for cfg in single:
+        assert_union_equals(tmp_path / "ranked" / cfg.out.name, cfg.out)
