@@ -138,16 +138,22 @@ def test_killed_rank_resumes_and_the_union_equals_one_process(setup, tmp_path):
 
 def test_torchrun_harvest_command_writes_the_one_process_stores(setup, tmp_path):
     """The user's command: `torchrun --standalone --nproc_per_node 2 -m autointerp harvest
-    --layers 0-1 ...` (module form of torchrun, this interpreter)."""
+    --layers 0-1 ... --overwrite` (module form of torchrun, this interpreter)."""
     model, corpus = setup
+    # An older store made otherwise sits where one of the new stores goes: --overwrite
+    # (rank 0 removes it before any rank writes) replaces it.
+    old = harvest(HarvestConfig(layer=0, model=str(model), corpus=str(corpus), n_tokens=900,
+                                device="cpu", out=tmp_path / "ranked" / "resid.0"))
+    assert ActivationStore(old).meta["n_tokens_requested"] == 900
     args = ["harvest", "--model", model, "--layers", "0-1", "--hook", "resid,attn", "--corpus", corpus,
             "--tokens", 6000, "--eval-fraction", 0.7, "--device", "cpu", "--dtype", "float32"]
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", "-m", "autointerp", *map(str, args),
+                          "--nproc_per_node=2", "-m", "autointerp", *map(str, args), "--overwrite",
                           "--out", str(tmp_path / "ranked")],
                          env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("activation store:") == 4  # rank 0 alone reports the 4 stores
+    assert not list(old.glob("*/0*")) and list(old.glob("*/rank001/*.npy"))  # old shards gone
     single = [HarvestConfig(layer=layer, hook=kind, model=str(model), corpus=str(corpus),
                             n_tokens=6000, eval_fraction=0.7, device="cpu", dtype="float32",
                             out=tmp_path / "single" / f"{kind}.{layer}")
