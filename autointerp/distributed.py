@@ -9,6 +9,7 @@ is ever called, so the single-process path has no distributed code in it.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,7 +97,13 @@ def current_world() -> World:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend, timeout=WAIT_LIMIT)
+    atexit.register(_leave)  # torch asks for it; nccl warns at exit otherwise
     return World(rank, world_size, local_rank, backend)
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextmanager
