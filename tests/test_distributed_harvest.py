@@ -161,3 +161,22 @@ def test_torchrun_harvest_command_writes_the_one_process_stores(setup, tmp_path)
     harvest_many(single)
     for cfg in single:
         assert_union_equals(tmp_path / "ranked" / cfg.out.name, cfg.out)
+
+
+@pytest.mark.slow
+def test_smollm2_two_rank_harvest_equals_one_process(tmp_path):
+    """The offline default model in its default dtype (bf16 on CPUs with native bf16): the
+    union of a 2-rank torchrun harvest of four hook points is the one-process harvest."""
+    args = ["harvest", "--layers", "0-1", "--hook", "resid,mlp", "--tokens", 2000,
+            "--eval-fraction", 0.3, "--device", "cpu"]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "autointerp", *map(str, args),
+                          "--out", str(tmp_path / "ranked")],
+                         env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    single = [HarvestConfig(layer=layer, hook=kind, n_tokens=2000, eval_fraction=0.3, device="cpu",
+                            out=tmp_path / "single" / f"{kind}.{layer}")
+              for kind in ("resid", "mlp") for layer in (0, 1)]
+    harvest_many(single)
+    for cfg in single:
+        assert_union_equals(tmp_path / "ranked" / cfg.out.name, cfg.out)
