@@ -1,6 +1,6 @@
 """Past one process: the `torch.distributed` world a command runs in.
 
-`torchrun --nproc_per_node N autointerp ...` (or `python -m torch.distributed.run`) starts N
+`torchrun --nproc_per_node N -m autointerp ...` (`python -m torch.distributed.run`) starts N
 copies of the command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in the
 environment; `current_world()` joins the process group they describe (gloo on CPU, nccl on
 CUDA). Without those variables, or with WORLD_SIZE 1, it is a world of one and no collective
