@@ -65,6 +65,8 @@ class TrainConfig:
         if self.batch_size < 1 or self.n_tokens < self.batch_size:
             raise BadInputError(f"--tokens ({self.n_tokens}) must be at least one batch "
                                 f"(--batch-size {self.batch_size})")
+        if self.checkpoint_every < 1:
+            raise BadInputError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         if self.lr is not None and not self.lr > 0:
             raise BadInputError(f"--lr must be > 0, got {self.lr}")
 

@@ -59,9 +59,11 @@ class SparseAutoencoder(nn.Module):
         return self.decode(f), f, pre
 
     def aux_loss(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor,
-                 dead: torch.Tensor) -> torch.Tensor:
+                 dead: torch.Tensor, var_sum: torch.Tensor | None = None) -> torch.Tensor:
         """AuxK: the top k_aux dead latents reconstruct the error x - x_hat, normalised by
-        the batch's variance (Gao et al. 2024, A.2; k_aux = d_model / 2)."""
+        the batch's variance (Gao et al. 2024, A.2; k_aux = d_model / 2). `var_sum`, the sum
+        of squared deviations from the batch mean, is given when x is one rank's slice of a
+        global batch (sae/ddp.py), so that every rank divides by the global batch's."""
         n_dead = int(dead.sum())
         if n_dead == 0:
             return x.new_zeros(())
@@ -71,7 +73,9 @@ class SparseAutoencoder(nn.Module):
         f_aux = torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
         err = (x - x_hat).detach()
         err_hat = f_aux @ self.decoder
-        return (err_hat - err).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp(min=1e-12)
+        if var_sum is None:
+            var_sum = (x - x.mean(0)).pow(2).sum()
+        return (err_hat - err).pow(2).sum() / var_sum.clamp(min=1e-12)
 
     @torch.no_grad()
     def unit_norm_(self) -> None:

@@ -15,6 +15,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from autointerp.dictionaries.dictionary import Dictionary
+from autointerp.distributed import SINGLE, World
 from autointerp.errors import BadInputError
 from autointerp.sae.config import TrainConfig
 from autointerp.sae.modules import SparseAutoencoder
@@ -56,19 +57,26 @@ class Trainer:
         self.scale = float((x - mean).pow(2).sum(1).mean().sqrt().clamp(min=1e-8))
         self.sae.b_dec.copy_(mean / self.scale)
 
+    writes_files = True
+    """Whether this process writes checkpoints and shows progress (in DDP: rank 0 only)."""
+    aux_weight = 1.0
+    """Factor on the AuxK loss; DDP sets it so that averaged gradients equal one process's."""
+
     def step(self, x: torch.Tensor) -> None:
         cfg = self.config
         lr, l1 = cfg.schedule(self.step_index)
         for group in self.opt.param_groups:
             group["lr"] = lr
         x = x.to(self.device, torch.float32, non_blocking=True) / self.scale  # (batch, d_model)
+        var_sum = self._variance_sum(x)
         with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
-            x_hat, f, pre = self.sae(x)
+            x_hat, f, pre = self._forward(x)
         x_hat, f = x_hat.float(), f.float()
         sse = (x_hat - x).pow(2).sum(1).mean()  # sum of squares: ~FVU in these units
         if cfg.arch == "topk":
             dead = self.since_fired >= cfg.dead_after
-            loss = sse + cfg.aux_coef * self.sae.aux_loss(x, x_hat, pre.float(), dead)
+            aux = self.sae.aux_loss(x, x_hat, pre.float(), dead, var_sum)
+            loss = sse + cfg.aux_coef * self.aux_weight * aux
         else:
             loss = sse + l1 * f.sum(1).mean()  # f >= 0, so this is the L1 norm
         self.opt.zero_grad(set_to_none=True)
@@ -76,17 +84,24 @@ class Trainer:
         self.sae.remove_parallel_grads_()
         self.opt.step()
         self.sae.unit_norm_()
-        self._track(x, sse.detach(), f.detach())
+        self._track(x, sse.detach(), f.detach(), var_sum)
         self.step_index += 1
 
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.sae(x)
+
     @torch.no_grad()
-    def _track(self, x: torch.Tensor, sse: torch.Tensor, f: torch.Tensor) -> None:
+    def _variance_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over the batch of ||x - batch mean||^2."""
+        return (x - x.mean(0)).pow(2).sum()
+
+    @torch.no_grad()
+    def _track(self, x: torch.Tensor, sse: torch.Tensor, f: torch.Tensor, var_sum: torch.Tensor) -> None:
         active = f > 0
         self.since_fired += len(x)
         self.since_fired[active.any(0)] = 0
-        var = (x - x.mean(0)).pow(2).sum(1).mean()
         l0 = torch.count_nonzero(active) / len(x)  # a per-row sum would copy (batch, n_features)
-        self.stats += torch.stack([sse / x.shape[1], sse / var, l0.float(),
+        self.stats += torch.stack([sse / x.shape[1], sse / (var_sum / len(x)), l0.float(),
                                    torch.ones((), device=self.device)])
 
     def summary(self) -> dict[str, float]:
@@ -108,9 +123,14 @@ class Trainer:
         self.step_index, self.scale = state["step"], state["scale"]
         self.since_fired = state["since_fired"].to(self.device)
 
+    def training_record(self) -> dict:
+        """How it was trained (not part of the dictionary's identity: a rerun on another
+        number of processes computes the same thing)."""
+        return {"world_size": 1, "device": self.device.type}
+
     def to_dictionary(self, meta: dict) -> Dictionary:
         meta = {**meta, "method": self.config.arch, "input_scale": self.scale,
-                "hyperparameters": self.config.hyperparameters()}
+                "hyperparameters": self.config.hyperparameters(), "training": self.training_record()}
         return self.sae.to_dictionary(self.scale, meta)
 
 
@@ -143,30 +163,51 @@ def _progress(enabled: bool) -> Progress:
                     disable=not enabled, transient=False)
 
 
+def make_trainer(d_model: int, config: TrainConfig, device: str = "auto",
+                 world: World = SINGLE) -> Trainer:
+    """The single-process Trainer, or in a world of several processes a DDP replica that
+    trains on its rank's slice of every global batch (sae/ddp.py)."""
+    if not world.distributed:
+        return Trainer(d_model, config, device)
+    from autointerp.sae.ddp import DistributedTrainer
+    return DistributedTrainer(d_model, config, device, world)
+
+
 def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig,
               checkpoint: Path | None = None, meta: dict | None = None, device: str = "auto",
-              progress: bool = True) -> tuple[Dictionary, dict[str, float]]:
+              progress: bool = True, world: World = SINGLE) -> tuple[Dictionary, dict[str, float]]:
     """Train one SAE; return it (in original units) and the final training statistics.
 
     With `checkpoint`, the run resumes from it when present (skipping the batches it
     already consumed, so the data order matches an uninterrupted run) and saves to it
     every `checkpoint_every` steps and at the end. `meta` (the data's provenance) is
-    part of the run's identity: a checkpoint made on other data is never resumed."""
+    part of the run's identity: a checkpoint made on other data is never resumed.
+
+    In a world of several processes every rank passes the same global batches; each trains a
+    DDP replica on its slice of them and rank 0 alone writes the checkpoint."""
     meta = meta or {}
-    trainer = Trainer(d_model, config, device)
+    trainer = make_trainer(d_model, config, device, world)
+    summary = fit(trainer, batches, checkpoint, meta, progress)
+    return trainer.to_dictionary(meta), summary
+
+
+def fit(trainer: Trainer, batches: Iterable[torch.Tensor], checkpoint: Path | None = None,
+        meta: dict | None = None, progress: bool = True) -> dict[str, float]:
+    """Run `trainer` to config.n_steps (see train_sae); return the last statistics."""
+    config, meta = trainer.config, meta or {}
     resumed = resume(trainer, checkpoint, meta)
     it = iter(batches)
     for _ in range(trainer.step_index):
         next(it, None)
     summary = {}
-    with _progress(progress) as bar:
+    with _progress(progress and trainer.writes_files) as bar:
         task = bar.add_task("train", total=config.n_steps, completed=trainer.step_index, stats="")
         while trainer.step_index < config.n_steps:
             x = next(it, None)
             if x is None:
                 raise BadInputError(f"the activations ran out after {trainer.step_index} of "
                                     f"{config.n_steps} steps")
-            _check_batch(x, d_model, trainer.step_index)
+            _check_batch(x, trainer.sae.b_dec.shape[0], trainer.step_index)
             if trainer.step_index == 0 and not resumed:
                 trainer.init_from(x)
             trainer.step(x)
@@ -176,9 +217,10 @@ def train_sae(batches: Iterable[torch.Tensor], d_model: int, config: TrainConfig
                 bar.update(task, stats="mse {mse:.4g} fvu {fvu:.3f} L0 {l0:.1f} dead {dead:.1%}"
                            .format(**summary))
             bar.update(task, completed=done)
-            if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.n_steps):
+            if checkpoint is not None and trainer.writes_files and (
+                    done % config.checkpoint_every == 0 or done == config.n_steps):
                 save_checkpoint(trainer, checkpoint, meta)
-    return trainer.to_dictionary(meta), summary
+    return summary
 
 
 def _check_batch(x: torch.Tensor, d_model: int, step: int) -> None:

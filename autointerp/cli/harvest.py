@@ -1,4 +1,5 @@
-"""`autointerp harvest`: record one hook point's activations over a corpus into a store."""
+"""`autointerp harvest`: record hook points' activations over a corpus, one store per hook point,
+from a single pass (under torchrun, each rank a share of the documents)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ def harvest(
     layer: Annotated[int | None, typer.Option(
         "--layer", help="Decoder block index, from 0 (not needed when --hook names the layer, "
         "or for embed).")] = None,
+    layers: Annotated[str | None, typer.Option(
+        "--layers", help="Several blocks in one pass: a range (0-5), a list (0,2,4) or both (0-2,5); "
+        "one store per hook point, under --out.")] = None,
     model: Annotated[str, typer.Option(
         "--model", help="Hugging Face id, local folder, or smollm2-135m (offline default).")] = "smollm2-135m",
     hook: Annotated[str, typer.Option(
         "--hook", help="resid (block output), resid_mid (after attention, before the MLP), mlp "
-        "or attn (submodule outputs) with --layer; embed (input of block 0); or one full name: "
-        "resid_mid.3, blocks.3.hook_resid_pre (TransformerLens/sae-lens), layers.3 (sparsify).")] = "resid",
+        "or attn (submodule outputs) at each --layer(s); embed (input of block 0); or full names: "
+        "resid_mid.3, blocks.3.hook_resid_pre (TransformerLens/sae-lens), layers.3 (sparsify). "
+        "A comma-separated list (resid,mlp or embed,resid.3) harvests them all in one pass.")] = "resid",
     input_transform: Annotated[str, typer.Option(
         "--input-transform", help="none, or center: subtract each position's mean over d_model, "
         "as TransformerLens's default weight processing (center_writing_weights) does.")] = "none",
@@ -30,8 +35,9 @@ def harvest(
     tokens: Annotated[int, typer.Option(
         "--tokens", help="Tokens to store, train and eval together.")] = 1_000_000,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Folder for the activation store "
-        "(default: data/activations/<model>-<hook>-<corpus>-<tokens>-<hash>).")] = None,
+        "--out", help="Folder for the activation store; with --layers or several hook points, the "
+        "folder holding one store per hook point, named like resid.3 "
+        "(default: data/activations/<model>-<hook>-<corpus>-<tokens>-<hash> each).")] = None,
     eval_fraction: Annotated[float, typer.Option(
         "--eval-fraction", help="Share of documents held out for eval fragments.")] = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 32,
@@ -48,14 +54,24 @@ def harvest(
         "--text-field", help="Field holding the text in .jsonl and Hugging Face corpora.")] = "text",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Run the model over a corpus and store one hook point's activation for every token."""
-    from autointerp.harvest.run import HarvestConfig
-    from autointerp.harvest.run import harvest as run_harvest
+    """Run the model over a corpus and store hook points' activations for every token.
+    Under `torchrun --nproc_per_node N` each process harvests its own share of the documents."""
+    from autointerp.distributed import current_world
+    from autointerp.errors import BadInputError
+    from autointerp.harvest.multihook import hook_points, parse_layers
+    from autointerp.harvest.run import HarvestConfig, harvest_many
 
-    cfg = HarvestConfig(
-        layer=layer, hook=hook, out=out, model=model, corpus=corpus, n_tokens=tokens,
-        eval_fraction=eval_fraction, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
-        store_dtype=store_dtype, random_init=random_init, text_field=text_field, overwrite=overwrite,
-        input_transform=input_transform)
-    path = run_harvest(cfg)
-    typer.echo(f"activation store: {path}")
+    if layer is not None and layers is not None:
+        raise BadInputError("give --layer or --layers, not both")
+    points = hook_points(hook, parse_layers(layers) if layers else [] if layer is None else [layer])
+    nested = layers is not None or len(points) > 1  # --out holds one store per hook point
+    cfgs = [HarvestConfig(
+        layer=at, hook=kind, out=out / (kind if at is None else f"{kind}.{at}") if nested and out else out,
+        model=model, corpus=corpus, n_tokens=tokens, eval_fraction=eval_fraction,
+        batch_size=batch_size, seed=seed, device=device, dtype=dtype, store_dtype=store_dtype,
+        random_init=random_init, text_field=text_field, overwrite=overwrite,
+        input_transform=input_transform) for kind, at in points]
+    paths = harvest_many(cfgs)
+    if current_world().is_main:
+        for path in paths:
+            typer.echo(f"activation store: {path}")

@@ -143,24 +143,31 @@ def _run(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Ten
                             else attention_mask.to(loaded.device))
 
 
-def _register_capture(model: nn.Module, hook: Hook, box: dict) -> list:
-    """Hooks that put the activation in box["act"] and stop the forward pass."""
+def _stop() -> None:
+    raise _StopForward
+
+
+def _register_capture(model: nn.Module, hook: Hook, box: dict, key: str = "act",
+                      done: Callable[[], None] = _stop) -> list:
+    """Hooks that put the activation in box[key], then call `done` (by default: stop the
+    forward pass; a multi-hook capture stops once every hook point has been read)."""
     blocks = find_blocks(model)
     if hook.kind == "embed":
         def take_input(_module, args, kwargs):
-            box["act"] = _block_input(args, kwargs)
-            raise _StopForward
+            box[key] = _block_input(args, kwargs)
+            done()
         return [blocks[0].register_forward_pre_hook(take_input, with_kwargs=True)]
     if hook.kind == "resid_mid":
-        return _capture_resid_mid(blocks[hook.layer], box)
+        return _capture_resid_mid(blocks[hook.layer], box, key, done)
 
     def take_output(_module, _inputs, output):
-        box["act"] = _main_output(output)
-        raise _StopForward
+        box[key] = _main_output(output)
+        done()
     return [hook_module(model, hook).register_forward_hook(take_output)]
 
 
-def _capture_resid_mid(block: nn.Module, box: dict) -> list:
+def _capture_resid_mid(block: nn.Module, box: dict, key: str = "act",
+                       done: Callable[[], None] = _stop) -> list:
     """resid_mid = block input + attention output, as GPT-2, Llama and sequential GPT-NeoX add
     them. Every batch also checks that the block's output is exactly that plus the MLP output:
     a family that normalises or scales the attention output before adding it (Gemma 2's
@@ -183,8 +190,8 @@ def _capture_resid_mid(block: nn.Module, box: dict) -> list:
             raise BadInputError(f"{type(block).__name__} does not add its attention and MLP outputs "
                                 "to the residual stream unchanged, so resid_mid cannot be read "
                                 "there; use resid, attn or mlp")
-        box["act"] = mid
-        raise _StopForward
+        box[key] = mid
+        done()
 
     return [block.register_forward_pre_hook(take_input, with_kwargs=True),
             _child(block, "attn").register_forward_hook(take("attn")),

@@ -7,12 +7,17 @@ neither is padding. Documents, not tokens, are split into train and eval by a se
 their id, so no eval fragment shares a document with the training data. Eval keeps whole
 `fragment_len` fragments only: they are the 64-token fragments that scoring shows to the
 explainer and simulator (Bills et al. 2023).
+
+Several hook points share one pass (`harvest_many`): one store per hook point, each identical
+to what a single-hook harvest of it writes. Under torchrun each rank owns a contiguous run of
+the document stream (by the count of tokens stored before a document starts), runs the model
+on its documents only and writes its own shards under `split/rankNNN/`; rank 0 writes
+metadata.json, whose shard list in rank order reads back as the single-process stream.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import re
 import shutil
@@ -23,33 +28,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 
+from autointerp.distributed import World, current_world, main_first
 from autointerp.errors import AutointerpError, BadInputError
 from autointerp.harvest.corpus import Corpus, open_corpus
 from autointerp.harvest.hook_names import split_hook
 from autointerp.harvest.hooks import (
+    Hook,
+    apply_input_transform,
     check_hook_supported,
     check_input_transform,
     effective_transform,
     resolve_hook_name,
-    uses_layernorm,
 )
-from autointerp.harvest.models import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    capture,
-    load_causal_lm,
-    parse_hook,
-)
+from autointerp.harvest.models import DEFAULT_MODEL, LoadedModel, load_causal_lm, parse_hook
+from autointerp.harvest.multihook import capture_many, check_one_pass
 from autointerp.harvest.shards import ShardWriter, harvest_progress, make_batch, prefix_token_id
-from autointerp.harvest.store import (
-    SPLITS,
-    STORE_DTYPES,
-    atomic_write_json,
-    completed_shards,
-    remove_stale_temp_files,
-)
+from autointerp.harvest.store import SPLITS, STORE_DTYPES, completed_shards, remove_stale_temp_files
+from autointerp.harvest.storemeta import agreed_states, finish_metadata, prepare_store
+
+__all__ = ["HarvestConfig", "Sequence", "harvest", "harvest_many", "is_eval_document",
+           "iter_sequences", "make_batch", "prefix_token_id"]
 
 
 @dataclass(frozen=True)
@@ -145,12 +144,22 @@ def is_eval_document(doc_id: str, seed: int, eval_fraction: float) -> bool:
 
 
 def iter_sequences(corpus: Corpus, tokenizer, cfg: HarvestConfig,
-                   dropped: dict[str, int] | None = None) -> Iterator[Sequence]:
+                   dropped: dict[str, int] | None = None, rank: int = 0,
+                   world_size: int = 1) -> Iterator[Sequence]:
     """Cut each document into model inputs, stopping once n_tokens are reached. Deterministic,
-    so a resumed run sees the same sequences with the same indices."""
+    so a resumed run sees the same sequences with the same indices.
+
+    With several ranks, a document belongs to rank floor(W * stored_before / n_tokens), where
+    stored_before counts the tokens of the whole stream before the document: each rank gets a
+    contiguous run of whole documents, and yields (and counts as dropped) only its own, with
+    indices counted among its own. Earlier ranks' documents are tokenised, not computed."""
     counts = dict.fromkeys(SPLITS, 0)
     total = 0
     for doc in corpus:
+        owner = min(world_size - 1, total * world_size // cfg.n_tokens)
+        if owner > rank:
+            return
+        mine = owner == rank
         split = "eval" if is_eval_document(doc.id, cfg.seed, cfg.eval_fraction) else "train"
         ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
         for start in range(0, len(ids), cfg.fragment_len):
@@ -160,11 +169,12 @@ def iter_sequences(corpus: Corpus, tokenizer, cfg: HarvestConfig,
             # A cut through a multi-byte character decodes to U+FFFD; such fragments cannot be
             # shown to an explainer faithfully, so neither split keeps them.
             if "\ufffd" in tokenizer.decode(chunk):
-                if dropped is not None:
+                if dropped is not None and mine:
                     dropped[split] += 1
                 continue
-            yield Sequence(split, counts[split], chunk)
-            counts[split] += 1
+            if mine:
+                yield Sequence(split, counts[split], chunk)
+                counts[split] += 1
             total += len(chunk)
             if total >= cfg.n_tokens:
                 return
@@ -173,143 +183,142 @@ def iter_sequences(corpus: Corpus, tokenizer, cfg: HarvestConfig,
 def harvest(cfg: HarvestConfig, on_shard: Callable[[str, int], None] | None = None) -> Path:
     """Write (or finish, or reuse) the activation store cfg.out; return its path.
     `on_shard(split, index)` is called after each shard is written."""
-    state = _existing_state(cfg)
-    if state == "complete":
-        return cfg.out
-    corpus = open_corpus(cfg.corpus, cfg.text_field)
-    loaded = load_causal_lm(cfg.model, cfg.device, cfg.dtype, cfg.random_init)
-    hook = parse_hook(cfg.hook_spec, loaded.n_layers, cfg.model)
-    check_hook_supported(loaded.model, hook, cfg.model)
-    if state == "replace":
-        shutil.rmtree(cfg.out)
-    created = state != "resume"
-    if not created:  # a killed run's half-written files, under temporary names
-        for folder in (cfg.out, *(cfg.out / s for s in SPLITS)):
-            remove_stale_temp_files(folder)
+    return harvest_many([cfg], on_shard)[0]
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One store being written by this rank: its settings, hook point and shard writers."""
+
+    cfg: HarvestConfig
+    hook: Hook
+    writers: dict[str, ShardWriter]
+
+
+def harvest_many(cfgs: list[HarvestConfig],
+                 on_shard: Callable[[str, int], None] | None = None) -> list[Path]:
+    """One store per config from a single pass over the corpus (the configs differ only in
+    hook point and --out). Under torchrun every rank calls this with the same configs."""
+    check_one_pass(cfgs)
+    world = current_world()
+    states = agreed_states(cfgs, world)
+    todo = [(c, s) for c, s in zip(cfgs, states, strict=True) if s != "complete"]
+    if not todo:
+        return [c.out for c in cfgs]
+    first = todo[0][0]
+    corpus = open_corpus(first.corpus, first.text_field)
+    with main_first(world):  # rank 0 replaces old stores and fills the model cache first
+        if world.is_main:
+            for cfg, state in todo:
+                if state == "replace":
+                    shutil.rmtree(cfg.out)
+        loaded = load_causal_lm(first.model, world.device(first.device), first.dtype, first.random_init)
+        hooks = [parse_hook(c.hook_spec, loaded.n_layers, c.model) for c, _ in todo]
+        for (cfg, _), hook in zip(todo, hooks, strict=True):
+            check_hook_supported(loaded.model, hook, cfg.model)
+        if world.is_main:
+            for (cfg, state), hook in zip(todo, hooks, strict=True):
+                prepare_store(cfg, state, loaded, hook, corpus, world)
+    targets = [_Target(c, h, _writers(c, world, on_shard)) for (c, _), h in zip(todo, hooks, strict=True)]
+    error: AutointerpError | None = None
     try:
-        meta = _start_metadata(cfg, loaded, hook, corpus) if created else _read_meta(cfg.out)
-        # Saved on every run, after metadata.json: a run killed mid-save is then resumable.
-        loaded.tokenizer.save_pretrained(cfg.out / "tokenizer")
-        _run(cfg, loaded, hook, corpus, meta, on_shard)
-    except AutointerpError:
-        if created:  # a user error must not leave a half-written store behind
-            shutil.rmtree(cfg.out, ignore_errors=True)
-        raise
-    return cfg.out
+        report = _run(first, loaded, targets, corpus, world)
+    except AutointerpError as e:
+        error, report = e, None
+    # Unconditional, so that no rank waits in a collective that another rank skipped.
+    reports = world.gather(str(error) if error is not None else report)
+    failed = [(r, x) for r, x in enumerate(reports) if isinstance(x, str)]
+    if failed:
+        if world.is_main:  # a user error must not leave a half-written store behind
+            for cfg, state in todo:
+                if state != "resume":
+                    shutil.rmtree(cfg.out, ignore_errors=True)
+        if error is not None:
+            raise error
+        raise BadInputError(f"rank {failed[0][0]}: {failed[0][1]}")
+    if world.is_main:
+        for i, (cfg, _) in enumerate(todo):
+            finish_metadata(cfg.out, cfg, [r[i] for r in reports])
+    world.barrier()
+    return [c.out for c in cfgs]
 
 
-def _read_meta(out: Path) -> dict:
-    try:
-        return json.loads((out / "metadata.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise BadInputError(f"{out} exists and is not an activation store; choose another --out") from None
+def _writers(cfg: HarvestConfig, world: World,
+             on_shard: Callable[[str, int], None] | None) -> dict[str, ShardWriter]:
+    """This rank's writer per split: a world of one writes split/NNNNN, rank r of several
+    split/rankRRR/NNNNN, so that each rank resumes from its own shards."""
+    writers = {}
+    for split in SPLITS:
+        rank = world.rank if world.distributed else None
+        folder = cfg.out / split if rank is None else cfg.out / split / f"rank{rank:03d}"
+        remove_stale_temp_files(folder)
+        writers[split] = ShardWriter(folder, cfg.store_dtype, cfg.shard_tokens,
+                                     completed_shards(folder), on_shard, split=split, rank=rank)
+    return writers
 
 
-def _existing_state(cfg: HarvestConfig) -> str:
-    """new | resume | complete | replace, or BadInputError for a store made otherwise."""
-    out = cfg.out
-    if not out.exists():
-        return "new"
-    if not out.is_dir():
-        raise BadInputError(f"--out {out} is a file, not a folder")
-    if not any(out.iterdir()):
-        return "new"
-    meta = _read_meta(out)
-    if cfg.overwrite:
-        return "replace"
-    new = cfg.identity()
-    if meta.get("args") != new:
-        old = meta.get("args") or {}
-        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        raise BadInputError(f"{out} holds a store made with other arguments (different: "
-                            f"{', '.join(diff)}); pass --overwrite to replace it, or choose another --out")
-    return "complete" if meta.get("status") == "complete" else "resume"
-
-
-def _start_metadata(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpus) -> dict:
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "status": "incomplete", "args": cfg.identity(),
-        "model": cfg.model, "model_hash": loaded.weights_hash, "random_init": cfg.random_init,
-        "hook": hook.name, "hook_kind": hook.kind, "layer": hook.layer,
-        # What the stored numbers are: `center` is a no-op for RMSNorm models (as in
-        # TransformerLens), so such a store records none, and says either is fine.
-        "input_transform": effective_transform(loaded.model, cfg.input_transform),
-        "center_is_noop": not uses_layernorm(loaded.model),
-        "n_layers": loaded.n_layers, "d_model": loaded.d_model, "dtype": loaded.dtype,
-        "device": loaded.device, "store_dtype": cfg.store_dtype, "fragment_len": cfg.fragment_len,
-        "corpus": cfg.corpus, "corpus_fingerprint": corpus.fingerprint, "seed": cfg.seed,
-        "eval_fraction": cfg.eval_fraction, "n_tokens_requested": cfg.n_tokens,
-        "bos_token_id": prefix_token_id(loaded.tokenizer), "prepend_bos": True,
-        "tool_version": importlib.metadata.version("autointerp"),
-        "torch_version": torch.__version__,
-        "transformers_version": importlib.metadata.version("transformers"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    atomic_write_json(cfg.out / "metadata.json", meta)
-    return meta
-
-
-def _run(cfg: HarvestConfig, loaded: LoadedModel, hook, corpus: Corpus, meta: dict,
-         on_shard: Callable[[str, int], None] | None) -> None:
-    writers = {s: ShardWriter(cfg.out / s, cfg.store_dtype, cfg.shard_tokens,
-                              completed_shards(cfg.out / s), on_shard) for s in SPLITS}
-    done_tokens = sum(w.stored_tokens for w in writers.values())
+def _run(cfg: HarvestConfig, loaded: LoadedModel, targets: list[_Target], corpus: Corpus,
+         world: World) -> list[dict]:
+    """This rank's pass over its documents; returns per target what finish_metadata needs."""
     prefix_id = prefix_token_id(loaded.tokenizer)
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else prefix_id
     dropped = dict.fromkeys(SPLITS, 0)
-    pending: list[Sequence] = []
+    pending: list[tuple[Sequence, list[_Target]]] = []
+    done_tokens = min(sum(w.stored_tokens for w in t.writers.values()) for t in targets)
+    share = -(-cfg.n_tokens // world.world_size)
+    label = targets[0].hook.name + (f" (+{len(targets) - 1} more)" if len(targets) > 1 else "")
     computed, started, cpu_started = 0, time.perf_counter(), time.process_time()
-    with harvest_progress(cfg.n_tokens, done_tokens, hook.name) as advance:
-        for seq in iter_sequences(corpus, loaded.tokenizer, cfg, dropped):
-            if seq.index < writers[seq.split].done_sequences:
-                continue  # stored by an earlier run (resume)
-            pending.append(seq)
+    with harvest_progress(share, done_tokens, label, enabled=world.is_main) as advance:
+        sequences = iter_sequences(corpus, loaded.tokenizer, cfg, dropped, world.rank, world.world_size)
+        for seq in sequences:
+            needed = [t for t in targets if seq.index >= t.writers[seq.split].done_sequences]
+            if needed:  # else stored by an earlier run, for every store (resume)
+                pending.append((seq, needed))
             if len(pending) == cfg.batch_size:
-                computed += _forward_batch(loaded, hook, pending, prefix_id, pad_id, writers, cfg)
-                advance(sum(len(s.token_ids) for s in pending))
+                computed += _forward_batch(loaded, pending, prefix_id, pad_id, cfg)
+                advance(sum(len(s.token_ids) for s, _ in pending))
                 pending = []
         if pending:
-            computed += _forward_batch(loaded, hook, pending, prefix_id, pad_id, writers, cfg)
-            advance(sum(len(s.token_ids) for s in pending))
-        for w in writers.values():
-            w.flush()
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    infos = {s: w.infos for s, w in writers.items()}
-    n_train = sum(i["n_tokens"] for i in infos["train"])
-    n_eval = sum(i["n_tokens"] for i in infos["eval"])
-    meta.update({
-        "status": "complete", "shards": infos, "n_train_tokens": n_train, "n_eval_tokens": n_eval,
-        "n_eval_fragments": sum(i["n_fragments"] for i in infos["eval"]),
-        "n_train_sequences": sum(i["n_sequences"] for i in infos["train"]),
-        "dropped_fffd_fragments": dropped, "corpus_exhausted": n_train + n_eval < cfg.n_tokens,
-        "last_run": {"computed_tokens": computed, "seconds": round(seconds, 2),
-                     "cpu_seconds": round(cpu_seconds, 2), "threads": torch.get_num_threads(),
-                     "tokens_per_second": round(computed / max(seconds, 1e-9), 1),
-                     "batch_size": cfg.batch_size},
-    })
-    atomic_write_json(cfg.out / "metadata.json", meta)
-    if cfg.eval_fraction > 0 and not infos["eval"]:
-        Console(stderr=True).print(f"warning: no eval fragments in {cfg.out}: every document read "
-                                   "fell in the train split; harvest more --tokens", style="yellow")
+            computed += _forward_batch(loaded, pending, prefix_id, pad_id, cfg)
+            advance(sum(len(s.token_ids) for s, _ in pending))
+        for target in targets:
+            for writer in target.writers.values():
+                writer.flush()
+    timing = {"computed": computed, "seconds": time.perf_counter() - started,
+              "cpu_seconds": time.process_time() - cpu_started, "threads": torch.get_num_threads(),
+              "dropped": dropped}
+    return [{**timing, "shards": {s: w.infos for s, w in t.writers.items()}} for t in targets]
 
 
-def _forward_batch(loaded: LoadedModel, hook, batch: list[Sequence], prefix_id: int,
-                   pad_id: int, writers: dict[str, ShardWriter], cfg: HarvestConfig) -> int:
-    ids, mask = make_batch(batch, prefix_id, pad_id)
-    acts = capture(loaded, hook, ids, mask, cfg.input_transform)  # (batch, 1 + longest, d_model)
+def _forward_batch(loaded: LoadedModel, batch: list[tuple[Sequence, list[_Target]]], prefix_id: int,
+                   pad_id: int, cfg: HarvestConfig) -> int:
+    sequences = [seq for seq, _ in batch]
+    ids, mask = make_batch(sequences, prefix_id, pad_id)
+    hooks = list({t.hook.name: t.hook for _, needed in batch for t in needed}.values())
+    captured = capture_many(loaded, hooks, ids, mask)  # name -> (batch, 1 + longest, d_model)
+    transform = effective_transform(loaded.model, cfg.input_transform)
+    captured = {name: apply_input_transform(acts, transform) for name, acts in captured.items()}
     keep = mask.bool()
     keep[:, 0] = False  # BOS, whose activation is an outlier that may not even fit in fp16
-    real = acts[keep.to(acts.device)]  # (n_tokens, d_model), sequence after sequence
-    stored = real.to(dtype=getattr(torch, cfg.store_dtype)).cpu()
+    lengths = [len(s.token_ids) for s in sequences]
+    rows = {name: torch.split(_stored_rows(acts, keep, cfg.store_dtype, name), lengths)
+            for name, acts in captured.items()}
+    for i, (seq, needed) in enumerate(batch):
+        tokens = np.asarray(seq.token_ids, np.int32)
+        for target in needed:
+            target.writers[seq.split].add(seq, rows[target.hook.name][i], tokens)
+    return sum(lengths)
+
+
+def _stored_rows(acts: torch.Tensor, keep: torch.Tensor, store_dtype: str, hook_name: str) -> torch.Tensor:
+    """The real tokens' activations, sequence after sequence, in the store dtype on the CPU."""
+    real = acts[keep.to(acts.device)]  # (n_tokens, d_model)
+    stored = real.to(dtype=getattr(torch, store_dtype)).cpu()
     # One float32 reduction: any inf or NaN propagates into the sum, finite fp16 rows cannot
     # overflow it. Cheaper than an elementwise isfinite on every batch.
     if not torch.isfinite(stored.sum(dtype=torch.float32)):
         if not torch.isfinite(real).all():
-            raise BadInputError(f"the model produced NaN or inf activations at {hook.name}; "
+            raise BadInputError(f"the model produced NaN or inf activations at {hook_name}; "
                                 "try --dtype float32")
         raise BadInputError("activations overflow float16; harvest again with --store-dtype bfloat16")
-    lengths = [len(s.token_ids) for s in batch]
-    for seq, rows in zip(batch, torch.split(stored, lengths), strict=True):
-        writers[seq.split].add(seq, rows, np.asarray(seq.token_ids, np.int32))
-    return sum(lengths)
+    return stored

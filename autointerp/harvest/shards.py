@@ -57,8 +57,12 @@ class ShardWriter:
     exactly the sequences of the shards already on disk."""
 
     def __init__(self, directory: Path, store_dtype: str, shard_tokens: int,
-                 done_infos: list[dict], on_shard: Callable[[str, int], None] | None = None):
+                 done_infos: list[dict], on_shard: Callable[[str, int], None] | None = None,
+                 split: str | None = None, rank: int | None = None):
         self.directory = directory
+        self.split = split or directory.name
+        self.rank = rank
+        """Set for one of several ranks: its shards' infos record it and their file stem."""
         self.store_dtype = store_dtype
         self.shard_tokens = shard_tokens
         self.on_shard = on_shard
@@ -86,16 +90,17 @@ class ShardWriter:
         lengths = [len(t) for t in self._tokens]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         index = len(self.infos)
+        extra = {"first_sequence": self._first_sequence, "n_sequences": len(lengths)}
+        if self.rank is not None:
+            extra.update(rank=self.rank, stem=f"{self.directory.name}/{index:05d}")
         info = write_shard(self.directory, index, self.store_dtype, torch.cat(self._acts),
-                           np.concatenate(self._tokens), offsets,
-                           extra={"first_sequence": self._first_sequence,
-                                  "n_sequences": len(lengths)})
+                           np.concatenate(self._tokens), offsets, extra=extra)
         self.infos.append(info)
         self.stored_tokens += info["n_tokens"]
         self.done_sequences += len(lengths)
         self._acts, self._tokens, self._buffered = [], [], 0
         if self.on_shard is not None:
-            self.on_shard(self.directory.name, index)
+            self.on_shard(self.split, index)
 
 
 class _TokensPerSecond(ProgressColumn):
@@ -104,11 +109,13 @@ class _TokensPerSecond(ProgressColumn):
 
 
 @contextmanager
-def harvest_progress(total: int, completed: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich bar over stored tokens; yields `advance(n_tokens)`."""
+def harvest_progress(total: int, completed: int, label: str,
+                     enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich bar over stored tokens; yields `advance(n_tokens)`. Under torchrun only rank 0
+    shows one (its own share of the tokens), so that N bars do not overwrite each other."""
     progress = Progress(TextColumn(f"harvest {label}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("tokens"), _TokensPerSecond(), TimeRemainingColumn(),
-                        console=Console(stderr=True), refresh_per_second=2)
+                        console=Console(stderr=True), refresh_per_second=2, disable=not enabled)
     with progress:
         task = progress.add_task("harvest", total=total, completed=min(completed, total))
         yield lambda n: progress.advance(task, n)

@@ -12,6 +12,10 @@ Layout of a store folder:
     eval/00000.offsets.npy   (n_fragments + 1,) fragment boundaries inside the shard
     eval/00000.json
 
+A harvest by N > 1 processes (torchrun) writes each rank's shards under split/rankRRR/ and
+names each shard's file in its metadata.json entry ("stem", with the "rank" that wrote it);
+the shard list, rank 0's shards first, is the read order.
+
 Every file is written under a temporary name and renamed into place, so a
 killed harvest never leaves a file that a later run would read as whole.
 """
@@ -167,7 +171,9 @@ class ActivationStore:
             raise BadInputError(f"activation store {self.path} has no {split} shard list")
         shards = []
         for i, info in enumerate(infos):
-            stem = self.path / split / f"{i:05d}"
+            # Shards of a multi-rank harvest name their file (split/rankRRR/NNNNN); the list's
+            # order, rank after rank, is the single-process order of the sequences.
+            stem = self.path / split / info.get("stem", f"{i:05d}")
             try:
                 for name, size in info["bytes"].items():
                     actual = Path(f"{stem}.{name}.npy").stat().st_size

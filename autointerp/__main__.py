@@ -1,0 +1,5 @@
+"""`python -m autointerp ...`, and so `torchrun --nproc_per_node N -m autointerp harvest|train ...`."""
+
+from autointerp.cli import main
+
+main()
