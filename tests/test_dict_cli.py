@@ -1,0 +1,184 @@
+"""Issue 10 as a user meets it, through the real command line: `score --dict` on a sparsify
+checkpoint root and on a sae-lens folder harvests each dictionary's own (translated) hook
+point with its own input transform, and every bad input of the issue ends in one line with
+exit status 1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from autointerp.harvest.store import ActivationStore
+from tests.clitools import cli_env, error_line, run_cli
+from tests.tiny_families import build_tiny, corpus_text, single_torch_thread
+
+one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
+PEERS = Path(__file__).parent / "fixtures" / "peers"
+D_MODEL, N_FEATURES = 32, 64  # the tiny GPT-2's width
+LEXICAL = ["--explainer", "lexical", "--simulator", "lexical", "--no-selftest", "--n-features", "2"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny GPT-2 in a folder named gpt2 (so `gpt2-small` is it) and a ~40k-token corpus."""
+    root = tmp_path_factory.mktemp("dict-cli")
+    model = build_tiny("gpt2", root / "gpt2")
+    corpus = root / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": p}) for p in
+                                corpus_text(0, n_paragraphs=200).split("\n\n")) + "\n")
+    return {"root": root, "model": model, "corpus": corpus}
+
+
+def random_weights(seed: int) -> torch.Tensor:
+    return torch.randn(N_FEATURES, D_MODEL, generator=torch.Generator().manual_seed(seed)) / D_MODEL ** 0.5
+
+
+def sparsify_root(root: Path, model: str) -> Path:
+    """A checkpoint root as sparsify's trainer writes it: the run's config.json and one
+    folder per hookpoint, each cfg.json + sae.safetensors (weights in sparsify's names)."""
+    for i, (hookpoint, k) in enumerate((("layers.1", 4), ("layers.2.mlp", 6))):
+        folder = root / hookpoint
+        folder.mkdir(parents=True)
+        W = random_weights(i)
+        save_file({"encoder.weight": W, "encoder.bias": torch.zeros(N_FEATURES),
+                   "W_dec": W.clone(), "b_dec": torch.zeros(D_MODEL)}, str(folder / "sae.safetensors"))
+        (folder / "cfg.json").write_text(json.dumps({
+            "activation": "topk", "expansion_factor": 2, "normalize_decoder": True,
+            "num_latents": N_FEATURES, "k": k, "multi_topk": False, "skip_connection": False,
+            "transcode": False, "d_in": D_MODEL}))
+    (root / "config.json").write_text(json.dumps({"model": model, "hookpoints": ["layers.1", "layers.2.mlp"]}))
+    return root
+
+
+def saelens_folder(path: Path, hook_name: str, kwargs: dict) -> Path:
+    W = random_weights(7)
+    path.mkdir(parents=True)
+    save_file({"W_enc": W.T.contiguous(), "b_enc": torch.zeros(N_FEATURES), "W_dec": W.clone(),
+               "b_dec": torch.zeros(D_MODEL)}, str(path / "sae_weights.safetensors"))
+    (path / "cfg.json").write_text(json.dumps({
+        "architecture": "standard", "d_in": D_MODEL, "d_sae": N_FEATURES,
+        "apply_b_dec_to_input": True, "normalize_activations": "none",
+        "metadata": {"model_name": "gpt2-small", "hook_name": hook_name,
+                     "model_from_pretrained_kwargs": kwargs, "sae_lens_version": "6.54.12"}}))
+    return path
+
+
+def score(world, cwd, *args, db_name: str = "db.sqlite") -> tuple:
+    """`score ... --model GPT2 --corpus C` run in `cwd`, where it harvests into data/."""
+    db = cwd / db_name
+    result = run_cli(["score", *args, "--model", world["model"], "--corpus", world["corpus"],
+                      "--tokens", 30000, "--db", db, *LEXICAL], cwd=cwd)
+    return result, db
+
+
+def runs(db: Path) -> list[dict]:
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT r.config, r.n_sampled, d.hook FROM runs r "
+                           "JOIN dictionaries d ON d.id = r.dictionary_id").fetchall()
+    return [{**json.loads(c), "n_sampled": n, "hook": h} for c, n, h in rows]
+
+
+def store_meta(run: dict, cwd: Path) -> dict:
+    return ActivationStore(cwd / run["store_path"]).meta
+
+
+def test_score_a_sparsify_root_harvests_every_hookpoint(world, tmp_path):
+    root = sparsify_root(tmp_path / "sae-run", "gpt2")
+    result, db = score(world, tmp_path, "--dict", root)
+    assert result.returncode == 0, result.stderr
+    found = {Path(r["dictionary_path"]).name: r for r in runs(db)}
+    assert sorted(found) == ["layers.1", "layers.2.mlp"]
+    for name, hook in (("layers.1", "resid.1"), ("layers.2.mlp", "mlp.2")):
+        meta = store_meta(found[name], tmp_path)
+        assert (found[name]["hook"], meta["hook"], meta["input_transform"]) == (hook, hook, None)
+        assert found[name]["n_sampled"] >= 1  # features really were scored on that store
+    # `ROOT/layers.2.mlp` scores that one alone, from the store already harvested.
+    again, db2 = score(world, tmp_path, "--dict", root / "layers.2.mlp", db_name="one.sqlite")
+    assert again.returncode == 0, again.stderr
+    assert "harvest" not in again.stderr  # the mlp.2 store was reused
+    assert [(r["hook"], r["store_path"]) for r in runs(db2)] == \
+        [("mlp.2", found["layers.2.mlp"]["store_path"])]
+
+
+def test_score_a_saelens_folder_harvests_its_hook_with_its_centring(world, tmp_path):
+    """blocks.2.hook_resid_pre is block 2's input, our resid.1; centred writing weights in
+    the SAE's config make the harvest subtract each position's mean over d_model."""
+    centred = saelens_folder(tmp_path / "pre2", "blocks.2.hook_resid_pre",
+                             {"center_writing_weights": True})
+    plain = saelens_folder(tmp_path / "post1", "blocks.1.hook_resid_post", {})
+    result, db = score(world, tmp_path, "--dict", centred, "--dict", plain)
+    assert result.returncode == 0, result.stderr
+    found = {Path(r["dictionary_path"]).name: r for r in runs(db)}
+    means = {}
+    for name in ("pre2", "post1"):
+        meta = store_meta(found[name], tmp_path)
+        assert (found[name]["hook"], meta["hook"]) == ("resid.1", "resid.1")
+        assert meta["input_transform"] == {"pre2": "center", "post1": None}[name]
+        acts = ActivationStore(tmp_path / found[name]["store_path"]).train_sample(512).float()
+        means[name] = (acts.mean(-1).abs() / acts.std(-1)).max().item()
+    # Measured: 0.0 centred (up to the store's dtype) against 0.07 raw.
+    assert means["pre2"] < 0.01 < means["post1"], means
+
+
+def test_a_hook_option_against_the_declared_hook_is_refused_before_harvesting(world, tmp_path):
+    d = saelens_folder(tmp_path / "pre2", "blocks.2.hook_resid_pre", {})
+    result, _ = score(world, tmp_path, "--dict", d, "--hook", "mlp.1")
+    line = error_line(result)
+    assert "fit at hook resid.1, but --hook/--layer ask for mlp.1" in line
+    assert "harvest" not in result.stderr and not (tmp_path / "data").exists()
+
+
+def test_a_dictionary_declaring_no_hook_asks_for_one(world, tmp_path):
+    shutil.copytree(PEERS / "sparsify_groupmax", tmp_path / "renamed")  # no module path: no hook
+    result, _ = score(world, tmp_path, "--dict", tmp_path / "renamed")
+    assert "declares no hook point; pass --hook" in error_line(result)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("unknown architecture", "sae-lens architecture 'abstopk' is not supported"),
+    ("untranslatable hook", "hook 'blocks.1.attn.hook_z' has no equivalent among our hook points"),
+    ("root without hookpoint folders", "no hookpoint folders"),
+])
+def test_bad_dictionaries_are_one_line(world, tmp_path, case, expected):
+    if case == "unknown architecture":
+        folder = shutil.copytree(PEERS / "saelens_topk", tmp_path / "abs")
+        cfg = folder / "cfg.json"
+        cfg.write_text(cfg.read_text().replace('"architecture": "topk"', '"architecture": "abstopk"'))
+    elif case == "untranslatable hook":
+        folder = PEERS / "saelens_refuse_hook_z"
+    else:
+        folder = tmp_path / "empty-run"
+        (folder / "latents").mkdir(parents=True)
+        (folder / "config.json").write_text('{"model": "gpt2"}')
+    for command in (["inspect", folder], ["score", "--dict", folder, "--acts", tmp_path, *LEXICAL]):
+        assert expected in error_line(run_cli(command, cwd=tmp_path)), (case, command)
+
+
+def test_an_unreachable_hub_is_one_line_well_before_huggingface_hubs_timeouts(tmp_path):
+    """A server that accepts and never answers; huggingface_hub alone would wait 60 s here."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    env = cli_env(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_CACHE=str(tmp_path / "hf"),
+                  HF_HUB_ETAG_TIMEOUT="60", HF_HUB_DOWNLOAD_TIMEOUT="60")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(name)
+    start = time.monotonic()
+    try:
+        result = run_cli(["inspect", "hf:EleutherAI/sae-pythia-70m-32k/layers.3"], env=env)
+    finally:
+        server.close()
+    elapsed = time.monotonic() - start
+    line = error_line(result)
+    assert f"Hub at http://127.0.0.1:{port} is unreachable" in line and "timed out" in line
+    assert elapsed < 45, elapsed  # process start-up included; the probe itself is timed in
+    # tests/test_formats_hub.py (about a second)
