@@ -182,3 +182,45 @@ def test_an_unreachable_hub_is_one_line_well_before_huggingface_hubs_timeouts(tm
     assert f"Hub at http://127.0.0.1:{port} is unreachable" in line and "timed out" in line
     assert elapsed < 45, elapsed  # process start-up included; the probe itself is timed in
     # tests/test_formats_hub.py (about a second)
+
+
+@pytest.mark.parametrize("kind, rows", [
+    ("ours", {"hook": "resid.1", "architecture": "topk", "source": "autointerp folder"}),
+    ("saelens_gated", {"hook": "resid.7 (as written: blocks.8.hook_resid_pre)",
+                       "architecture": "gated", "source": "sae-lens folder"}),
+    ("saelens_standard_layer_norm", {"input normalisation": "layer_norm"}),
+    ("saelens_transcoder", {"encode only": "yes", "b_dec subtracted from input": "no"}),
+    ("sparsify_root/layers.2.mlp", {"hook": "mlp.2 (as written: layers.2.mlp)",
+                                    "architecture": "topk", "source": "sparsify folder"}),
+    ("sparsify_transcoder/layers.1", {"hook": "resid.0 (as written: layers.1)",
+                                      "architecture": "transcoder", "encode only": "yes"}),
+    ("sparsify_groupmax", {"hook": "none declared (score asks for --hook)",
+                           "architecture": "topk+groupmax"}),
+    ("gemmascope", {"hook": "resid.3 (as written: gemma-scope-2b-pt-res/layer_3)",
+                    "architecture": "jumprelu", "source": "gemma-scope npz"}),
+])
+def test_inspect_names_hook_architecture_and_source_for_every_kind(kind, rows, tmp_path, capsys,
+                                                                  monkeypatch):
+    from autointerp.cli.inspect import print_dictionary
+    from autointerp.dictionaries.dictionary import Dictionary, load_dictionary
+
+    if kind == "ours":
+        W = random_weights(3)
+        path = Dictionary(W, torch.zeros(N_FEATURES), W.clone(), torch.zeros(D_MODEL), "topk", 4,
+                          meta={"method": "topk", "hook": "resid.1"}).save(tmp_path / "ours")
+    elif kind == "gemmascope":
+        from tests.test_formats_hub import GEMMA_PATH, gemma_npz
+
+        path = tmp_path / "gemma-scope-2b-pt-res" / GEMMA_PATH
+        gemma_npz(path / "params.npz")
+    else:
+        path = PEERS / kind
+    monkeypatch.setenv("COLUMNS", "300")  # one line per row: rich wraps to the terminal
+    print_dictionary(load_dictionary(path), path)
+    table = {}
+    for line in capsys.readouterr().out.splitlines():  # rich rows: "│ name │ value │"
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 2 and cells[0]:
+            table[cells[0]] = cells[1]
+    for name, value in rows.items():
+        assert table.get(name, "").startswith(value), (name, table)
