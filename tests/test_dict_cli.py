@@ -224,3 +224,17 @@ def test_inspect_names_hook_architecture_and_source_for_every_kind(kind, rows, t
             table[cells[0]] = cells[1]
     for name, value in rows.items():
         assert table.get(name, "").startswith(value), (name, table)
+
+
+def test_gemma_scope_embedding_saes_are_refused(tmp_path):
+    """They read the token embedding before Gemma's sqrt(d_model) scaling; our `embed` is after
+    it, so a user's --hook embed would be off by a factor of 48 on gemma-2-2b."""
+    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.errors import BadInputError
+    from tests.test_formats_hub import gemma_npz
+
+    folder = tmp_path / "gemma-scope-2b-pt-res" / "embedding" / "width_4k" / "average_l0_6"
+    gemma_npz(folder / "params.npz")
+    with pytest.raises(BadInputError, match="embedding SAEs read the token embedding before") as e:
+        load_dictionary(folder)
+    assert "\n" not in str(e.value)
