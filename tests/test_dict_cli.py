@@ -238,3 +238,31 @@ def test_gemma_scope_embedding_saes_are_refused(tmp_path):
     with pytest.raises(BadInputError, match="embedding SAEs read the token embedding before") as e:
         load_dictionary(folder)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("model, hook_name, expected", [
+    ("google/gemma-2-2b", "blocks.3.hook_mlp_out", None),
+    ("gemma-2-9b-it", "blocks.3.hook_attn_out", None),
+    ("allenai/OLMo-2-1124-7B", "blocks.3.hook_mlp_out", None),
+    ("google/gemma-2-2b", "blocks.3.hook_resid_post", "resid.3"),
+    ("gemma-2b", "blocks.3.hook_mlp_out", "mlp.3"),  # Gemma 1 has no post-MLP norm
+    ("gpt2-small", "blocks.3.hook_attn_out", "attn.3"),
+])
+def test_transformerlens_sublayer_outputs_after_a_post_norm_are_refused(tmp_path, model,
+                                                                         hook_name, expected):
+    """TransformerLens reads Gemma 2's hook_mlp_out after post_feedforward_layernorm; our mlp.3
+    is the MLP module's output, so translating the name would read another activation."""
+    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.errors import BadInputError
+
+    folder = saelens_folder(tmp_path / "sae", hook_name, {})
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["metadata"]["model_name"] = model
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    if expected is None:
+        with pytest.raises(BadInputError, match=f"hook '{hook_name}' of {model} is read after "
+                                                "the block's post-") as e:
+            load_dictionary(folder)
+        assert "\n" not in str(e.value)
+    else:
+        assert load_dictionary(folder).meta["hook"] == expected

@@ -273,6 +273,9 @@ def test_score_runs_on_a_hub_dictionary(offline_cache, tmp_path):
     from tests.helpers import make_planted
 
     store, _, _ = make_planted(tmp_path / "planted")
+    # The store is as the SAE declares (gpt2, blocks.3.hook_resid_pre = resid.2): score checks it.
+    meta = json.loads((store / "metadata.json").read_text())
+    (store / "metadata.json").write_text(json.dumps({**meta, "model": "gpt2", "hook": "resid.2"}))
     hub_cache(offline_cache, "someone/gpt2-saes", {
         f"blocks.2.hook_resid_pre/{f.name}": f for f in (PEERS / "saelens_standard").iterdir()})
     db = open_db(tmp_path / "r.db")
