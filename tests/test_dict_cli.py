@@ -96,6 +96,8 @@ def test_score_a_sparsify_root_harvests_every_hookpoint(world, tmp_path):
     assert result.returncode == 0, result.stderr
     found = {Path(r["dictionary_path"]).name: r for r in runs(db)}
     assert sorted(found) == ["layers.1", "layers.2.mlp"]
+    table = result.stdout.split("Scores per dictionary")[1]
+    assert "sparsify (lexical) layers.1" in table and "sparsify (lexical) layers.2.mlp" in table
     for name, hook in (("layers.1", "resid.1"), ("layers.2.mlp", "mlp.2")):
         meta = store_meta(found[name], tmp_path)
         assert (found[name]["hook"], meta["hook"], meta["input_transform"]) == (hook, hook, None)
