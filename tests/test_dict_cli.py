@@ -267,3 +267,24 @@ def test_transformerlens_sublayer_outputs_after_a_post_norm_are_refused(tmp_path
         assert "\n" not in str(e.value)
     else:
         assert load_dictionary(folder).meta["hook"] == expected
+
+
+def test_a_hub_root_of_nested_dictionaries_is_refused_before_any_download(tmp_path, monkeypatch):
+    """`hf:google/gemma-scope-2b-pt-res` alone would download thousands of SAEs; the file list
+    in the Hub's answer to the reachability probe shows it, and nothing is fetched."""
+    from tests.test_formats_hub import fake_hub
+
+    files = {f"layer_{layer}/width_16k/average_l0_71/params.npz": b"x" for layer in (3, 4)}
+    server, served = fake_hub("google/gemma-scope-tiny-res", files)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    try:
+        with pytest.raises(BadInputError, match="holds 2 dictionaries in nested folders .* name "
+                           "one, hf:google/gemma-scope-tiny-res/layer_3/width_16k/average_l0_71"):
+            load_dictionary("hf:google/gemma-scope-tiny-res")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert served == [] and not (tmp_path / "hf").exists()

@@ -154,7 +154,8 @@ def fake_hub(repo_id: str, files: dict[str, bytes]):
             path, as_json = self.path.split("?")[0], {"Content-Type": "application/json"}
             resolve = f"/{repo_id}/resolve/{SHA}/"
             if path in (f"/api/models/{repo_id}", f"/api/models/{repo_id}/revision/main"):
-                return self.reply(200, json.dumps({"id": repo_id, "sha": SHA}).encode(), as_json, head)
+                info = {"id": repo_id, "sha": SHA, "siblings": [{"rfilename": n} for n in files]}
+                return self.reply(200, json.dumps(info).encode(), as_json, head)
             if path.startswith(f"/api/models/{repo_id}/tree/{SHA}"):
                 tree = [{"type": "file", "path": name, "size": len(body),
                          "oid": hashlib.sha1(body).hexdigest()} for name, body in files.items()]
