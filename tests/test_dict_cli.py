@@ -288,3 +288,11 @@ def test_a_hub_root_of_nested_dictionaries_is_refused_before_any_download(tmp_pa
         server.shutdown()
         server.server_close()
     assert served == [] and not (tmp_path / "hf").exists()
+
+
+def test_a_foreign_dictionary_without_a_store_says_how_to_get_one():
+    from autointerp.cli.score import check_stores
+
+    with pytest.raises(BadInputError, match="does not name its activation store; pass --acts "
+                                            "STORE, or --model M --corpus C to harvest"):
+        check_stores({PEERS / "saelens_gated": None}, force=False)
