@@ -333,3 +333,19 @@ def test_smollm2_harvest_for_a_saelens_hook_reads_hugging_faces_hidden_state(tmp
     error = {i: ((got - hidden[i][0, 1:]).norm() / hidden[i][0, 1:].norm()).item() for i in (6, 7, 8)}
     # Measured (bf16 harvest, fp16 store): 0.010 for [7], 0.20 for [6] and [8].
     assert error[7] < 0.03 and min(error[6], error[8]) > 0.1, error
+
+
+def test_every_commands_help_renders():
+    """Rich reads square brackets in help text as markup: `hf:ORG/REPO[/PATH]` in --dict's
+    help made `score --help` crash with a MarkupError."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    commands = sorted(get_command(app).commands)
+    assert {"score", "inspect", "harvest"} <= set(commands)
+    for name in commands:
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0 and "--" in result.output, (name, result.exception)
+    assert "hf:ORG/REPO/PATH" in CliRunner().invoke(app, ["score", "--help"]).output

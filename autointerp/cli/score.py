@@ -20,7 +20,7 @@ from autointerp.progress import RichProgress
 BACKENDS = ("inprocess", "openai", "lexical")
 DEFAULT_INPROCESS_MODEL = "smollm2-135m"
 
-DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO[/PATH] or saelens:RELEASE/SAE_ID.")]
+DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO or hf:ORG/REPO/PATH (Hugging Face Hub), or saelens:RELEASE/SAE_ID.")]
 ActsOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store with the eval fragments; default: the store named in each dictionary's metadata.")]
 HarvestModelOpt = Annotated[str | None, typer.Option("--model", help="Harvest activations of this model first (no --acts): HF name or path.")]
 LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model); default: each dictionary's own hook point.")]
