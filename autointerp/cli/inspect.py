@@ -73,7 +73,7 @@ def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
 
 @app.command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Dictionary folder (ours, sae-lens or sparsify).")],
+    path: Annotated[Path, typer.Argument(help="Dictionary folder (ours, sae-lens, sparsify, Gemma Scope), hf:ORG/REPO/PATH or saelens:RELEASE/SAE_ID.")],
     acts: Annotated[Path | None, typer.Option(
         "--acts", help="Also evaluate on this activation store's eval part.")] = None,
     loss: Annotated[bool, typer.Option(
