@@ -154,7 +154,8 @@ def fake_hub(repo_id: str, files: dict[str, bytes]):
             path, as_json = self.path.split("?")[0], {"Content-Type": "application/json"}
             resolve = f"/{repo_id}/resolve/{SHA}/"
             if path in (f"/api/models/{repo_id}", f"/api/models/{repo_id}/revision/main"):
-                return self.reply(200, json.dumps({"id": repo_id, "sha": SHA}).encode(), as_json, head)
+                info = {"id": repo_id, "sha": SHA, "siblings": [{"rfilename": n} for n in files]}
+                return self.reply(200, json.dumps(info).encode(), as_json, head)
             if path.startswith(f"/api/models/{repo_id}/tree/{SHA}"):
                 tree = [{"type": "file", "path": name, "size": len(body),
                          "oid": hashlib.sha1(body).hexdigest()} for name, body in files.items()]
@@ -273,6 +274,9 @@ def test_score_runs_on_a_hub_dictionary(offline_cache, tmp_path):
     from tests.helpers import make_planted
 
     store, _, _ = make_planted(tmp_path / "planted")
+    # The store is as the SAE declares (gpt2, blocks.3.hook_resid_pre = resid.2): score checks it.
+    meta = json.loads((store / "metadata.json").read_text())
+    (store / "metadata.json").write_text(json.dumps({**meta, "model": "gpt2", "hook": "resid.2"}))
     hub_cache(offline_cache, "someone/gpt2-saes", {
         f"blocks.2.hook_resid_pre/{f.name}": f for f in (PEERS / "saelens_standard").iterdir()})
     db = open_db(tmp_path / "r.db")

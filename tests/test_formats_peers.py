@@ -156,7 +156,8 @@ def test_encode_only_reports_reconstruction_as_na(tmp_path):
     d = load_dictionary(PEERS / "saelens_transcoder")
     g = torch.Generator().manual_seed(0)
     store = make_store(tmp_path / "s", torch.randn(256, 16, generator=g),
-                       torch.randn(128, 16, generator=g), np.zeros(128, np.int32))
+                       torch.randn(128, 16, generator=g), np.zeros(128, np.int32),
+                       meta={"model": "gpt2", "hook": d.meta["hook"]})  # the transcoder's own input
     m = evaluate(d, ActivationStore(store))
     assert m.fvu is None and m.mse is None and m.l0 > 0
 

@@ -156,7 +156,12 @@ def test_score_model_harvests_the_dictionarys_own_hook_and_transform(setup, tmp_
     for path, store in stores.items():
         assert check_compatible(load_dictionary(path), ActivationStore(store)) == []
     override = HarvestSpec(spec.model, "mlp", 0, spec.corpus, 1500, device="cpu")
-    assert hook_for(plain, load_dictionary(plain).meta, override) == "mlp.0"
+    with pytest.raises(BadInputError, match="fit at hook resid.1, but --hook/--layer ask for mlp.0"):
+        hook_for(plain, load_dictionary(plain).meta, override)  # before any harvest
+    forced = HarvestSpec(spec.model, "mlp", 0, spec.corpus, 1500, device="cpu", force=True)
+    assert hook_for(plain, load_dictionary(plain).meta, forced) == "mlp.0"
+    assert hook_for(plain, load_dictionary(plain).meta,
+                    HarvestSpec(spec.model, "layers.1", None, spec.corpus, 1500)) == "resid.1"
     bare = our_folder(tmp_path / "bare", {"model": "gpt2"})
     with pytest.raises(BadInputError, match="declares no hook point; pass --hook"):
         harvest_for([bare], spec)

@@ -12,8 +12,7 @@ from rich.table import Table
 
 from autointerp.cli import app
 
-SHOWN = ("method", "architecture", "source", "model", "layer", "input_transform", "store",
-         "store_model_hash", "input_scale")
+SHOWN = ("method", "model", "layer", "input_transform", "store", "store_model_hash", "input_scale")
 
 
 def hook_row(meta: dict) -> str | None:
@@ -31,6 +30,22 @@ def hook_row(meta: dict) -> str | None:
     return ours if raw in (None, ours) else f"{ours} (as written: {raw})"
 
 
+def identity_rows(dictionary, path: Path) -> list[tuple[str, str]]:
+    """Architecture, source and how the input is prepared, for every kind of folder (our own
+    dictionaries record no architecture or source: their method and folder are both)."""
+    meta = dictionary.meta
+    rows = [("architecture", meta.get("architecture") or meta.get("method") or dictionary.activation),
+            ("source", meta.get("source") or f"autointerp folder {path}")]
+    if dictionary.input_norm != "none":
+        rows.append(("input normalisation", dictionary.input_norm))
+    if not dictionary.apply_b_dec_to_input:
+        rows.append(("b_dec subtracted from input", "no"))
+    if dictionary.encode_only:
+        rows.append(("encode only", "yes: its decoder predicts another hook point, so "
+                                    "FVU and loss recovered are n/a"))
+    return rows
+
+
 def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
     """One table: identity, shape, provenance, hyperparameters and metrics."""
     from autointerp.dictionaries.dictionary import dictionary_id
@@ -43,8 +58,9 @@ def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
     table.add_row("features x d_model", f"{dictionary.n_features} x {dictionary.d_model}")
     table.add_row("activation", dictionary.activation + (f" (k={dictionary.k})" if dictionary.k else ""))
     hook = hook_row(meta)
-    if hook is not None:
-        table.add_row("hook", hook)
+    table.add_row("hook", hook or "none declared (score asks for --hook)")
+    for name, value in identity_rows(dictionary, path):
+        table.add_row(name, value)
     for key in SHOWN:
         if meta.get(key) is not None:
             table.add_row(key, str(meta[key]))
@@ -57,7 +73,7 @@ def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
 
 @app.command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Dictionary folder (ours, sae-lens or sparsify).")],
+    path: Annotated[Path, typer.Argument(help="Dictionary folder (ours, sae-lens, sparsify, Gemma Scope), hf:ORG/REPO/PATH or saelens:RELEASE/SAE_ID.")],
     acts: Annotated[Path | None, typer.Option(
         "--acts", help="Also evaluate on this activation store's eval part.")] = None,
     loss: Annotated[bool, typer.Option(

@@ -20,7 +20,7 @@ from autointerp.progress import RichProgress
 BACKENDS = ("inprocess", "openai", "lexical")
 DEFAULT_INPROCESS_MODEL = "smollm2-135m"
 
-DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO[/PATH] or saelens:RELEASE/SAE_ID.")]
+DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO or hf:ORG/REPO/PATH (Hugging Face Hub), or saelens:RELEASE/SAE_ID.")]
 ActsOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store with the eval fragments; default: the store named in each dictionary's metadata.")]
 HarvestModelOpt = Annotated[str | None, typer.Option("--model", help="Harvest activations of this model first (no --acts): HF name or path.")]
 LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model); default: each dictionary's own hook point.")]
@@ -100,8 +100,9 @@ def _ci(s) -> str:
     return f"{s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}]" if not math.isnan(s.lo) else f"{s.mean:.3f}"
 
 
-def summary_table(summaries) -> Table:
-    """One row per dictionary; failure reasons and how the simulator was run as footnotes."""
+def summary_table(summaries, paths: list | None = None) -> Table:
+    """One row per dictionary; failure reasons and how the simulator was run as footnotes.
+    `paths` (the --dict of each summary) tell apart dictionaries that share a label."""
     spread = any(not math.isnan(s.mean_spread) for s in summaries)
     table = Table(title="Scores per dictionary", caption="\n".join(
         [f"{s.label}: {s.simulator} ({s.notes or s.simulator_mode}); failed: "
@@ -109,10 +110,14 @@ def summary_table(summaries) -> Table:
     for col in ("dictionary", "scored", "failed", "skipped", "score [95% CI]",
                 *(("spread",) if spread else ()), "self-test"):
         table.add_column(col, overflow="fold")
-    for s in summaries:
+    labels = [s.label for s in summaries]
+    for s, path in zip(summaries, paths or [None] * len(summaries), strict=True):
         verdict = {True: "pass", False: "FAIL", None: "-"}[s.selftest_passed]
+        # One label for several dictionaries (a checkpoint root's hookpoints): name each folder.
+        name = s.label if path is None or labels.count(s.label) == 1 else \
+            f"{s.label} {Path(path).name}"
         extra = (("-" if math.isnan(s.mean_spread) else f"{s.mean_spread:.3f}",) if spread else ())
-        table.add_row(s.label, str(s.n_scored), str(s.n_failed), str(s.n_skipped), _ci(s),
+        table.add_row(name, str(s.n_scored), str(s.n_failed), str(s.n_skipped), _ci(s),
                       *extra, verdict)
     return table
 
@@ -170,7 +175,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
                         force=force) for d in dict_]
     summaries = asyncio.run(_score_all(cfgs, expl, sim, database, list(cache.values())))
     console = Console()
-    console.print(summary_table(summaries))
+    console.print(summary_table(summaries, [c.dictionary for c in cfgs]))
     if any(s.selftest_passed is False for s in summaries):
         console.print("WARNING: the simulator failed its self-test on planted features, so these "
                       "scores are not meaningful (see `autointerp selftest`).", style="bold red",

@@ -42,6 +42,13 @@ def _where(weights_path: Path) -> tuple[str | None, str | None, str | None]:
     """(model, our hook, the path's own words for it) from a Gemma Scope Hub path."""
     text = Path(os.path.abspath(weights_path)).as_posix()  # not resolve(): Hub cache files are symlinks
     repo, layer = _REPO.search(text), _LAYER.search(text)
+    if repo and re.search(r"(?:^|/)embedding(?:/|$)", text[repo.end():]):
+        # Trained on embed_tokens' output before Gemma multiplies it by sqrt(d_model) (sae-lens
+        # divides W_enc by that factor to read TransformerLens's scaled hook_embed): our `embed`,
+        # block 0's input, is the scaled one, so declaring nothing would invite a wrong --hook.
+        raise BadInputError(f"{weights_path}: Gemma Scope embedding SAEs read the token "
+                            "embedding before Gemma's sqrt(d_model) scaling, which has no "
+                            "equivalent among our hook points")
     if not repo or not layer:
         return None, None, None
     raw = f"{repo.group(0)}/layer_{layer.group(1)}"

@@ -49,7 +49,7 @@ def fetch_hf(name: str) -> Path:
     repo_id, path = split_hf_name(name)
     hub = _hub_settings()
     patterns = [f"{path}/*", path] if path else None
-    reason = "HF_HUB_OFFLINE is set" if hub["offline"] else _unreachable(repo_id, hub)
+    reason = "HF_HUB_OFFLINE is set" if hub["offline"] else _unreachable(repo_id, hub, path)
     try:
         # "main" (the default revision), so that the cache records refs/main for offline use.
         root = snapshot_download(repo_id, allow_patterns=patterns, cache_dir=hub["cache_dir"],
@@ -67,9 +67,10 @@ def fetch_hf(name: str) -> Path:
     return local
 
 
-def _unreachable(repo_id: str, hub: dict) -> str | None:
+def _unreachable(repo_id: str, hub: dict, path: str | None = None) -> str | None:
     """Why the Hub cannot be asked about `repo_id`, or None when it answers. One request with
-    a short timeout and no retries: huggingface_hub's own client retries for longer."""
+    a short timeout and no retries: huggingface_hub's own client retries for longer. For a
+    repository root (`path` ''), the file list in the answer is checked first (see below)."""
     import httpx
     from huggingface_hub import get_token
 
@@ -86,7 +87,23 @@ def _unreachable(repo_id: str, hub: dict) -> str | None:
                             f"private or gated (HTTP {r.status_code}; log in with `hf auth login`)")
     if r.status_code >= 500 or "sha" not in _json(r):
         return f"the Hugging Face Hub at {hub['endpoint']} answered HTTP {r.status_code}"
+    if path == "":
+        _check_root(repo_id, _json(r).get("siblings") or [])
     return None
+
+
+def _check_root(repo_id: str, siblings: list) -> None:
+    """A root is fetched whole only when it is one dictionary or a checkpoint root (weights
+    at most one folder down): Gemma Scope's roots hold thousands of SAEs, terabytes in all."""
+    from autointerp.dictionaries.sources import LAYOUTS
+
+    names = {weights for _, weights, _ in LAYOUTS}
+    weights = [s.get("rfilename", "") for s in siblings if isinstance(s, dict)]
+    nested = [f for f in weights if f.rsplit("/", 1)[-1] in names and f.count("/") > 1]
+    if nested:
+        raise BadInputError(f"hf:{repo_id} holds {len(nested)} dictionaries in nested folders "
+                            f"(e.g. {nested[0].rsplit('/', 1)[0]}): name one, "
+                            f"hf:{repo_id}/{nested[0].rsplit('/', 1)[0]}")
 
 
 def _json(response) -> dict:

@@ -15,18 +15,22 @@ sae-lens stores W_enc as (d_in, d_sae) and W_dec as (d_sae, d_out). What each ar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 from packaging.version import InvalidVersion, Version
 
-from autointerp.dictionaries.dictionary import Dictionary
+from autointerp.dictionaries.dictionary import Dictionary, canonical_model
 from autointerp.dictionaries.sources import read_weights
 from autointerp.errors import BadInputError
 from autointerp.harvest.hook_names import split_hook, translate_hook
 
 ARCHITECTURES = ("standard", "topk", "jumprelu", "gated", "transcoder", "skip_transcoder",
                  "jumprelu_transcoder", "jumprelu_skip_transcoder")
+# Families whose blocks normalise the attention and MLP outputs before adding them (Gemma 1 is
+# `gemma-2b` / `gemma-7b`, without such norms).
+_POST_NORM_MODELS = re.compile(r"^(?:gemma-?[23]-|gemma[23]|olmo-?[23]-)")
 ENCODE_ONLY = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")
 # TransformerLens only centres writing weights of LayerNorm models; these families use RMSNorm.
 RMSNORM_FAMILIES = ("llama", "gemma", "mistral", "mixtral", "qwen", "smollm", "olmo", "phi-3")
@@ -101,6 +105,7 @@ def saelens_meta(cfg: dict, arch: str, source: str) -> dict:
         raise BadInputError(f"{source}: hook '{raw}' (one attention head / hook_z) has no "
                             "equivalent among our hook points")
     hook = translate_hook(raw)
+    _check_sublayer_hook(raw, md.get("model_name"), source)
     meta = {"method": "saelens", "architecture": arch, "model": md.get("model_name"),
             "hook": hook, "layer": split_hook(hook)[1], "hook_source_name": raw,
             "source": source, "input_transform": input_transform(md),
@@ -109,6 +114,18 @@ def saelens_meta(cfg: dict, arch: str, source: str) -> dict:
         meta["encode_only"] = True
         meta["hook_out_source_name"] = md.get("hook_name_out")
     return meta
+
+
+def _check_sublayer_hook(raw: str, model: str | None, source: str) -> None:
+    """In Gemma 2/3 and OLMo 2/3, TransformerLens's hook_attn_out / hook_mlp_out come after the
+    block's post-attention / post-MLP norm (`use_normalization_before_and_after`, its
+    POST_NORM_ARCHITECTURES), while our attn.L / mlp.L are the modules' own outputs (what
+    sparsify reads): the same name would read another activation, so it is refused."""
+    kind = re.search(r"\.hook_(attn|mlp)_out$", raw)
+    if kind and _POST_NORM_MODELS.match(canonical_model(model) or ""):
+        raise BadInputError(f"{source}: hook '{raw}' of {model} is read after the block's "
+                            f"post-{kind.group(1)} norm, which our {kind.group(1)}.L (the "
+                            "module's own output) is not: it has no equivalent, so it is refused")
 
 
 def input_transform(md: dict) -> str | None:

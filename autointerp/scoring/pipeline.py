@@ -118,7 +118,8 @@ def resolve_store(cfg: ScoreConfig, meta: dict) -> Path:
     for key in ("store", "store_path", "acts"):
         if meta.get(key):
             return Path(meta[key])
-    raise BadInputError(f"dictionary {cfg.dictionary} does not name its activation store; pass --acts")
+    raise BadInputError(f"dictionary {cfg.dictionary} does not name its activation store; pass "
+                        "--acts STORE, or --model M --corpus C to harvest its hook point")
 
 
 def fragment_set(db, dictionary, dict_id: str, store: ActivationStore, cfg: FragmentConfig,

@@ -31,13 +31,19 @@ def hook_for(path: Path, meta: dict, spec: HarvestSpec) -> str:
     from autointerp.dictionaries.dictionary import declared_hook
     from autointerp.harvest.hooks import resolve_hook_name
 
-    if spec.hook is not None or spec.layer is not None:
-        return resolve_hook_name(spec.hook or "resid", spec.layer)
-    hook = declared_hook(meta)
-    if hook is None:
-        raise BadInputError(f"dictionary {path} declares no hook point; pass --hook "
-                            "(e.g. --hook resid.6 or --hook blocks.6.hook_resid_pre)")
-    return hook
+    if spec.hook is None and spec.layer is None:
+        hook = declared_hook(meta)
+        if hook is None:
+            raise BadInputError(f"dictionary {path} declares no hook point; pass --hook "
+                                "(e.g. --hook resid.6 or --hook blocks.6.hook_resid_pre)")
+        return hook
+    asked = resolve_hook_name(spec.hook or "resid", spec.layer)
+    # Refused before the harvest (which can take hours) rather than by the store check after it.
+    declared = None if spec.force else declared_hook(meta)
+    if declared is not None and declared != asked:
+        raise BadInputError(f"dictionary {path} was fit at hook {declared}, but --hook/--layer "
+                            f"ask for {asked} (drop them, or pass --force to score it anyway)")
+    return asked
 
 
 def _check_model(path: Path, meta: dict, spec: HarvestSpec) -> None:
