@@ -39,6 +39,7 @@ BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compa
 ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (read at call time, never stored).")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (and endpoint requests) in flight at once.")]
 NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.")]
+ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
 
 
@@ -104,25 +105,42 @@ def summary_table(summaries) -> Table:
     table = Table(title="Scores per dictionary", caption="\n".join(
         [f"{s.label}: {s.simulator} ({s.notes or s.simulator_mode}); failed: "
          + ("; ".join(f"{n}x {r}" for r, n in s.failures[:3]) or "none") for s in summaries]))
-    for col in ("dictionary", "scored", "failed", "skipped", "score [95% CI]",
+    for col in ("dictionary", "scorer", "scored", "failed", "skipped", "score [95% CI]", "AUROC",
                 *(("spread",) if spread else ()), "self-test"):
         table.add_column(col, overflow="fold")
     for s in summaries:
         verdict = {True: "pass", False: "FAIL", None: "-"}[s.selftest_passed]
         extra = (("-" if math.isnan(s.mean_spread) else f"{s.mean_spread:.3f}",) if spread else ())
-        table.add_row(s.label, str(s.n_scored), str(s.n_failed), str(s.n_skipped), _ci(s),
-                      *extra, verdict)
+        table.add_row(s.label, s.scorer, str(s.n_scored), str(s.n_failed), str(s.n_skipped),
+                      _ci(s), "-" if math.isnan(s.auroc) else f"{s.auroc:.3f}", *extra, verdict)
+    return table
+
+
+def cost_table(summaries) -> Table:
+    """Mean LLM calls and tokens per feature: the explanation's, then each scorer's own."""
+    table = Table(title="Cost per feature (calls; prompt + completion tokens)",
+                  caption="calls without reported usage are counted but add no tokens")
+    for col in ("dictionary", "scorer", "explain calls", "explain tokens", "scorer calls",
+                "scorer tokens", "calls without usage"):
+        table.add_column(col, overflow="fold")
+    for s in summaries:
+        c = dict(s.cost)
+        table.add_row(s.label, s.scorer, f"{c['explain_n_calls']:.1f}",
+                      f"{c['explain_prompt_tokens']:.0f} + {c['explain_completion_tokens']:.0f}",
+                      f"{c['n_calls']:.1f}", f"{c['prompt_tokens']:.0f} + {c['completion_tokens']:.0f}",
+                      f"{c['explain_usage_unknown'] + c['usage_unknown']:.1f}")
     return table
 
 
 async def _score_all(cfgs, explainer, simulator, db, clients):
-    from autointerp.scoring.pipeline import score_dictionary_async
+    from autointerp.scoring.pipeline import score_dictionary_runs
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
     with Progress(*columns, transient=False) as bar:
         hooks = RichProgress(bar, clients)
-        return [await score_dictionary_async(c, explainer, simulator, db, hooks) for c in cfgs]
+        return [s for c in cfgs
+                for s in await score_dictionary_runs(c, explainer, simulator, db, hooks)]
 
 
 @app.command()
@@ -135,11 +153,13 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",
           base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
           concurrency: ConcurrencyOpt = 8, explanations_per_feature: NExplOpt = 1,
-          selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0) -> None:
+          selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
+          scorer: ScorerOpt = None) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.pipeline import ScoreConfig
+    from autointerp.scoring.scorers import parse_scorers
 
     if random_from not in ("nonzero", "all") or n_features < 1:
         raise BadInputError(f"--random-from must be nonzero or all (got {random_from!r}) and "
@@ -155,15 +175,18 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     if acts is None and model is not None:
         acts = _harvest(model, layer, corpus, tokens, seed, device)
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
-    cfgs = [ScoreConfig(d, acts, frag_cfg, explanations_per_feature, concurrency, selftest)
-            for d in dict_]
+    scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
+    cfgs = [ScoreConfig(d, acts, frag_cfg, explanations_per_feature, concurrency, selftest,
+                        scorers=scorers) for d in dict_]
     summaries = asyncio.run(_score_all(cfgs, expl, sim, database, list(cache.values())))
     console = Console()
     console.print(summary_table(summaries))
+    console.print(cost_table(summaries))
     if any(s.selftest_passed is False for s in summaries):
-        console.print("WARNING: the simulator failed its self-test on planted features, so these "
-                      "scores are not meaningful (see `autointerp selftest`).", style="bold red",
-                      markup=False)
+        failed = sorted({s.scorer for s in summaries if s.selftest_passed is False})
+        console.print(f"WARNING: the model failed its self-test on planted features for "
+                      f"{', '.join(failed)}, so those scores are not meaningful (see `autointerp "
+                      "selftest`).", style="bold red", markup=False)
 
 
 def _harvest(model: str, layer: int | None, corpus: str | None, tokens: int, seed: int,

@@ -121,6 +121,16 @@ def check_counts(n_pos: int, n_neg: int, s: JudgeSettings, what: str) -> None:
                             f"need {s.min_per_class} of each")
 
 
+_BREAKS = {c: f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+           for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+"""Characters besides tab and newline that some readers take as a line break: escaped
+too, so an example stays one line however the model reads lines."""
+
+
+def _line(tokens) -> str:
+    return "".join(escape_token(t) for t in tokens).translate(str.maketrans(_BREAKS))
+
+
 def _defang(text: str) -> str:
     """Corpus text can hold '<<' or '>>': broken apart, so only our marks read as marks."""
     text = re.sub(r"([<>])(?=[<>])", r"\1 ", text)
@@ -130,13 +140,13 @@ def _defang(text: str) -> str:
 def render_example(ex: Example) -> str:
     """One line of text: tokens joined and escaped; fuzzing marks around runs of marked tokens."""
     if not ex.marks:
-        return "".join(escape_token(t) for t in ex.tokens)
+        return _line(ex.tokens)
     marked, out, i = set(ex.marks), [], 0
     while i < len(ex.tokens):
         j = i
         while j < len(ex.tokens) and (j in marked) == (i in marked):
             j += 1
-        text = "".join(escape_token(t) for t in ex.tokens[i:j])
+        text = _line(ex.tokens[i:j])
         if i in marked:
             lead = text[:len(text) - len(text.lstrip())]
             text = f"{lead}<<{_defang(text[len(lead):])}>>"
