@@ -19,10 +19,12 @@ N_LIVE = 4
 """Features 0..3 fire; the rest of the 8 are dead."""
 
 
-def sparse_planted(path: Path, n_fragments: int = 240, d_model: int = 8, seed: int = 0):
+def sparse_planted(path: Path, n_fragments: int = 240, d_model: int = 8, seed: int = 0,
+                   lexical: bool = False):
     """Feature j < N_LIVE fires in a seeded share (15-45%) of fragments, on 1-4 tokens, at a
     strength drawn per fragment from U(0.2, 5): a spread of maxima to bin by quantile.
-    Returns (store path, dictionary path)."""
+    With `lexical`, feature j fires instead wherever one token id (its own) occurs, at a
+    strength drawn per fragment. Returns (store path, dictionary path)."""
     from autointerp.dictionaries.dictionary import Dictionary
 
     tokenizer = make_tokenizer()
@@ -31,7 +33,11 @@ def sparse_planted(path: Path, n_fragments: int = 240, d_model: int = 8, seed: i
     # the truth from the text); id 0 is the special token.
     ids = rng.integers(1, len(tokenizer), size=n_fragments * 64).astype(np.int32)
     acts = -0.01 * torch.rand(n_fragments * 64, d_model, generator=torch.Generator().manual_seed(seed))
-    for j in range(N_LIVE):
+    for j in range(N_LIVE if lexical else 0):
+        for f in range(n_fragments):
+            pos = np.flatnonzero(ids[f * 64:(f + 1) * 64] == 10 + j)
+            acts[f * 64 + pos, j] = float(rng.uniform(0.2, 5.0))
+    for j in range(0 if lexical else N_LIVE):
         for f in np.flatnonzero(rng.random(n_fragments) < 0.15 + 0.1 * j):
             pos = rng.choice(64, size=int(rng.integers(1, 5)), replace=False)
             acts[f * 64 + pos, j] = float(rng.uniform(0.2, 5.0))
