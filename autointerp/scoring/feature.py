@@ -30,6 +30,17 @@ def _frag(f) -> dict:
     return {"index": f.index, "tokens": list(f.tokens), "activations": list(f.activations)}
 
 
+def histogram(ff: FeatureFragments, bins: int = 20) -> dict:
+    """Non-zero token activations in the held-out fragments (a random sample of those where
+    the feature fires), binned: what Neuronpedia's activation histogram shows."""
+    acts = np.asarray([a for f in ff.held_out or ff.random for a in f.activations if a > 0])
+    if not len(acts):
+        return {}
+    counts, edges = np.histogram(acts, bins=bins)
+    return {"counts": counts.tolist(), "edges": [round(float(e), 4) for e in edges],
+            "n_fragments": len(ff.held_out or ff.random), "n_nonzero": ff.n_nonzero}
+
+
 def _nanmean(xs) -> float | None:
     """Mean ignoring NaN (a random-only score is undefined where the truth is constant);
     None, SQLite's null, when nothing is left."""
@@ -80,7 +91,8 @@ async def score_feature(ff: FeatureFragments, explainer, scorers, n_shown: int,
     every scorer (in parallel; each scorer's calls billed to its own row)."""
     shown, scoring = ff.explainer_fragments(n_shown), ff.scoring_fragments(n_shown)
     base = {"n_nonzero": ff.n_nonzero, "n_top": n_shown,
-            "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring]}
+            "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring],
+            "histogram": histogram(ff)}
     try:
         texts, explain_meter = await measure(_explain, explainer, shown, n_explanations)
     except EndpointAuthError:

@@ -195,6 +195,22 @@ async def judge_examples(judge, explanation: str, examples: list[Example], s: Ju
     return score_verdicts(flat_examples, [v for a in answers for v in a], s)
 
 
+def slot_prompt(task: str, explanation: str, batch: list[Example]) -> str:
+    """The raw prompt whose `Answer:<TAB>unknown` slots are read from prompt logprobs."""
+    lines = [f"Example: {render_example(e)}\nAnswer:\t{SLOT}" for e in batch]
+    return render(template(f"{task}_prompt.txt"), explanation=" ".join(explanation.split()),
+                  examples="\n".join(lines))
+
+
+def chat_messages(task: str, explanation: str, batch: list[Example]) -> tuple[tuple[str, str], ...]:
+    """The chat request: the model writes a JSON array of 1/0, one per numbered example."""
+    system = render(template("judge_chat_system.txt"), task=TASKS[task])
+    examples = "\n".join(f"Example {i}: {render_example(e)}" for i, e in enumerate(batch, 1))
+    user = render(template("judge_chat_user.txt"), explanation=" ".join(explanation.split()),
+                  examples=examples, n_examples=len(batch))
+    return (("system", system), ("user", user))
+
+
 def judge_for(simulator, task: str):
     """The judge of `task` that scores through the simulator's model (lexical for lexical)."""
     if getattr(simulator, "name", "") == "lexical":
@@ -222,17 +238,14 @@ class LLMJudge:
         await self.simulator.prepare()
 
     async def judge(self, explanation: str, batch: list[Example]) -> list[Verdict]:
-        one_line = " ".join(explanation.split())
         if self.mode == "all-at-once":
-            return await self._slots(one_line, batch)
-        return await self._chat(one_line, batch)
+            return await self._slots(explanation, batch)
+        return await self._chat(explanation, batch)
 
     async def _slots(self, explanation: str, batch: list[Example]) -> list[Verdict]:
         from autointerp.scoring.scorers.simulation import slot_positions
 
-        lines = [f"Example: {render_example(e)}\nAnswer:\t{SLOT}" for e in batch]
-        prompt = render(template(f"{self.task}_prompt.txt"), explanation=explanation,
-                        examples="\n".join(lines))
+        prompt = slot_prompt(self.task, explanation, batch)
         k = 1 if self.simulator.client.supports("candidate_tokens") else self.simulator.top_logprobs
         req = CompletionRequest(model="", prompt=prompt, max_tokens=1, prompt_logprobs=k,
                                 candidate_tokens=("0", "1"), prompt_logprobs_after="\t")
@@ -251,14 +264,11 @@ class LLMJudge:
     async def _chat(self, explanation: str, batch: list[Example]) -> list[Verdict]:
         from autointerp.scoring.scorers.simulation import read_logprobs
 
-        system = render(template("judge_chat_system.txt"), task=TASKS[self.task])
-        examples = "\n".join(f"Example {i}: {render_example(e)}" for i, e in enumerate(batch, 1))
-        user = render(template("judge_chat_user.txt"), explanation=explanation,
-                      examples=examples, n_examples=len(batch))
+        messages = chat_messages(self.task, explanation, batch)
         logprobs, reasons = self.mode == "logprobs", []
         for attempt in range(self.simulator.retries):
             req = CompletionRequest(
-                model="", messages=(("system", system), ("user", user)),
+                model="", messages=messages,
                 max_tokens=3 * len(batch) + 16, temperature=0.0 if attempt == 0 else 0.7,
                 sample_index=attempt, top_logprobs=self.simulator.top_logprobs if logprobs else 0,
                 candidate_tokens=("0", "1") if logprobs else ())
