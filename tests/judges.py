@@ -50,7 +50,7 @@ def sparse_planted(path: Path, n_fragments: int = 240, d_model: int = 8, seed: i
 
 
 def example_lines(text: str) -> list[str]:
-    return [m.group(1) for m in re.finditer(r"^Example \d+: (.*)$", text, flags=re.M)]
+    return [m.group(1) for m in re.finditer(r"^\d+\. (.*)$", text, flags=re.M)]
 
 
 def answer(values: list[int], p1: list[float], prompt_chars: int) -> Completion:

@@ -20,7 +20,7 @@ from autointerp.scoring.scorers.simulation import LLMSimulator
 from autointerp.scoring.verdicts import JudgeSettings, LLMJudge, render_example
 from autointerp.types import ScoringFailed
 from tests.helpers import FakeClient
-from tests.judges import N_LIVE, judge_endpoint, sparse_planted
+from tests.judges import N_LIVE, example_lines, judge_endpoint, sparse_planted
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +126,8 @@ def test_batches_are_shuffled_with_a_seed_and_mix_both_classes(planted):
     _score_all(fs, a)
     _score_all(fs, b)
     assert [r.messages for r in a.requests] == [r.messages for r in b.requests]  # seeded
-    labels = [[truth[(r.messages[-1][1].splitlines()[0][13:], line)] for line in
-               [ln.split(": ", 1)[1] for ln in r.messages[-1][1].splitlines()[1:-1]]]
-              for r in a.requests]
+    labels = [[truth[(r.messages[-1][1].splitlines()[0][len("Explanation: "):], line)]
+               for line in example_lines(r.messages[-1][1])] for r in a.requests]
     assert all(5 <= len(x) <= 10 for x in labels[:-1])
     assert sum(0 < sum(x) < len(x) for x in labels) >= len(labels) - 2  # mixed, not sorted
     other = _truth(fs, JudgeSettings(seed=1))

@@ -61,7 +61,7 @@ def fake_llm(judge_reply=None):
             ranked = sorted({t: int(v) for r in parse_records(last) for t, v in r}.items(),
                             key=lambda kv: (-kv[1], kv[0]))
             text = f"the word '{ranked[0][0].strip()}'"
-        elif "JSON array of integers, 1 or 0" in system:
+        elif "JSON array of 1s and 0s" in system:
             if judge_reply:
                 return judge_reply
             word = re.search(r"'([^']+)'", last.splitlines()[0]).group(1)

@@ -33,9 +33,9 @@ from autointerp.scoring.stats import auroc, balanced_accuracy
 from autointerp.types import Fragment, ScoringFailed
 
 SLOT = "unknown"
-TASKS = {"detection": "Answer 1 if the feature fires anywhere in the example, 0 if it does not.",
-         "fuzzing": "Some tokens of each example are marked <<like this>>. Answer 1 if the marked "
-                    "tokens are the ones the explanation describes, 0 if they are not."}
+TASKS = {"detection": "answer 1 if it fires anywhere in an example, else 0.",
+         "fuzzing": "some tokens are marked <<like this>>; answer 1 if the marked tokens are "
+                    "what the explanation describes, else 0."}
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def slot_prompt(task: str, explanation: str, batch: list[Example]) -> str:
 def chat_messages(task: str, explanation: str, batch: list[Example]) -> tuple[tuple[str, str], ...]:
     """The chat request: the model writes a JSON array of 1/0, one per numbered example."""
     system = render(template("judge_chat_system.txt"), task=TASKS[task])
-    examples = "\n".join(f"Example {i}: {render_example(e)}" for i, e in enumerate(batch, 1))
+    examples = "\n".join(f"{i}. {render_example(e)}" for i, e in enumerate(batch, 1))
     user = render(template("judge_chat_user.txt"), explanation=" ".join(explanation.split()),
                   examples=examples, n_examples=len(batch))
     return (("system", system), ("user", user))
