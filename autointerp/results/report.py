@@ -78,7 +78,7 @@ def compact_fragments(raw: str | None) -> dict:
     verdicts = [[[str(t) for t in x["tokens"]], list(x["marks"]), x["label"], x["answer"],
                  _num(x["p1"]), x["quantile"], _num(x["max_activation"])]
                 for x in (frags.get("examples") or [[]])[0]]
-    return {"e": explainer, "s": scoring, "v": verdicts}
+    return {"e": explainer, "s": scoring, **({"v": verdicts} if verdicts else {})}
 
 
 def script_json(obj) -> str:
@@ -151,10 +151,10 @@ def _card(i: int, run, feat: dict, untrusted: bool, lens=None) -> str:
         extra = (f'<details><summary>{len(samples)} explanations, score spread '
                  f'{_fmt(feat["score_spread"])}</summary><ul>{items}</ul></details>')
     sort_score = "" if feat["score"] is None or not scored else f'{feat["score"]:.6f}'
-    classes = "card" + ("" if scored else " failed") + (" untrusted" if untrusted else "")
+    classes = (f"card scorer-{e(run.scorer)}" + ("" if scored else " failed")
+               + (" untrusted" if untrusted else ""))
     return (
         f'<article class="{classes}" data-i="{i}" data-method="{e(run.method)}" '
-        f'data-scorer="{e(run.scorer)}" '
         f'data-hook="{e(str(run.hook))}" data-status="{e(feat["status"])}" '
         f'data-feature="{int(feat["feature"])}" data-score="{sort_score}">'
         f'<header><span class="method">{e(run.method)}</span>'
