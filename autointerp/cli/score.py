@@ -105,14 +105,14 @@ def summary_table(summaries) -> Table:
     table = Table(title="Scores per dictionary", caption="\n".join(
         [f"{s.label}: {s.simulator} ({s.notes or s.simulator_mode}); failed: "
          + ("; ".join(f"{n}x {r}" for r, n in s.failures[:3]) or "none") for s in summaries]))
-    for col in ("dictionary", "scorer", "scored", "failed", "skipped", "score [95% CI]", "AUROC",
-                *(("spread",) if spread else ()), "self-test"):
+    for col in ("dictionary", "scored", "failed", "skipped", "score [95% CI]",
+                *(("spread",) if spread else ()), "self-test", "scorer", "AUROC"):
         table.add_column(col, overflow="fold")
     for s in summaries:
         verdict = {True: "pass", False: "FAIL", None: "-"}[s.selftest_passed]
         extra = (("-" if math.isnan(s.mean_spread) else f"{s.mean_spread:.3f}",) if spread else ())
-        table.add_row(s.label, s.scorer, str(s.n_scored), str(s.n_failed), str(s.n_skipped),
-                      _ci(s), "-" if math.isnan(s.auroc) else f"{s.auroc:.3f}", *extra, verdict)
+        table.add_row(s.label, str(s.n_scored), str(s.n_failed), str(s.n_skipped), _ci(s),
+                      *extra, verdict, s.scorer, "-" if math.isnan(s.auroc) else f"{s.auroc:.3f}")
     return table
 
 
