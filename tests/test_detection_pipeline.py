@@ -135,3 +135,36 @@ def test_cli_scorer_option(planted, tmp_path):
     assert {r["scorer"] for r in open_db(tmp_path / "r.db")["runs"].rows} == {"detection", "fuzzing"}
     bad = CliRunner().invoke(app, base + ["--scorer", "vibes"])
     assert isinstance(bad.exception, BadInputError) and "unknown scorer 'vibes'" in str(bad.exception)
+
+
+def judge_answer(messages: list[dict]) -> str:
+    """OracleEndpoint's answers, and for a judge prompt an array of 1s of the right length."""
+    from tests.test_concurrency import OracleEndpoint
+
+    if "JSON array of 1s and 0s" in messages[0]["content"]:
+        return json.dumps([1] * len(example_lines(messages[-1]["content"])))
+    return OracleEndpoint.answer(messages)
+
+
+def test_planted_key_leaks_nowhere_with_every_scorer(planted, tmp_path):
+    """The secrets test's check (tests/test_secrets.py) for runs with the new prompts: the
+    key goes to the endpoint with every judge request and into no file or output."""
+    from tests.servers.faulty import FaultPlan, FaultyServer
+    from tests.test_secrets import SECRET, files_under, run, score_args
+
+    db, outputs = tmp_path / "results" / "s.db", {}
+    with FaultyServer(FaultPlan(api_key=SECRET, max_seconds=200), judge_answer) as server:
+        ok = run(score_args(planted[1], db, server.url) + ["--scorer", "all", "--no-selftest"],
+                 tmp_path, outputs, "score")
+        assert ok.returncode == 0, ok.stderr
+        assert server.count("401") == 0
+    out = open_db(db)
+    judged = [r for r in out.query("select request from llm_calls") if "1s and 0s" in r["request"]]
+    assert judged and {r["scorer"] for r in out["runs"].rows} == {"simulation", "detection",
+                                                                  "fuzzing"}
+    report = run(["report", "--db", db, "--out", tmp_path / "results" / "report.html"],
+                 tmp_path, outputs, "report")
+    assert report.returncode == 0, report.stderr
+    leaks = [name for name, text in outputs.items() if SECRET in text]
+    leaks += [name for name, data in files_under(tmp_path).items() if SECRET.encode() in data]
+    assert leaks == []
