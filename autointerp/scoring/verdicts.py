@@ -249,7 +249,7 @@ class LLMJudge:
         k = 1 if self.simulator.client.supports("candidate_tokens") else self.simulator.top_logprobs
         req = CompletionRequest(model="", prompt=prompt, max_tokens=1, prompt_logprobs=k,
                                 candidate_tokens=("0", "1"), prompt_logprobs_after="\t")
-        c = await self.simulator._ask(req)
+        c = await self.simulator.ask(req)
         if not c.prompt_tokens:
             raise ScoringFailed("the endpoint returned no prompt logprobs for the verdict slots")
         slots = slot_positions(c.prompt_tokens)
@@ -272,7 +272,7 @@ class LLMJudge:
                 max_tokens=3 * len(batch) + 16, temperature=0.0 if attempt == 0 else 0.7,
                 sample_index=attempt, top_logprobs=self.simulator.top_logprobs if logprobs else 0,
                 candidate_tokens=("0", "1") if logprobs else ())
-            c = await self.simulator._ask(req)
+            c = await self.simulator.ask(req)
             try:
                 values, offsets = parse_int_array(c.text, len(batch), 1)
             except ParseError as e:

@@ -201,7 +201,7 @@ class LLMSimulator:
         self.note = "; ".join(notes)
         self._prepared = True
 
-    async def _ask(self, req: CompletionRequest) -> Completion:
+    async def ask(self, req: CompletionRequest) -> Completion:
         """The answer to `req`, asked again (`retries` times in all) while the logprobs it
         asked for are missing: a flaky endpoint drops them from single answers, and such
         an answer is never cached, so each ask is a new call of the same request."""
@@ -217,7 +217,7 @@ class LLMSimulator:
             return False, None
         req = CompletionRequest(model="", prompt=PROBE_DIGITS, max_tokens=1, prompt_logprobs=1)
         try:
-            c = await self._ask(req)
+            c = await self.ask(req)
         except LLMCallError:
             return False, None
         if not c.prompt_tokens:
@@ -231,7 +231,7 @@ class LLMSimulator:
         req = CompletionRequest(model="", messages=(("user", f"Repeat exactly: {PROBE_DIGITS}"),),
                                 max_tokens=32, top_logprobs=2)
         try:
-            c = await self._ask(req)
+            c = await self.ask(req)
         except LLMCallError:
             return False, None
         if not c.tokens or not any(t.top for t in c.tokens):
@@ -264,7 +264,7 @@ class LLMSimulator:
         req = CompletionRequest(model="", prompt=all_at_once_prompt(explanation, tokens, self.scale_max),
                                 max_tokens=1, prompt_logprobs=k, candidate_tokens=self._digits(),
                                 prompt_logprobs_after="\t")
-        return read_all_at_once(await self._ask(req), len(tokens), self.scale_max)
+        return read_all_at_once(await self.ask(req), len(tokens), self.scale_max)
 
     async def _chat(self, explanation: str, tokens) -> list[float]:
         messages = chat_messages(explanation, tokens, self.scale_max)
@@ -276,7 +276,7 @@ class LLMSimulator:
                 temperature=0.0 if attempt == 0 else 0.7, sample_index=attempt,
                 top_logprobs=self.top_logprobs if logprobs else 0,
                 candidate_tokens=self._digits() if logprobs else ())
-            c = await self._ask(req)
+            c = await self.ask(req)
             try:
                 values, offsets = parse_int_array(c.text, len(tokens), self.scale_max)
             except ParseError as e:
