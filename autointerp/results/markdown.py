@@ -42,6 +42,7 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
         out.append({
             "method": r.method + (" (reference)" if r.reference and "lexical" not in r.method else ""),
             "model": str(r.model), "hook": str(r.hook), "layer": str(r.layer),
+            "scorer": str(r.scorer),
             "explainer": str(r.explainer), "simulator": str(r.simulator),
             "scored": str(r.n_scored), "failed": str(r.n_failed),
             "score (95% CI)": _fmt_ci(r.score_mean, r.score_lo, r.score_hi),
