@@ -84,13 +84,13 @@ def plot_scores(table: pd.DataFrame, verdicts: list[str]) -> tuple[Figure, list[
     fig, axes = plt.subplots(1, len(scorers), figsize=(sum(widths), plot_h), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     artists = _draw_verdicts(fig, verdicts, plot_h)
-    for ax, scorer in zip(axes[0], scorers, strict=True):
+    for i, (ax, scorer) in enumerate(zip(axes[0], scorers, strict=True)):
         rows = table[table.scorer == scorer] if "scorer" in table else table
-        _panel(ax, rows, scorer, len(scorers) > 1)
+        _panel(ax, rows, scorer, len(scorers) > 1, legend=i == len(scorers) - 1)
     return fig, artists
 
 
-def _panel(ax, table: pd.DataFrame, scorer: str, several: bool) -> None:
+def _panel(ax, table: pd.DataFrame, scorer: str, several: bool, legend: bool) -> None:
     groups = _ordered(table)
     llm = table[~table.reference]
     scorers = set(zip(llm.explainer, llm.simulator, strict=True))
@@ -122,7 +122,7 @@ def _panel(ax, table: pd.DataFrame, scorer: str, several: bool) -> None:
         explainer, simulator = next(iter(scorers))
         title += f"\nexplainer {explainer}, simulator {simulator}"
     ax.set_title(title, fontsize=11, pad=18 if len(groups) > 1 else 6)
-    if table.reference.any():
+    if legend and table.reference.any():  # once, right of the last panel
         ax.legend(handles=[Patch(facecolor="#dddddd", edgecolor="black", label="LLM explanation"),
                            Patch(facecolor="white", edgecolor="black", hatch="///",
                                  label="lexical reference (token identity only)")],
