@@ -120,8 +120,10 @@ def _panel(ax, table: pd.DataFrame, scorer: str, several: bool, legend: bool) ->
              "Mean interpretability score per method, 95% bootstrap CI")
     if scorer_in_title:
         explainer, simulator = next(iter(scorers))
-        title += f"\nexplainer {explainer}, simulator {simulator}"
-    ax.set_title(title, fontsize=11, pad=18 if len(groups) > 1 else 6)
+        line = f"explainer {explainer}, simulator {simulator}"
+        # Panels side by side: wrapped, so one panel's title never runs into the next.
+        title += "\n" + (textwrap.fill(line, 60) if several else line)
+    ax.set_title(title, fontsize=10 if several else 11, pad=18 if len(groups) > 1 else 6)
     if legend and table.reference.any():  # once, right of the last panel
         ax.legend(handles=[Patch(facecolor="#dddddd", edgecolor="black", label="LLM explanation"),
                            Patch(facecolor="white", edgecolor="black", hatch="///",
