@@ -168,3 +168,19 @@ def test_planted_key_leaks_nowhere_with_every_scorer(planted, tmp_path):
     leaks = [name for name, text in outputs.items() if SECRET in text]
     leaks += [name for name, data in files_under(tmp_path).items() if SECRET.encode() in data]
     assert leaks == []
+
+
+def test_scoring_option_names_choose_the_model_of_every_scorer(planted, tmp_path):
+    """--scoring-backend/--scoring-model... are the new names of --simulator...; both work."""
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    for backend_flag in ("--simulator", "--scoring-backend"):
+        db = tmp_path / f"{backend_flag.strip('-')}.db"
+        result = CliRunner().invoke(app, ["score", "--dict", str(planted[1]), "--db", str(db),
+                                          "--explainer", "lexical", backend_flag, "lexical",
+                                          "--scorer", "all", "--no-selftest"])
+        assert result.exit_code == 0, result.output
+        runs = list(open_db(db)["runs"].rows)
+        assert len(runs) == 3 and {r["simulator"] for r in runs} == {"lexical"}
