@@ -105,6 +105,20 @@ def m002_fragment_sets(db: sqlite_utils.Database) -> None:
     }, pk="id")
 
 
+
+@migration
+def m003_scorers_and_cost(db: sqlite_utils.Database) -> None:
+    # Several scorers per dictionary (issue 11): a run is one dictionary x scorer. Per
+    # feature: AUROC, small metrics (recall per quantile, slots without an answer), and
+    # the tokens and calls billed to its explanation and to its scorer.
+    db["runs"].add_column("scorer", str)  # simulation | detection | fuzzing (null: simulation)
+    db["features"].add_column("auroc", float)
+    db["features"].add_column("metrics", str)  # JSON, one entry per explanation
+    for prefix in ("explain_", ""):
+        for column in ("n_calls", "prompt_tokens", "completion_tokens", "usage_unknown"):
+            db["features"].add_column(prefix + column, int)
+    db["selftests"].add_column("scorer", str)
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -66,13 +66,16 @@ class DemoConfig:
     concurrency: int = 8
     device: str = "auto"
     seed: int = 0
+    detection_examples: int = 20
+    """Held-out activating examples per feature for detection (and as many checked
+    negatives); the score command's default is 50, the demo keeps its extra time small."""
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
         if self.db is not None:
             object.__setattr__(self, "db", Path(self.db))
         for name in ("n_tokens", "sae_ratio", "sae_k", "train_tokens", "n_fit", "n_features",
-                     "concurrency"):
+                     "concurrency", "detection_examples"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.llm is None and not self.lexical:
@@ -167,6 +170,10 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[DemoDic
     return out
 
 
+SCORERS = ("simulation", "detection")
+"""The demo scores every dictionary both ways: the paper's scorer and the most stable one."""
+
+
 def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
     """(label suffix, explainer, simulator): the in-process LLM, then the lexical reference."""
     from autointerp.llm.cache import CachedClient
@@ -191,10 +198,12 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
     from autointerp.harvest.store import ActivationStore
     from autointerp.progress import RichProgress
     from autointerp.scoring.fragments import FragmentConfig
-    from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_async
+    from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
+    from autointerp.scoring.scorers import make_scorers
     from autointerp.scoring.selftest import selftest
 
-    fragments = FragmentConfig(n_features=cfg.n_features, seed=cfg.seed)
+    fragments = FragmentConfig(n_features=cfg.n_features, seed=cfg.seed,
+                               n_held_out=cfg.detection_examples)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
     summaries = []
@@ -205,16 +214,19 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
                 # Run (or read back) first and said out loud: the scores that follow mean
                 # nothing if it fails. The score runs find it cached.
                 await simulator.prepare()
-                task = bar.add_task(f"self-test {simulator.name}", total=None, stats="")
-                st = await selftest(simulator, db, store=ActivationStore(trained_store),
-                                    on_total=lambda n, t=task: bar.update(t, total=n),
-                                    tick=lambda t=task: bar.advance(t))
-                console.print(f"self-test {simulator.name}: {'passed' if st.passed else 'FAILED'}",
-                              markup=False, highlight=False)
+                for scorer in make_scorers(SCORERS, simulator):
+                    task = bar.add_task(f"{scorer.name} self-test {simulator.name}", total=None,
+                                        stats="")
+                    st = await selftest(simulator, db, store=ActivationStore(trained_store),
+                                        on_total=lambda n, t=task: bar.update(t, total=n),
+                                        tick=lambda t=task: bar.advance(t), scorer=scorer)
+                    console.print(f"{scorer.name} self-test {simulator.name}: "
+                                  f"{'passed' if st.passed else 'FAILED'}",
+                                  markup=False, highlight=False)
             for d in dictionaries:
                 score = ScoreConfig(d.path, fragments=fragments, concurrency=cfg.concurrency,
-                                    label=d.label + suffix)
-                summaries.append(await score_dictionary_async(score, explainer, simulator, db, hooks))
+                                    label=d.label + suffix, scorers=SCORERS)
+                summaries += await score_dictionary_runs(score, explainer, simulator, db, hooks)
     return summaries
 
 

@@ -36,6 +36,10 @@ class Simulation:
     simulator: str
     mode: str
     """all-at-once | logprobs | json | lexical | oracle ..."""
+    n_slots: int = 0
+    """Activation slots read from prompt logprobs (all-at-once mode; else 0)."""
+    n_no_digit: int = 0
+    """Of those, slots whose top-k alternatives held no digit, read as 0 (no evidence)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,12 @@ class Score:
     """A prediction was constant, so its correlation was defined as 0."""
 
 
-class SimulationFailed(Exception):
+class ScoringFailed(Exception):
+    """A scorer could not score an explanation (output misaligned or unparseable after
+    bounded retries, too few examples, format ignored); the message is the reason."""
+
+
+class SimulationFailed(ScoringFailed):
     """The simulator's output stayed misaligned or unparseable after bounded retries."""
 
 

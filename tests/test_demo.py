@@ -49,7 +49,10 @@ def test_demo_builds_every_row_and_reuses_it(lexical_demo):
     assert random_store.meta["random_init"] == 1 and trained_store.meta["random_init"] is None
     assert random_store.meta["model_hash"] != trained_store.meta["model_hash"]
     table = pd.read_csv(first.paths["table.csv"])
-    assert sorted(table.method) == sorted(f"{m} (lexical)" for m in METHODS)
+    for scorer in ("simulation", "detection"):  # every dictionary scored both ways
+        rows = table[table.scorer == scorer]
+        assert sorted(rows.method) == sorted(f"{m} (lexical)" for m in METHODS), scorer
+    assert len(table) == 2 * len(METHODS)
     assert (table.n_scored + table.n_failed == 2).all() and table.reference.all()
     provenance = json.loads(first.paths["demo_run.json"].read_text())
     assert provenance["config"]["n_features"] == 2 and "--llm none" in provenance["command"]
@@ -72,7 +75,8 @@ def test_demo_llm_rows_state_the_selftest_verdict(lexical_demo, tiny_llama_dir):
     assert _weights(cfg.out) == weights
     table = pd.read_csv(result.paths["table.csv"])
     llm_rows = table[~table.reference]
-    assert sorted(llm_rows.method) == sorted(["topk", *BASELINES])
+    for scorer in ("simulation", "detection"):
+        assert sorted(llm_rows[llm_rows.scorer == scorer].method) == sorted(["topk", *BASELINES])
     assert set(llm_rows.simulator) == {f"llm:inprocess:{tiny_llama_dir}"}
     assert set(llm_rows.simulator_mode) == {"all-at-once"}  # auto picks one pass per fragment
     # The random weights cannot simulate: the self-test must say so, at the top of the

@@ -110,3 +110,32 @@ def test_fragment_json_cannot_end_the_script_block():
     assert "<" not in text and ">" not in text and "\u2028" not in text
     assert json.loads(text) == [{"e": [[[NASTY_TOKEN, "\u2028"], [1.0, None]]],
                                  "s": [[["a"], [0.5], [3.0], "top"], [["b"], [0.0], [1.0], "random"]]}]
+
+
+def test_detection_cards_show_verdicts_beside_truth(tmp_path):
+    """A lexical run with every scorer: each detection and fuzzing card lists its examples
+    with the verdict beside the truth, and every card its activation histogram."""
+    import asyncio
+
+    from autointerp.db import open_db
+    from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
+    from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
+    from tests.judges import sparse_planted
+
+    _, dict_path = sparse_planted(tmp_path, n_fragments=200, lexical=True)
+    db = open_db(tmp_path / "r.db")
+    asyncio.run(score_dictionary_runs(ScoreConfig(dict_path, scorers=("all",), selftest=False),
+                                      LexicalExplainer(), LexicalSimulator(), db))
+    summary = write_report(db, tmp_path / "report.html")
+    assert summary.n_cards == 12
+    page = summary.path.read_text()
+    assert page.count('aria-label="activation histogram"') == 12
+    assert page.count("decoder tokens unavailable") == 12  # "test-model" does not load here
+    dom = chromium(summary.path, tmp_path, "--dump-dom", fragment="#expand")
+    status = js_status(dom)
+    assert status["errors"] == [] and status["cards"] == 12
+    n_verdicts = sum(len(json.loads(r["fragments"])["examples"][0]) for r in db.query(
+        "select fragments from features f join runs r on r.id = f.run_id "
+        "where r.scorer != 'simulation'"))
+    assert dom.count('class="frag verdict ') == n_verdicts > 0
+    assert dom.count("truth 1 · said 1") > 0 and "balanced accuracy 1.000, AUROC 1.000" in dom

@@ -29,11 +29,12 @@ def terminal_table(rows: list[dict[str, str]]) -> Table:
     scorers = dict.fromkeys(f"{r['explainer']} / {r['simulator']}" for r in rows)
     table = Table(title="Interpretability score by method (full table: table.md)",
                   caption="explainer / simulator: " + "; ".join(scorers))
-    for col in ("method", "hook", "scored/failed", "score [95% CI]", "L0", "FVU", "self-test"):
+    for col in ("method", "hook", "scorer", "scored/failed", "score [95% CI]", "L0", "FVU",
+                "self-test"):
         table.add_column(col, overflow="fold")
     for r in rows:
         score = r["score (95% CI)"].replace(" [", "\n[")
-        table.add_row(r["method"], r["hook"],
+        table.add_row(r["method"], r["hook"], r["scorer"],
                       f"{r['scored']}/{r['failed']}", score, r["L0"], r["FVU"],
                       r["self-test"].split(":")[0],
                       style="dim" if "lexical" in r["method"] else None)

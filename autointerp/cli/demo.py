@@ -44,6 +44,9 @@ def demo(
     lexical: Annotated[bool, Opt("--lexical/--no-lexical", help="Also score every dictionary "
                                  "with the lexical explainer and simulator (reference).")] = D.lexical,
     concurrency: Annotated[int, Opt("--concurrency", help="Features in flight at once.")] = D.concurrency,
+    detection_examples: Annotated[int, Opt("--detection-examples", help="Held-out activating "
+                                           "examples per feature for detection, and as many "
+                                           "checked negatives.")] = D.detection_examples,
     device: DeviceOpt = D.device,
     seed: SeedOpt = D.seed,
 ) -> None:
@@ -54,7 +57,8 @@ def demo(
             sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, n_fit=n_fit,
             llm=None if llm.lower() == "none" else llm,
             simulator_mode=simulator_mode, random_model=random_model, lexical=lexical,
-            concurrency=concurrency, device=device, seed=seed)
+            concurrency=concurrency, device=device, seed=seed,
+            detection_examples=detection_examples)
     console = Console()
     result = run_demo(cfg, console)
     console.rule("outputs")

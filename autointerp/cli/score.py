@@ -33,14 +33,15 @@ RandomFromOpt = Annotated[str, typer.Option("--random-from", help="Random fragme
 ExplainerOpt = Annotated[str, typer.Option("--explainer", help="Explainer backend: inprocess, openai or lexical.")]
 ExplainerModelOpt = Annotated[str | None, typer.Option("--explainer-model", help="Explainer model (default: smollm2-135m in process; required for openai).")]
 ExplainerUrlOpt = Annotated[str | None, typer.Option("--explainer-base-url", help="Explainer endpoint, overriding --base-url.")]
-SimulatorOpt = Annotated[str, typer.Option("--simulator", help="Simulator backend: inprocess, openai or lexical.")]
-SimulatorModelOpt = Annotated[str | None, typer.Option("--simulator-model", help="Simulator model (default: smollm2-135m in process; required for openai).")]
-SimulatorUrlOpt = Annotated[str | None, typer.Option("--simulator-base-url", help="Simulator endpoint, overriding --base-url.")]
-SimulatorModeOpt = Annotated[str, typer.Option("--simulator-mode", help="auto (probe the endpoint), all-at-once, logprobs or json.")]
+SimulatorOpt = Annotated[str, typer.Option("--simulator", "--scoring-backend", help="Backend of the scoring model (the simulator, and the judge of detection and fuzzing): inprocess, openai or lexical.")]
+SimulatorModelOpt = Annotated[str | None, typer.Option("--simulator-model", "--scoring-model", help="Scoring model for every scorer (default: smollm2-135m in process; required for openai).")]
+SimulatorUrlOpt = Annotated[str | None, typer.Option("--simulator-base-url", "--scoring-base-url", help="Scoring model's endpoint, overriding --base-url.")]
+SimulatorModeOpt = Annotated[str, typer.Option("--simulator-mode", "--scoring-mode", help="How the scoring model is read: auto (probe the endpoint), all-at-once, logprobs or json.")]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, Ollama), e.g. http://127.0.0.1:8080/v1.")]
 ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (read at call time, never stored).")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (and endpoint requests) in flight at once.")]
 NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.")]
+ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
 
 
@@ -108,28 +109,44 @@ def summary_table(summaries, paths: list | None = None) -> Table:
         [f"{s.label}: {s.simulator} ({s.notes or s.simulator_mode}); failed: "
          + ("; ".join(f"{n}x {r}" for r, n in s.failures[:3]) or "none") for s in summaries]))
     for col in ("dictionary", "scored", "failed", "skipped", "score [95% CI]",
-                *(("spread",) if spread else ()), "self-test"):
+                *(("spread",) if spread else ()), "self-test", "scorer", "AUROC"):
         table.add_column(col, overflow="fold")
-    labels = [s.label for s in summaries]
     for s, path in zip(summaries, paths or [None] * len(summaries), strict=True):
         verdict = {True: "pass", False: "FAIL", None: "-"}[s.selftest_passed]
         # One label for several dictionaries (a checkpoint root's hookpoints): name each folder.
-        name = s.label if path is None or labels.count(s.label) == 1 else \
-            f"{s.label} {Path(path).name}"
+        shared = len({o.dictionary for o in summaries if o.label == s.label}) > 1
+        name = f"{s.label} {Path(path).name}" if shared and path is not None else s.label
         extra = (("-" if math.isnan(s.mean_spread) else f"{s.mean_spread:.3f}",) if spread else ())
         table.add_row(name, str(s.n_scored), str(s.n_failed), str(s.n_skipped), _ci(s),
-                      *extra, verdict)
+                      *extra, verdict, s.scorer, "-" if math.isnan(s.auroc) else f"{s.auroc:.3f}")
+    return table
+
+
+def cost_table(summaries) -> Table:
+    """Mean LLM calls and tokens per feature: the explanation's, then each scorer's own."""
+    table = Table(title="Cost per feature (calls; prompt + completion tokens)",
+                  caption="calls without reported usage are counted but add no tokens")
+    for col in ("dictionary", "scorer", "explain calls", "explain tokens", "scorer calls",
+                "scorer tokens", "calls without usage"):
+        table.add_column(col, overflow="fold")
+    for s in summaries:
+        c = dict(s.cost)
+        table.add_row(s.label, s.scorer, f"{c['explain_n_calls']:.1f}",
+                      f"{c['explain_prompt_tokens']:.0f} + {c['explain_completion_tokens']:.0f}",
+                      f"{c['n_calls']:.1f}", f"{c['prompt_tokens']:.0f} + {c['completion_tokens']:.0f}",
+                      f"{c['explain_usage_unknown'] + c['usage_unknown']:.1f}")
     return table
 
 
 async def _score_all(cfgs, explainer, simulator, db, clients):
-    from autointerp.scoring.pipeline import score_dictionary_async
+    from autointerp.scoring.pipeline import score_dictionary_runs
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
     with Progress(*columns, transient=False) as bar:
         hooks = RichProgress(bar, clients)
-        return [await score_dictionary_async(c, explainer, simulator, db, hooks) for c in cfgs]
+        return [s for c in cfgs
+                for s in await score_dictionary_runs(c, explainer, simulator, db, hooks)]
 
 
 @app.command()
@@ -143,11 +160,12 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
           concurrency: ConcurrencyOpt = 8, explanations_per_feature: NExplOpt = 1,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
-          hook: HookOpt = None, force: ForceOpt = False) -> None:
+          hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.pipeline import ScoreConfig
+    from autointerp.scoring.scorers import parse_scorers
 
     if random_from not in ("nonzero", "all") or n_features < 1:
         raise BadInputError(f"--random-from must be nonzero or all (got {random_from!r}) and "
@@ -171,15 +189,21 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     expl = make_explainer(database, explainer, explainer_model, explainer_base_url or base_url,
                           api_key_env, concurrency, device, explanations_per_feature, cache)
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
+    scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
-                        force=force) for d in dict_]
+                        force=force, scorers=scorers) for d in dict_]
     summaries = asyncio.run(_score_all(cfgs, expl, sim, database, list(cache.values())))
     console = Console()
-    console.print(summary_table(summaries, [c.dictionary for c in cfgs]))
+    from autointerp.dictionaries.dictionary import dictionary_id
+
+    paths = {dictionary_id(c.dictionary): c.dictionary for c in cfgs}
+    console.print(summary_table(summaries, [paths.get(s.dictionary) for s in summaries]))
+    console.print(cost_table(summaries))
     if any(s.selftest_passed is False for s in summaries):
-        console.print("WARNING: the simulator failed its self-test on planted features, so these "
-                      "scores are not meaningful (see `autointerp selftest`).", style="bold red",
-                      markup=False)
+        failed = sorted({s.scorer for s in summaries if s.selftest_passed is False})
+        console.print(f"WARNING: the model failed its self-test on planted features for "
+                      f"{', '.join(failed)}, so those scores are not meaningful (see `autointerp "
+                      "selftest`).", style="bold red", markup=False)
 
 
 def check_stores(stores: dict, force: bool) -> None:

@@ -17,6 +17,7 @@ from autointerp.cli.score import (
     ApiKeyEnvOpt,
     BaseUrlOpt,
     ConcurrencyOpt,
+    ScorerOpt,
     SimulatorModelOpt,
     SimulatorModeOpt,
     SimulatorOpt,
@@ -26,8 +27,8 @@ from autointerp.cli.score import (
 
 StoreOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store whose eval fragments carry the planted features; default: the builtin corpus, tokenized with SmolLM2's tokenizer.")]
 PlantedOpt = Annotated[int, typer.Option("--n-features", min=2, max=12, help="Planted features to simulate, each with its true and with a wrong explanation.")]
-RightOpt = Annotated[float, typer.Option("--right-threshold", help="The simulator fails below this mean score with the true explanations.")]
-GapOpt = Annotated[float, typer.Option("--gap-threshold", help="The simulator fails below this mean gap between true and wrong explanations.")]
+RightOpt = Annotated[float, typer.Option("--right-threshold", help="The simulator fails below this mean score with the true explanations (simulation; detection and fuzzing need balanced accuracy 0.75).")]
+GapOpt = Annotated[float, typer.Option("--gap-threshold", help="The simulator fails below this mean gap between true and wrong explanations (simulation; detection and fuzzing need 0.2).")]
 
 WARNING = ("WARNING: scores from this simulator are not meaningful: it failed the self-test "
            "on planted features ({why}). Use a stronger simulator (Cunningham et al. simulated "
@@ -45,7 +46,8 @@ def _score(x: float | None) -> str:
 
 
 def details_table(res) -> Table:
-    table = Table(title=f"Simulator self-test: {res.simulator} ({res.mode})")
+    kind = "Simulator" if res.scorer == "simulation" else f"{res.scorer.capitalize()}"
+    table = Table(title=f"{kind} self-test: {res.simulator} ({res.mode})")
     for col in ("planted feature", "true explanation", "score", "wrong explanation", "score",
                 "failure"):
         table.add_column(col, overflow="fold")
@@ -62,23 +64,34 @@ def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedO
              simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",
              base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
              concurrency: ConcurrencyOpt = 8, device: DeviceOpt = "auto",
-             seed: SeedOpt = 0) -> None:
-    """Simulate planted features with their true and with wrong explanations; PASS or FAIL."""
+             seed: SeedOpt = 0, scorer: ScorerOpt = None) -> None:
+    """Score planted features with their true and with wrong explanations, for each scorer
+    asked for (default simulation); PASS or FAIL per scorer."""
     from autointerp.db import open_db
     from autointerp.harvest.store import ActivationStore
-    from autointerp.scoring.selftest import run_selftest
+    from autointerp.scoring.scorers import make_scorers, parse_scorers
 
+    names = parse_scorers(scorer or ["simulation"])
     store = ActivationStore(acts) if acts is not None else None
     database = open_db(db)
     sim = make_simulator(database, simulator, simulator_model, simulator_mode,
                          simulator_base_url or base_url, api_key_env, concurrency, device, {})
+    for one in make_scorers(names, sim):
+        _one_selftest(one, sim, database, store, n_features, seed, right_threshold,
+                      gap_threshold)
+
+
+def _one_selftest(scorer, sim, database, store, n_features, seed, right_threshold,
+                  gap_threshold) -> None:
+    from autointerp.scoring.selftest import run_selftest
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns) as bar:
-        task = bar.add_task("simulations", total=None)
+        task = bar.add_task(f"{scorer.name} of planted features", total=None)
         res = run_selftest(sim, database, store=store, n_features=n_features, seed=seed,
                            right_threshold=right_threshold, gap_threshold=gap_threshold,
-                           on_total=lambda n: bar.update(task, total=n),
+                           scorer=scorer, on_total=lambda n: bar.update(task, total=n),
                            tick=lambda: bar.advance(task))
     console = Console()
     console.print(details_table(res))
@@ -87,7 +100,8 @@ def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedO
                   f"{res.gap_threshold}; {res.n_failed} failed simulations"
                   f"{'; cached' if res.cached else ''})", markup=False)
     style = "bold green" if res.passed else "bold red"
-    console.print(f"{res.verdict}: {res.simulator} ({res.mode})", style=style, markup=False)
+    what = "" if res.scorer == "simulation" else f" [{res.scorer}]"
+    console.print(f"{res.verdict}: {res.simulator} ({res.mode}){what}", style=style, markup=False)
     if not res.passed:
         console.print(WARNING.format(why="; ".join(res.shortfalls())), style="bold red",
                       markup=False)

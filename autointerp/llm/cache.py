@@ -17,7 +17,7 @@ from dataclasses import asdict
 import sqlite_utils
 
 from autointerp.db import dumps, now
-from autointerp.llm.base import Completion, CompletionRequest, LLMClient, TokenLogprob
+from autointerp.llm.base import Completion, CompletionRequest, LLMClient, TokenLogprob, Usage
 
 PROBE_PREFIX = "probe:"
 
@@ -50,6 +50,7 @@ def completion_to_json(c: Completion) -> dict:
         "prompt_tokens": _tokens_to_json(c.prompt_tokens),
         "finish_reason": c.finish_reason,
         "meta": c.meta,
+        "usage": None if c.usage is None else [c.usage.prompt_tokens, c.usage.completion_tokens],
     }
 
 
@@ -60,6 +61,7 @@ def completion_from_json(d: dict) -> Completion:
         prompt_tokens=_tokens_from_json(d.get("prompt_tokens")),
         finish_reason=d.get("finish_reason"),
         meta=dict(d.get("meta") or {}),
+        usage=Usage(*d["usage"]) if d.get("usage") else None,
     )
 
 
@@ -95,7 +97,7 @@ class CachedClient:
             self.hits += 1
             c = completion_from_json(stored)
             return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
-                              {**c.meta, "cache_hit": True})
+                              {**c.meta, "cache_hit": True}, c.usage)
         if key in self._in_flight:
             self.hits += 1
             return await asyncio.shield(self._in_flight[key])
@@ -129,7 +131,8 @@ class CachedClient:
             # the caller can fail or fall back, but let a rerun ask again.
             return Completion(result.text, result.tokens, result.prompt_tokens,
                               result.finish_reason, {**result.meta, "latency_s": latency,
-                                                     "cache_hit": False, "cached": False})
+                                                     "cache_hit": False, "cached": False},
+                              result.usage)
         # Another process may have stored this key meanwhile: keep the first answer
         # and return what is stored, so a fresh call and a later hit are identical.
         self.db["llm_calls"].insert({
@@ -139,7 +142,7 @@ class CachedClient:
         }, ignore=True)
         c = completion_from_json(self._lookup(key))
         return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
-                          {**c.meta, "latency_s": latency, "cache_hit": False})
+                          {**c.meta, "latency_s": latency, "cache_hit": False}, c.usage)
 
     async def probe(self) -> dict:
         """The inner client's capability probe, cached too, so a cached rerun calls nothing."""

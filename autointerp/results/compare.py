@@ -21,9 +21,19 @@ import scipy.stats
 import sqlite_utils
 
 from autointerp.errors import BadInputError
+from autointerp.results.markdown import (  # noqa: F401 (re-exported: compare's public names)
+    N_RESAMPLES,
+    SCORER_MEANING,
+    _fmt_ci,
+    _fmt_num,
+    _missing,
+    differences_markdown,
+    display_rows,
+    scorer_columns,
+    table_markdown,
+)
 from autointerp.scoring.stats import mean_ci
 
-N_RESAMPLES = 10_000
 FAILED = "FAILED: scores not meaningful"
 SCORE_KINDS = {"score": "score", "top": "score_top", "random": "score_random"}
 """Output column prefix -> features column: pooled top+random, top-only, random-only."""
@@ -31,13 +41,17 @@ SCORE_KINDS = {"score": "score", "top": "score_top", "random": "score_random"}
 RUNS_SQL = """
 SELECT r.id AS run_id, r.label AS method, d.model, d.hook, d.layer, r.explainer, r.simulator,
        r.simulator_mode, r.n_sampled, r.n_skipped, d.id AS dictionary_id, d.method AS dictionary_method,
-       d.n_features, d.l0, d.fvu, r.selftest_id, s.passed AS selftest_passed
+       d.n_features, d.l0, d.fvu, r.selftest_id, s.passed AS selftest_passed,
+       COALESCE(r.scorer, 'simulation') AS scorer
 FROM runs r
 LEFT JOIN dictionaries d ON d.id = r.dictionary_id
 LEFT JOIN selftests s ON s.id = r.selftest_id
-ORDER BY d.layer, d.hook, (r.explainer LIKE 'lexical%' OR r.simulator LIKE 'lexical%'),
+ORDER BY CASE COALESCE(r.scorer, 'simulation') WHEN 'simulation' THEN 0 WHEN 'detection' THEN 1
+         ELSE 2 END, d.layer, d.hook, (r.explainer LIKE 'lexical%' OR r.simulator LIKE 'lexical%'),
          r.explainer, r.simulator, r.label, r.id
 """
+COSTS = ("explain_n_calls", "explain_prompt_tokens", "explain_completion_tokens",
+         "explain_usage_unknown", "n_calls", "prompt_tokens", "completion_tokens", "usage_unknown")
 
 
 def is_lexical(explainer: str | None, simulator: str | None) -> bool:
@@ -65,7 +79,15 @@ def load_runs(db: sqlite_utils.Database) -> pd.DataFrame:
 
 def load_features(db: sqlite_utils.Database) -> pd.DataFrame:
     return pd.read_sql_query(
-        "SELECT run_id, feature, status, score, score_top, score_random FROM features", db.conn)
+        "SELECT run_id, feature, status, score, score_top, score_random, auroc, "
+        f"{', '.join(COSTS)} FROM features", db.conn)
+
+
+def _cost(rows: pd.DataFrame) -> dict:
+    """Mean calls and tokens per feature (scored or failed: both were paid for)."""
+    if rows.empty:
+        return {f"{c}_per_feature": math.nan for c in COSTS}
+    return {f"{c}_per_feature": float(rows[c].fillna(0).mean()) for c in COSTS}
 
 
 def build_table(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
@@ -80,11 +102,12 @@ def build_table(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
             "explainer": run.explainer, "simulator": run.simulator,
             "simulator_mode": run.simulator_mode,
             "n_scored": len(scored), "n_failed": int((mine.status == "failed").sum()),
-            "n_skipped": run.n_skipped,
+            "n_skipped": run.n_skipped, "scorer": run.scorer,
         }
-        for prefix, column in SCORE_KINDS.items():
+        for prefix, column in {**SCORE_KINDS, "auroc": "auroc"}.items():
             row[f"{prefix}_mean"], row[f"{prefix}_lo"], row[f"{prefix}_hi"] = ci(
                 scored[column].tolist(), seed)
+        row.update(_cost(mine))
         row.update({
             "l0": run.l0, "fvu": run.fvu, "selftest": _selftest_label(run.selftest_passed, run.simulator),
             "reference": is_lexical(run.explainer, run.simulator),
@@ -130,15 +153,15 @@ def build_differences(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
     for a, b in itertools.combinations(runs.itertuples(index=False), 2):
         same_scorer = (a.explainer, a.simulator) == (b.explainer, b.simulator)
         same_dictionary = a.dictionary_id == b.dictionary_id
-        if a.hook != b.hook or not (same_scorer or same_dictionary):
-            continue
+        if a.hook != b.hook or a.scorer != b.scorer or not (same_scorer or same_dictionary):
+            continue  # scores of different scorers are on different scales
         d = _difference(scored[scored.run_id == a.run_id], scored[scored.run_id == b.run_id],
                         same_dictionary, seed)
-        rows.append({"hook": a.hook, "layer": a.layer,
+        rows.append({"hook": a.hook, "layer": a.layer, "scorer": a.scorer,
                      "method_a": a.method, "scorer_a": f"{a.explainer} / {a.simulator}",
                      "method_b": b.method, "scorer_b": f"{b.explainer} / {b.simulator}", **d})
     return pd.DataFrame(rows, columns=[
-        "hook", "layer", "method_a", "scorer_a", "method_b", "scorer_b",
+        "hook", "layer", "scorer", "method_a", "scorer_a", "method_b", "scorer_b",
         "difference", "lo", "hi", "n_a", "n_b", "resampling"])
 
 
@@ -157,6 +180,8 @@ class SelftestVerdict:
     thresholds: dict
     methods: tuple[str, ...]
     """Labels of the runs whose scores depend on this simulator."""
+    scorer: str = "simulation"
+    """The scorer whose self-test this is (detection and fuzzing judge with the simulator's model)."""
 
     @property
     def applies(self) -> bool:
@@ -171,14 +196,19 @@ class SelftestVerdict:
         limits = ", ".join(f"{k} >= {v}" for k, v in
                            sorted(self.thresholds.items(), key=lambda kv: kv[0] != "right"))
         who = f"simulator {self.simulator} ({self.simulator_mode})"
+        test = "self-test" if self.scorer == "simulation" else f"self-test for {self.scorer}"
+        if self.scorer != "simulation":
+            who = f"judge {self.simulator} ({self.simulator_mode})"
         if not self.applies:
             return (f"Note: the self-test does not apply to {who}: it reads only quoted tokens, "
                     f"not the planted English explanations ({figures}); its rows are a "
                     "deterministic reference.")
         if self.passed:
-            return f"Self-test passed: {who} on planted features: {figures} (thresholds: {limits})."
-        return (f"WARNING: {who} FAILED its self-test on planted features: {figures} "
-                f"(thresholds: {limits}). Scores of {', '.join(self.methods)} are not meaningful.")
+            return (f"Self-test passed: {who} on planted features{'' if test == 'self-test' else f' ({self.scorer})'}: "
+                    f"{figures} (thresholds: {limits}).")
+        scores = "Scores" if self.scorer == "simulation" else f"{self.scorer.capitalize()} scores"
+        return (f"WARNING: {who} FAILED its {test} on planted features: {figures} "
+                f"(thresholds: {limits}). {scores} of {', '.join(self.methods)} are not meaningful.")
 
 
 def selftest_verdicts(db: sqlite_utils.Database) -> list[SelftestVerdict]:
@@ -190,13 +220,15 @@ def selftest_verdicts(db: sqlite_utils.Database) -> list[SelftestVerdict]:
                        "ORDER BY passed, simulator"):
         key = (st["simulator"], st["simulator_mode"] or "", bool(st["passed"]),
                *(st[f"{n}_{k}"] for n in ("right", "wrong", "gap") for k in ("mean", "lo", "hi")),
-               st["thresholds"] or "{}")
+               st["thresholds"] or "{}", st.get("scorer") or "simulation")
         merged.setdefault(key, []).extend(r["label"] for r in db.query(
             "SELECT label FROM runs WHERE selftest_id = ?", [st["id"]]))
-    return [SelftestVerdict(
+    order = {"simulation": 0, "detection": 1, "fuzzing": 2}
+    return sorted((SelftestVerdict(
         simulator=k[0], simulator_mode=k[1], passed=k[2], right=k[3:6], wrong=k[6:9],
-        gap=k[9:12], thresholds=json.loads(k[12]), methods=tuple(sorted(set(labels))))
-        for k, labels in merged.items()]
+        gap=k[9:12], thresholds=json.loads(k[12]), methods=tuple(sorted(set(labels))),
+        scorer=k[13]) for k, labels in merged.items()),
+        key=lambda v: (v.passed, order.get(v.scorer, 3)))
 
 
 def verdict_lines(db: sqlite_utils.Database) -> list[str]:
@@ -213,85 +245,6 @@ def verdict_lines(db: sqlite_utils.Database) -> list[str]:
         lines.append(f"Note: no simulator self-test is recorded for {', '.join(untested)}; "
                      "their scores are unvalidated.")
     return lines
-
-
-def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def _fmt_ci(mean, lo, hi) -> str:
-    if _missing(mean):
-        return "n/a"
-    if _missing(lo) or _missing(hi):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def _fmt_num(x) -> str:
-    return "n/a" if _missing(x) else f"{x:.3g}"
-
-
-def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
-    """The table as strings, shared by table.md, the terminal and the report."""
-    out = []
-    for r in table.itertuples(index=False):
-        out.append({
-            "method": r.method + (" (reference)" if r.reference and "lexical" not in r.method else ""),
-            "model": str(r.model), "hook": str(r.hook), "layer": str(r.layer),
-            "explainer": str(r.explainer), "simulator": str(r.simulator),
-            "scored": str(r.n_scored), "failed": str(r.n_failed),
-            "score (95% CI)": _fmt_ci(r.score_mean, r.score_lo, r.score_hi),
-            "top only": _fmt_ci(r.top_mean, r.top_lo, r.top_hi),
-            "random only": _fmt_ci(r.random_mean, r.random_lo, r.random_hi),
-            "L0": _fmt_num(r.l0), "FVU": _fmt_num(r.fvu), "self-test": r.selftest,
-        })
-    return out
-
-
-def _markdown(rows: list[dict[str, str]]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _banner(lines: list[str]) -> str:
-    """Self-test verdicts as a blockquote at the very top; failures in bold."""
-    if not lines:
-        return ""
-    quoted = [f"> **{ln}**" if ln.startswith("WARNING") else f"> {ln}" for ln in lines]
-    return "\n>\n".join(quoted) + "\n\n"
-
-
-def table_markdown(table: pd.DataFrame, verdicts: list[str], seed: int) -> str:
-    return (
-        _banner(verdicts)
-        + "# Interpretability score by method\n\n" + _markdown(display_rows(table))
-        + "\nScore: Pearson correlation between simulated and true activations, pooled over "
-        "every token of the top and random scoring fragments (Bills et al. 2023); top only and "
-        "random only pool one kind. Each cell is the mean over scored features with a 95% "
-        f"bootstrap CI ({N_RESAMPLES:,} resamples, seed {seed}). Rows whose explainer or "
-        "simulator is `lexical` are a reference: how much of a feature token identity alone "
-        "explains; an LLM explanation should beat them. L0 and FVU describe the dictionary.\n")
-
-
-def differences_markdown(diffs: pd.DataFrame, verdicts: list[str], seed: int) -> str:
-    head = (_banner(verdicts) + "# Differences in mean score\n\n"
-            "Mean score of A minus mean score of B, 95% bootstrap CI "
-            f"({N_RESAMPLES:,} resamples, seed {seed}). Runs of the same dictionary are paired "
-            "over the features both scored; different dictionaries have unrelated features, so "
-            "their scores are resampled independently. The last column says which.\n\n")
-    if diffs.empty:
-        return head + "No two runs share a hook point and a scorer or a dictionary.\n"
-    rows = [{
-        "hook": str(d.hook), "A": d.method_a, "B": d.method_b,
-        "explainer / simulator": d.scorer_a if d.scorer_a == d.scorer_b else
-        f"A: {d.scorer_a}; B: {d.scorer_b}",
-        "A - B (95% CI)": _fmt_ci(d.difference, d.lo, d.hi),
-        "excludes 0": "n/a" if math.isnan(d.lo) else ("yes" if d.lo > 0 or d.hi < 0 else "no"),
-        "n A / n B": f"{d.n_a} / {d.n_b}", "resampling": d.resampling,
-    } for d in diffs.itertuples(index=False)]
-    return head + _markdown(rows)
 
 
 @dataclass(frozen=True)

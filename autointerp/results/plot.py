@@ -69,14 +69,29 @@ def _draw_verdicts(fig: Figure, verdicts: list[str], plot_h: float) -> list[Text
     return artists
 
 
-def plot_scores(table: pd.DataFrame, verdicts: list[str]) -> tuple[Figure, list[Text]]:
-    """The figure and the self-test text artists drawn on it (returned so callers and
-    tests can check the warning is really there)."""
-    groups = _ordered(table)
-    plot_h = 4.8
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(table) + 1.5), plot_h))
-    artists = _draw_verdicts(fig, verdicts, plot_h)
+YLABELS = {"simulation": "score: corr(simulated, true activation)",
+           "detection": "detection: balanced accuracy (chance 0.5)",
+           "fuzzing": "fuzzing: balanced accuracy (chance 0.5)"}
 
+
+def plot_scores(table: pd.DataFrame, verdicts: list[str]) -> tuple[Figure, list[Text]]:
+    """The figure, one panel per scorer, and the self-test text artists drawn on it
+    (returned so callers and tests can check the warning is really there)."""
+    scorers = list(dict.fromkeys(table.scorer)) if "scorer" in table else ["simulation"]
+    plot_h = 4.8
+    widths = [max(7.0, 0.9 * int((table.get("scorer", "simulation") == s).sum()) + 1.5)
+              for s in scorers]
+    fig, axes = plt.subplots(1, len(scorers), figsize=(sum(widths), plot_h), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    artists = _draw_verdicts(fig, verdicts, plot_h)
+    for i, (ax, scorer) in enumerate(zip(axes[0], scorers, strict=True)):
+        rows = table[table.scorer == scorer] if "scorer" in table else table
+        _panel(ax, rows, scorer, len(scorers) > 1, legend=i == len(scorers) - 1)
+    return fig, artists
+
+
+def _panel(ax, table: pd.DataFrame, scorer: str, several: bool, legend: bool) -> None:
+    groups = _ordered(table)
     llm = table[~table.reference]
     scorers = set(zip(llm.explainer, llm.simulator, strict=True))
     scorer_in_title = len(scorers) == 1
@@ -98,20 +113,24 @@ def plot_scores(table: pd.DataFrame, verdicts: list[str]) -> tuple[Figure, list[
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(ticks, labels, fontsize=8)
     ax.set_xlim(-0.75, x - 0.75)
-    ax.set_ylabel("score: corr(simulated, true activation)")
-    title = "Mean interpretability score per method, 95% bootstrap CI"
+    ax.set_ylabel(YLABELS.get(scorer, scorer))
+    if scorer != "simulation":
+        ax.axhline(0.5, color="#b00000", lw=0.8, ls="--")  # chance
+    title = (f"{scorer}: mean score per method, 95% bootstrap CI" if several else
+             "Mean interpretability score per method, 95% bootstrap CI")
     if scorer_in_title:
         explainer, simulator = next(iter(scorers))
-        title += f"\nexplainer {explainer}, simulator {simulator}"
-    ax.set_title(title, fontsize=11, pad=18 if len(groups) > 1 else 6)
-    if table.reference.any():
+        line = f"explainer {explainer}, simulator {simulator}"
+        # Panels side by side: wrapped, so one panel's title never runs into the next.
+        title += "\n" + (textwrap.fill(line, 60) if several else line)
+    ax.set_title(title, fontsize=10 if several else 11, pad=18 if len(groups) > 1 else 6)
+    if legend and table.reference.any():  # once, right of the last panel
         ax.legend(handles=[Patch(facecolor="#dddddd", edgecolor="black", label="LLM explanation"),
                            Patch(facecolor="white", edgecolor="black", hatch="///",
                                  label="lexical reference (token identity only)")],
                   loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.margins(y=0.12)  # room for the value labels above the error bars
-    return fig, artists
 
 
 def save_scores(table: pd.DataFrame, verdicts: list[str], path) -> None:

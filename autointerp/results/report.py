@@ -1,6 +1,9 @@
 """report.html: one self-contained static page (inline CSS and JS, no CDN, works
 offline) with every feature of every run: explanation, score, top fragments shaded
-by true activation and scoring fragments with simulated beside true activations.
+by true activation and scoring fragments with simulated beside true activations; for
+detection and fuzzing, each example with the judge's verdict beside the truth; per
+feature a histogram of its activations and the output tokens its decoder direction
+promotes and suppresses (logit_lens.py, where the model loads).
 
 Card headers are rendered here with html.escape. Fragment tokens travel as JSON in
 a <script type="application/json"> block, escaped for that context, and the page's
@@ -30,7 +33,7 @@ from autointerp.results.compare import (
 
 FEATURES_SQL = """
 SELECT run_id, feature, status, reason, explanation, explanations, score, score_top,
-       score_random, score_spread, constant, fragments
+       score_random, score_spread, constant, fragments, auroc
 FROM features ORDER BY run_id, feature
 """
 SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
@@ -72,7 +75,10 @@ def compact_fragments(raw: str | None) -> dict:
         kind = f.get("kind") or ("top" if i < n_top else "random")
         scoring.append([[str(t) for t in f["tokens"]], [_num(a) for a in f["activations"]],
                         [_num(p) for p in simulated or [None] * len(f["tokens"])], str(kind)])
-    return {"e": explainer, "s": scoring}
+    verdicts = [[[str(t) for t in x["tokens"]], list(x["marks"]), x["label"], x["answer"],
+                 _num(x["p1"]), x["quantile"], _num(x["max_activation"])]
+                for x in (frags.get("examples") or [[]])[0]]
+    return {"e": explainer, "s": scoring, **({"v": verdicts} if verdicts else {})}
 
 
 def script_json(obj) -> str:
@@ -87,7 +93,43 @@ def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-def _card(i: int, run, feat: dict, untrusted: bool) -> str:
+def _histogram_svg(frags: dict) -> str:
+    """Inline bars of the feature's non-zero activations (numbers only reach the SVG)."""
+    h = frags.get("histogram") or {}
+    counts = h.get("counts") or []
+    if not counts:
+        return ""
+    top, w = max(counts), 6
+    bars = "".join(f'<rect x="{i * w}" y="{40 - 40 * c / top:.1f}" width="{w - 1}" '
+                   f'height="{40 * c / top:.1f}"/>' for i, c in enumerate(counts))
+    return (f'<div class="hist"><svg width="{len(counts) * w}" height="40" role="img" '
+            f'aria-label="activation histogram">{bars}</svg><span>non-zero activations '
+            f'{h["edges"][0]:.3g} to {h["edges"][-1]:.3g}, in {h["n_fragments"]} held-out '
+            f'fragments; fires in {h["n_nonzero"]} eval fragments</span></div>')
+
+
+def _lens_html(lens) -> str:
+    e = html.escape
+    if lens is None:
+        return ""
+    if isinstance(lens, str):
+        return f'<p class="lens">decoder tokens unavailable: {e(lens)}</p>'
+
+    def items(pairs):
+        return ", ".join(f"<code>{e(repr(tok))}</code> {v:+.2f}" for tok, v in pairs)
+    return (f'<p class="lens">decoder promotes {items(lens.promoted)}<br>'
+            f'suppresses {items(lens.suppressed)}</p>')
+
+
+def _score_html(run, feat: dict) -> str:
+    if run.scorer == "simulation":
+        return (f'<span class="score">score {_fmt(feat["score"])} (top {_fmt(feat["score_top"])}, '
+                f'random {_fmt(feat["score_random"])})</span>')
+    return (f'<span class="score">{run.scorer}: balanced accuracy {_fmt(feat["score"])}, '
+            f'AUROC {_fmt(feat["auroc"])}</span>')
+
+
+def _card(i: int, run, feat: dict, untrusted: bool, lens=None) -> str:
     e = html.escape
     scored = feat["status"] == "scored"
     badges = []
@@ -96,10 +138,10 @@ def _card(i: int, run, feat: dict, untrusted: bool) -> str:
     if feat["constant"]:
         badges.append('<span class="badge">constant simulation (scored 0)</span>')
     if untrusted:
-        badges.append('<span class="badge warn">simulator failed its self-test</span>')
+        who = "simulator" if run.scorer == "simulation" else f"judge ({run.scorer})"
+        badges.append(f'<span class="badge warn">{who} failed its self-test</span>')
     if scored:
-        score = (f'<span class="score">score {_fmt(feat["score"])} (top {_fmt(feat["score_top"])}, '
-                 f'random {_fmt(feat["score_random"])})</span>')
+        score = _score_html(run, feat)
     else:
         score = f'<span class="badge warn">failed: {e(feat["reason"] or "no reason recorded")}</span>'
     extra = ""
@@ -109,18 +151,26 @@ def _card(i: int, run, feat: dict, untrusted: bool) -> str:
         extra = (f'<details><summary>{len(samples)} explanations, score spread '
                  f'{_fmt(feat["score_spread"])}</summary><ul>{items}</ul></details>')
     sort_score = "" if feat["score"] is None or not scored else f'{feat["score"]:.6f}'
-    classes = "card" + ("" if scored else " failed") + (" untrusted" if untrusted else "")
+    classes = (f"card scorer-{e(run.scorer)}" + ("" if scored else " failed")
+               + (" untrusted" if untrusted else ""))
     return (
         f'<article class="{classes}" data-i="{i}" data-method="{e(run.method)}" '
         f'data-hook="{e(str(run.hook))}" data-status="{e(feat["status"])}" '
         f'data-feature="{int(feat["feature"])}" data-score="{sort_score}">'
         f'<header><span class="method">{e(run.method)}</span>'
         f'<span>{e(str(run.hook))} · feature {int(feat["feature"])}</span>{score}{"".join(badges)}'
-        f'<span class="meta">{e(str(run.explainer))} / {e(str(run.simulator))}</span></header>'
+        f'<span class="meta">{e(run.scorer)} · {e(str(run.explainer))} / '
+        f'{e(str(run.simulator))}</span></header>'
         f'<p class="expl">{e(feat["explanation"] or "(no explanation)")}</p>{extra}'
+        f'{_histogram_svg(json.loads(feat["fragments"] or "{}"))}{_lens_html(lens)}'
         '<div class="top-frags"></div>'
-        '<details class="scoring"><summary>scoring fragments: simulated beside true</summary>'
+        f'<details class="scoring"><summary>{SUMMARIES.get(run.scorer, run.scorer)}</summary>'
         '<div class="scoring-frags"></div></details></article>')
+
+
+SUMMARIES = {"simulation": "scoring fragments: simulated beside true",
+             "detection": "detection examples: the judge's verdict beside the truth",
+             "fuzzing": "fuzzing examples (marked tokens underlined): verdict beside truth"}
 
 
 def _summary_table(db: sqlite_utils.Database, seed: int) -> str:
@@ -142,18 +192,37 @@ def _options(values) -> str:
     return "".join(f"<option>{html.escape(str(v))}</option>" for v in dict.fromkeys(values))
 
 
-def build_report(db: sqlite_utils.Database, seed: int = 0) -> tuple[str, int]:
+def _decoder_tokens(db, by_id: dict, feats: list[dict]) -> dict:
+    """Per dictionary id: {feature: DecoderTokens}, or why there are none."""
+    from autointerp.results.logit_lens import decoder_tokens
+
+    wanted: dict[str, set[int]] = {}
+    for f in feats:
+        wanted.setdefault(by_id[f["run_id"]].dictionary_id, set()).add(int(f["feature"]))
+    out, models = {}, {}
+    for dict_id, features in wanted.items():
+        row = next(db.query("select path from dictionaries where id = ?", [dict_id]), None)
+        path = row["path"] if row else None
+        out[dict_id] = (decoder_tokens(path, sorted(features), models=models) if path and
+                        Path(path).exists() else "the dictionary file is not on this machine")
+    return out
+
+
+def build_report(db: sqlite_utils.Database, seed: int = 0,
+                 decoder_tokens: bool = True) -> tuple[str, int]:
     """The page's HTML and its number of feature cards."""
     runs = load_runs(db)
     runs["reference"] = [is_lexical(a, b) for a, b in zip(runs.explainer, runs.simulator, strict=True)]
     by_id = {r.run_id: r for r in runs.itertuples(index=False)}
+    feats = [f for f in db.query(FEATURES_SQL) if f["run_id"] in by_id]
+    lenses = _decoder_tokens(db, by_id, feats) if decoder_tokens else {}
     cards, data = [], []
-    for feat in db.query(FEATURES_SQL):
-        run = by_id.get(feat["run_id"])
-        if run is None:
-            continue
+    for feat in feats:
+        run = by_id[feat["run_id"]]
         untrusted = run.selftest_passed == 0 and not is_lexical(None, run.simulator)
-        cards.append(_card(len(cards), run, feat, untrusted))
+        lens = lenses.get(run.dictionary_id)
+        lens = lens if isinstance(lens, str) or lens is None else lens.get(int(feat["feature"]))
+        cards.append(_card(len(cards), run, feat, untrusted, lens))
         data.append(compact_fragments(feat["fragments"]))
     page = resources.files("autointerp.results").joinpath("report_template.html").read_text()
     db_path = db.conn.execute("PRAGMA database_list").fetchone()[2]
@@ -170,8 +239,9 @@ def build_report(db: sqlite_utils.Database, seed: int = 0) -> tuple[str, int]:
     return page, len(cards)
 
 
-def write_report(db: sqlite_utils.Database, path: Path, seed: int = 0) -> ReportSummary:
-    page, n_cards = build_report(db, seed)
+def write_report(db: sqlite_utils.Database, path: Path, seed: int = 0,
+                 decoder_tokens: bool = True) -> ReportSummary:
+    page, n_cards = build_report(db, seed, decoder_tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return ReportSummary(path, n_cards, db["runs"].count, verdict_lines(db))

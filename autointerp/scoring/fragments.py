@@ -14,6 +14,11 @@ explainer sees `n_shown` (5) top fragments and the simulator is scored on
 `n_shown` other top fragments plus `n_shown` random ones. The two top sets
 interleave by rank (explainer: ranks 0, 2, 4..., scoring: 1, 3, 5...) so they
 are equally strong; random fragments never repeat one of those ten.
+
+Detection and fuzzing (scorers/detection.py, fuzzing.py) score on held-out fragments:
+a second seeded sample of fragments where the feature fires (never one shown to the
+explainer), binned later by activation quantile, and as many fragments where it does
+not fire, each checked token by token in the second pass to have zero activation.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class FragmentConfig:
     n_shown: int = 5
     """Fragments shown to the explainer; also the number of top and of random scoring fragments."""
     seed: int = 0
+    n_held_out: int = 50
+    """Held-out fragments where the feature fires (detection, fuzzing), none shown to the
+    explainer, and as many verified zero-activation fragments (delphi scores 50 and 50)."""
 
     def __post_init__(self):
         if self.random_from not in RANDOM_FROM:
@@ -58,6 +66,8 @@ class FragmentConfig:
             raise ValueError("min_nonzero must leave n_shown random fragments beside 2 * n_shown top")
         if self.n_features < 1:
             raise ValueError("n_features must be at least 1")
+        if self.n_held_out < 0:
+            raise ValueError("n_held_out must be at least 0")
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,10 @@ class FeatureFragments:
     top: tuple[Fragment, ...]
     """By max activation, strongest first."""
     random: tuple[Fragment, ...]
+    held_out: tuple[Fragment, ...] = ()
+    """Fragments where the feature fires, drawn at random, none shown to the explainer."""
+    negatives: tuple[Fragment, ...] = ()
+    """Fragments where the feature's activation is zero on every token (checked)."""
 
     def explainer_fragments(self, n_shown: int = 5) -> list[Fragment]:
         return list(self.top[0::2][:n_shown])
@@ -98,11 +112,13 @@ def _merge_topk(vals, idx, new_vals, new_idx, k):
     return v[:, :k], torch.cat([idx, new_idx], 1).gather(1, j[:, :k])
 
 
-def random_keys(seed: int, fragment_ids: np.ndarray, n_features: int) -> torch.Tensor:
-    """(n, F) uniform keys, a function of (seed, fragment, feature) only, so the sample does
-    not depend on how the eval split is chunked."""
-    rows = [np.random.default_rng([seed, int(i)]).random(n_features, dtype=np.float32)
-            for i in fragment_ids]
+def random_keys(seed: int, fragment_ids: np.ndarray, n_features: int, stream: int = 0
+                ) -> torch.Tensor:
+    """(n, F) uniform keys, a function of (seed, fragment, feature, stream) only, so the
+    sample does not depend on how the eval split is chunked. Stream 1 draws the held-out
+    sample independently of the random fragments (stream 0)."""
+    rows = [np.random.default_rng([seed, int(i), *([stream] if stream else [])])
+            .random(n_features, dtype=np.float32) for i in fragment_ids]
     return torch.from_numpy(np.stack(rows))
 
 
@@ -117,15 +133,25 @@ class _Pass1:
     top_idx: torch.Tensor  # (F, n_top) fragment index, -1: none
     rnd_key: torch.Tensor  # (F, K) random key, -inf: not a candidate
     rnd_idx: torch.Tensor  # (F, K)
+    held_key: torch.Tensor  # (F, H) stream-1 keys over fragments where the feature fires
+    held_idx: torch.Tensor
+    zero_key: torch.Tensor  # (F, Z) stream-1 keys over fragments where it does not
+    zero_idx: torch.Tensor
 
 
 def _first_pass(dictionary, store, cfg: FragmentConfig, tick) -> _Pass1:
     F, L = dictionary.n_features, store.fragment_len
     K = cfg.n_random + 2 * cfg.n_shown
     neg = float("-inf")
+
+    def pool(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((F, k), neg), torch.full((F, k), -1, dtype=torch.long)
+
+    # Held-out pools: room for the explainer's fragments to be dropped, and a margin of
+    # zero candidates in case the token-level check of the second pass rejects some.
+    H, Z = (cfg.n_held_out + cfg.n_shown, cfg.n_held_out + 8) if cfg.n_held_out else (0, 0)
     s = _Pass1(torch.zeros(F, dtype=torch.long), torch.full((F, cfg.n_top), neg),
-               torch.full((F, cfg.n_top), -1, dtype=torch.long), torch.full((F, K), neg),
-               torch.full((F, K), -1, dtype=torch.long))
+               torch.full((F, cfg.n_top), -1, dtype=torch.long), *pool(K), *pool(H), *pool(Z))
     for chunk in store.eval_chunks(_chunk_size(store, F)):
         n = len(chunk.tokens)
         f = dictionary.encode(chunk.acts.reshape(n * L, -1)).float().cpu()  # (n * L, F)
@@ -139,12 +165,24 @@ def _first_pass(dictionary, store, cfg: FragmentConfig, tick) -> _Pass1:
         if cfg.random_from == "nonzero":
             keys[~nonzero] = neg
         s.rnd_key, s.rnd_idx = _merge_topk(s.rnd_key, s.rnd_idx, keys.T, ids, K)
+        if H:
+            held = random_keys(cfg.seed, ids[0].numpy(), F, stream=1)  # (n, F)
+            zero = held.clone()
+            held[~nonzero] = neg
+            zero[nonzero] = neg
+            s.held_key, s.held_idx = _merge_topk(s.held_key, s.held_idx, held.T, ids, H)
+            s.zero_key, s.zero_idx = _merge_topk(s.zero_key, s.zero_idx, zero.T, ids, Z)
         tick(n)
     return s
 
 
-def _choose(s: _Pass1, cfg: FragmentConfig) -> tuple[list[int], dict[int, tuple[list, list]], int]:
-    """Sampled features and, per feature, its top and random fragment indices."""
+def _pool(key: torch.Tensor, idx: torch.Tensor, feat: int) -> list[int]:
+    return [int(i) for i in idx[feat][key[feat] > float("-inf")]]
+
+
+def _choose(s: _Pass1, cfg: FragmentConfig) -> tuple[list[int], dict[int, tuple], int]:
+    """Sampled features and, per feature, its top, random, held-out and zero-candidate
+    fragment indices."""
     eligible = torch.nonzero(s.counts >= cfg.min_nonzero).flatten().numpy()
     rng = np.random.default_rng(cfg.seed)
     n = min(cfg.n_features, len(eligible))
@@ -155,15 +193,17 @@ def _choose(s: _Pass1, cfg: FragmentConfig) -> tuple[list[int], dict[int, tuple[
         used = set(top[:2 * cfg.n_shown])
         valid = s.rnd_key[feat] > float("-inf")
         rnd = [int(i) for i in s.rnd_idx[feat][valid] if int(i) not in used][:cfg.n_random]
-        chosen[feat] = (top, rnd)
+        shown = set(top[0::2][:cfg.n_shown])  # FeatureFragments.explainer_fragments
+        held = [i for i in _pool(s.held_key, s.held_idx, feat) if i not in shown][:cfg.n_held_out]
+        chosen[feat] = (top, rnd, held, _pool(s.zero_key, s.zero_idx, feat))
     return sampled, chosen, len(eligible)
 
 
 def _second_pass(dictionary, store, chosen, tick) -> dict[tuple[int, int], np.ndarray]:
     """Per-token activations of (fragment, feature) pairs, and token ids per fragment."""
     wanted: dict[int, list[int]] = {}
-    for feat, (top, rnd) in chosen.items():
-        for frag in {*top, *rnd}:
+    for feat, lists in chosen.items():
+        for frag in set().union(*lists):
             wanted.setdefault(frag, []).append(feat)
     acts, tokens = {}, {}
     for chunk in store.eval_chunks(_chunk_size(store, dictionary.n_features)):
@@ -196,10 +236,18 @@ def collect_fragments(dictionary, store: ActivationStore, cfg: FragmentConfig = 
     def fragment(frag: int, feat: int) -> Fragment:
         return Fragment(strings[frag], tuple(float(a) for a in acts[frag, feat]), frag)
 
-    features = tuple(
-        FeatureFragments(feat, int(s.counts[feat]), tuple(fragment(i, feat) for i in top),
-                         tuple(fragment(i, feat) for i in rnd))
-        for feat, (top, rnd) in ((f, chosen[f]) for f in sampled))
+    def frags(ids) -> tuple[Fragment, ...]:
+        return tuple(fragment(i, feat) for i in ids)
+
+    features = []
+    for feat in sampled:
+        top, rnd, held, zero = chosen[feat]
+        # The check that makes a negative a negative: zero at every token, not just a
+        # zero maximum in the first pass's batch.
+        checked = [i for i in zero if not np.any(acts[i, feat])][:cfg.n_held_out]
+        features.append(FeatureFragments(feat, int(s.counts[feat]), frags(top), frags(rnd),
+                                          frags(held), frags(checked)))
+    features = tuple(features)
     return FragmentSet(features, dictionary.n_features, n_eligible,
                        dictionary.n_features - n_eligible, store.n_eval_fragments)
 
@@ -261,14 +309,15 @@ def fragment_set_to_json(fs: FragmentSet) -> dict:
     """Exact round trip: float32 activations are exact as Python floats in JSON."""
     return {"n_features": fs.n_features, "n_eligible": fs.n_eligible, "n_skipped": fs.n_skipped,
             "n_fragments": fs.n_fragments,
-            "features": [[ff.feature, ff.n_nonzero, [_frag_json(f) for f in ff.top],
-                          [_frag_json(f) for f in ff.random]] for ff in fs.features]}
+            "features": [[ff.feature, ff.n_nonzero, *([_frag_json(f) for f in part] for part in
+                                                      (ff.top, ff.random, ff.held_out, ff.negatives))]
+                         for ff in fs.features]}
 
 
 def fragment_set_from_json(d: dict) -> FragmentSet:
     def frag(row) -> Fragment:
         return Fragment(tuple(row[1]), tuple(row[2]), row[0])
 
-    features = tuple(FeatureFragments(feat, n, tuple(map(frag, top)), tuple(map(frag, rnd)))
-                     for feat, n, top, rnd in d["features"])
+    features = tuple(FeatureFragments(feat, n, *(tuple(map(frag, part)) for part in parts))
+                     for feat, n, *parts in d["features"])
     return FragmentSet(features, d["n_features"], d["n_eligible"], d["n_skipped"], d["n_fragments"])

@@ -1,8 +1,10 @@
-"""The score run: fragments -> explain -> simulate -> score -> results database.
+"""The score run: fragments -> explain -> score (each scorer asked for) -> results database.
 
-A run is identified by the sha256 of its config (dictionary and store contents,
-sampling settings, explainer and simulator identities and modes, seeds, N
-explanations), so the same settings always land on the same rows. Each feature's
+A run is one dictionary scored by one scorer, identified by the sha256 of its config
+(dictionary and store contents, sampling settings, explainer and simulator identities
+and modes, seeds, N explanations, and for detection and fuzzing the scorer and its
+settings), so the same settings always land on the same rows. Each feature is
+explained once and that explanation is scored by every scorer (feature.py). Each feature's
 row is written once, in one statement, when it is complete (scored, or failed with
 its reason): a killed run loses only the features in flight, and a rerun skips
 the features already there, so nothing is scored twice.
@@ -26,8 +28,7 @@ import sqlite_utils
 from autointerp import db as dbm
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import ActivationStore
-from autointerp.llm.base import EndpointAuthError, LLMCallError
-from autointerp.scoring.explain import ExplanationFailed
+from autointerp.scoring.feature import CALL_FAILED, score_feature
 from autointerp.scoring.fragments import (
     FeatureFragments,
     FragmentConfig,
@@ -36,12 +37,13 @@ from autointerp.scoring.fragments import (
     fragment_set_from_json,
     fragment_set_to_json,
 )
-from autointerp.scoring.stats import mean_ci, score_simulation
-from autointerp.types import SimulationFailed
+from autointerp.scoring.scorers import make_scorers, parse_scorers
+from autointerp.scoring.stats import mean_ci
+from autointerp.scoring.usage import metered
+from autointerp.scoring.verdicts import JudgeSettings
 
 RUN_VERSION = 1
-CALL_FAILED = "llm call failed"
-"""Reason prefix of features lost to endpoint errors; a rerun tries them again."""
+__all__ = ["CALL_FAILED", "ScoreConfig", "RunSummary", "score_dictionary", "score_dictionary_runs"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,15 @@ class ScoreConfig:
     force: bool = False
     """Score even when the store's model, hook point or input transform differs from the
     dictionary's; the mismatches are recorded in the run's config, and the run id says forced."""
+    scorers: tuple[str, ...] = ("simulation",)
+    """simulation, detection, fuzzing (or all): each scores the same explanations."""
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    """Detection and fuzzing settings (quantile bins, batch size, example length)."""
 
     def __post_init__(self):
         if self.explanations_per_feature < 1 or self.concurrency < 1:
             raise BadInputError("--explanations-per-feature and --concurrency must be at least 1")
+        object.__setattr__(self, "scorers", parse_scorers(self.scorers))
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,12 @@ class RunSummary:
     selftest_id: str | None
     selftest_passed: bool | None
     notes: str = ""
+    scorer: str = "simulation"
+    auroc: float = math.nan
+    """Mean AUROC over features (detection, fuzzing with logprobs)."""
+    cost: tuple[tuple[str, float], ...] = ()
+    """Per scored-or-failed feature, mean calls and tokens: (name, value) pairs for
+    explain and score calls, prompt and completion tokens, calls without usage."""
 
 
 class NullProgress:
@@ -148,50 +161,6 @@ def run_label(cfg: ScoreConfig, meta: dict, explainer, simulator) -> str:
     return base + {0: "", 1: f" (lexical {lex[0]})" if lex else "", 2: " (lexical)"}[len(lex)]
 
 
-def _frag(f) -> dict:
-    return {"index": f.index, "tokens": list(f.tokens), "activations": list(f.activations)}
-
-
-def _nanmean(xs) -> float | None:
-    """Mean ignoring NaN (a random-only score is undefined where the truth is constant);
-    None, SQLite's null, when nothing is left."""
-    xs = [x for x in xs if not math.isnan(x)]
-    return float(np.mean(xs)) if xs else None
-
-
-async def score_feature(ff: FeatureFragments, explainer, simulator, n_shown: int,
-                        n_explanations: int) -> dict:
-    """One feature's row: explained n_explanations times, each explanation simulated and
-    scored. Any failure fails the feature, with its reason; nothing is scored partially."""
-    shown, scoring = ff.explainer_fragments(n_shown), ff.scoring_fragments(n_shown)
-    fragments = {"n_nonzero": ff.n_nonzero, "n_top": n_shown,
-                 "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring]}
-
-    async def one(i: int):
-        explanation = await explainer.explain(shown, sample_index=i)
-        simulation = await simulator.simulate(explanation.text, scoring)
-        return explanation.text, simulation, score_simulation(scoring, simulation, n_top=n_shown)
-
-    try:
-        results = await asyncio.gather(*(one(i) for i in range(n_explanations)))
-    except EndpointAuthError:
-        raise  # a rejected key fails every feature alike: stop the run, record nothing
-    except (ExplanationFailed, SimulationFailed, LLMCallError) as e:
-        stage = ("explanation" if isinstance(e, ExplanationFailed) else
-                 "simulation" if isinstance(e, SimulationFailed) else CALL_FAILED)
-        return {"feature": ff.feature, "status": "failed", "reason": f"{stage}: {e}",
-                "fragments": dbm.dumps(fragments)}
-    texts = [text for text, _, _ in results]
-    scores = [score for _, _, score in results]
-    fragments["simulations"] = [[list(p) for p in sim.predictions] for _, sim, _ in results]
-    return {"feature": ff.feature, "status": "scored", "reason": None, "explanation": texts[0],
-            "explanations": dbm.dumps(texts), "score": _nanmean([s.all for s in scores]),
-            "score_top": _nanmean([s.top for s in scores]),
-            "score_random": _nanmean([s.random for s in scores]),
-            "score_spread": float(np.std([s.all for s in scores])) if len(scores) > 1 else None,
-            "constant": int(any(s.constant for s in scores)), "fragments": dbm.dumps(fragments)}
-
-
 def pending(db, run_id: str, features: tuple[FeatureFragments, ...]) -> list[FeatureFragments]:
     """Features with no row yet, or whose row failed on an endpoint error (never cached,
     so trying again may succeed)."""
@@ -201,12 +170,16 @@ def pending(db, run_id: str, features: tuple[FeatureFragments, ...]) -> list[Fea
     return [ff for ff in features if ff.feature not in done]
 
 
-async def _selftest(simulator, db, store, enabled: bool):
+async def _selftests(scorers, simulator, db, store, enabled: bool) -> dict:
+    """Each scorer's self-test on planted features (cached), by scorer name."""
     if not enabled:
-        return None
+        return {}
     from autointerp.scoring.selftest import selftest
 
-    return await selftest(simulator, db, store=store)
+    out = {}
+    for scorer in scorers:
+        out[scorer.name] = await selftest(simulator, db, store=store, scorer=scorer)
+    return out
 
 
 def _upsert_dictionary(db, dict_id: str, path: Path, dictionary) -> None:
@@ -219,9 +192,37 @@ def _upsert_dictionary(db, dict_id: str, path: Path, dictionary) -> None:
         "meta": dbm.dumps(meta), "created_at": dbm.now()}, pk="id")
 
 
-async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,
-                                 db: sqlite_utils.Database,
-                                 progress=None) -> RunSummary:
+def _run_config(base: dict, scorer) -> dict:
+    """A simulation run's config is what it was before there were other scorers, so its
+    run id (and a database's finished rows) stay valid."""
+    return base if scorer.name == "simulation" else {**base, "scorer": scorer.name,
+                                                     "scorer_settings": scorer.settings()}
+
+
+def _insert_run(db, run_id, config, cfg, store, dict_id, label, explainer, simulator, scorer,
+                st, fs) -> None:
+    db["runs"].insert({"id": run_id, "dictionary_id": dict_id, "label": label,
+                       "explainer": explainer.name, "simulator": simulator.name,
+                       "simulator_mode": simulator.mode, "selftest_id": st.id if st else None,
+                       "scorer": scorer.name,
+                       "config": dbm.dumps({**config, "dictionary_path": str(cfg.dictionary),
+                                            "store_path": str(store.path)}),
+                       "n_sampled": len(fs.features), "n_skipped": fs.n_skipped,
+                       "created_at": dbm.now()}, ignore=True)
+
+
+def _save(db, row: dict, run_id: str) -> None:
+    row.update(run_id=run_id, created_at=dbm.now())
+    for k in ("explanation", "explanations", "score", "score_top", "score_random",
+              "score_spread", "constant", "auroc", "metrics"):
+        row.setdefault(k, None)
+    db["features"].upsert(row, pk=("run_id", "feature"))
+
+
+async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
+                                db: sqlite_utils.Database, progress=None
+                                ) -> tuple[RunSummary, ...]:
+    """Score one dictionary with every scorer of cfg.scorers; one summary per scorer."""
     from autointerp.dictionaries.dictionary import check_compatible, dictionary_id, load_dictionary
 
     progress = progress or NullProgress()
@@ -229,43 +230,50 @@ async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,
     dict_id = dictionary_id(cfg.dictionary)
     store = ActivationStore(resolve_store(cfg, dictionary.meta))
     forced = check_compatible(dictionary, store, cfg.force)
-    await simulator.prepare()
-    st = await _selftest(simulator, db, store, cfg.selftest)
+    metered(explainer)
+    metered(simulator)
+    scorers = make_scorers(cfg.scorers, simulator, cfg.judge)
+    for scorer in scorers:
+        await scorer.prepare()
+    tests = await _selftests(scorers, simulator, db, store, cfg.selftest)
     fs = fragment_set(db, dictionary, dict_id, store, cfg.fragments, progress)
-    config = {"dictionary_id": dict_id, "store_id": store_id(store),
-              "fragments": asdict(cfg.fragments), "n_explanations": cfg.explanations_per_feature,
-              "explainer": explainer.settings(), "simulator": simulator.settings(),
-              "version": RUN_VERSION}
+    base = {"dictionary_id": dict_id, "store_id": store_id(store),
+            "fragments": asdict(cfg.fragments), "n_explanations": cfg.explanations_per_feature,
+            "explainer": explainer.settings(), "simulator": simulator.settings(),
+            "version": RUN_VERSION}
     if forced:  # only then, so that the ids of ordinary runs stay what they were
-        config["forced"] = True
-    run_id = sha256_json(config)  # paths are recorded below but left out of the id
+        base["forced"] = True
     label = run_label(cfg, dictionary.meta, explainer, simulator)
     _upsert_dictionary(db, dict_id, cfg.dictionary, dictionary)
-    db["runs"].insert({"id": run_id, "dictionary_id": dict_id, "label": label,
-                       "explainer": explainer.name, "simulator": simulator.name,
-                       "simulator_mode": simulator.mode, "selftest_id": st.id if st else None,
-                       "config": dbm.dumps({**config, "dictionary_path": str(cfg.dictionary),
-                                            "store_path": str(store.path),
-                                            "forced_mismatches": forced}),
-                       "n_sampled": len(fs.features), "n_skipped": fs.n_skipped,
-                       "created_at": dbm.now()}, ignore=True)
-    todo = pending(db, run_id, fs.features)
-    progress.features_task(label, len(fs.features), len(fs.features) - len(todo))
+    run_ids, todo = {}, {}
+    for scorer in scorers:
+        config = _run_config(base, scorer)
+        run_ids[scorer.name] = run_id = sha256_json(config)  # paths are left out of the id
+        _insert_run(db, run_id, {**config, "forced_mismatches": forced}, cfg, store, dict_id,
+                    label, explainer, simulator, scorer, tests.get(scorer.name), fs)
+        todo[scorer.name] = {ff.feature for ff in pending(db, run_id, fs.features)}
+    features = [ff for ff in fs.features if any(ff.feature in t for t in todo.values())]
+    progress.features_task(label, len(fs.features), len(fs.features) - len(features))
     sem = asyncio.Semaphore(cfg.concurrency)
 
     async def run(ff: FeatureFragments) -> None:
+        mine = [s for s in scorers if ff.feature in todo[s.name]]
         async with sem:
-            row = await score_feature(ff, explainer, simulator, cfg.fragments.n_shown,
-                                      cfg.explanations_per_feature)
-        row.update(run_id=run_id, created_at=dbm.now())
-        for k in ("explanation", "explanations", "score", "score_top", "score_random",
-                  "score_spread", "constant"):
-            row.setdefault(k, None)
-        db["features"].upsert(row, pk=("run_id", "feature"))
-        progress.feature_done(row["status"] == "failed")
+            rows = await score_feature(ff, explainer, mine, cfg.fragments.n_shown,
+                                       cfg.explanations_per_feature)
+        for name, row in rows.items():
+            _save(db, row, run_ids[name])
+        progress.feature_done(any(r["status"] == "failed" for r in rows.values()))
 
-    await asyncio.gather(*(run(ff) for ff in todo))
-    return summarise(db, run_id, simulator, st, seed=cfg.fragments.seed)
+    await asyncio.gather(*(run(ff) for ff in features))
+    return tuple(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
+                           seed=cfg.fragments.seed) for s in scorers)
+
+
+async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,
+                                 db: sqlite_utils.Database, progress=None) -> RunSummary:
+    """The first scorer's summary (simulation unless cfg.scorers says otherwise)."""
+    return (await score_dictionary_runs(cfg, explainer, simulator, db, progress))[0]
 
 
 def score_dictionary(cfg: ScoreConfig, explainer, simulator, db: sqlite_utils.Database,
@@ -274,18 +282,28 @@ def score_dictionary(cfg: ScoreConfig, explainer, simulator, db: sqlite_utils.Da
     return asyncio.run(score_dictionary_async(cfg, explainer, simulator, db, progress))
 
 
+COST_COLUMNS = ("explain_n_calls", "explain_prompt_tokens", "explain_completion_tokens",
+                "explain_usage_unknown", "n_calls", "prompt_tokens", "completion_tokens",
+                "usage_unknown")
+
+
 def summarise(db, run_id: str, simulator=None, st=None, seed: int = 0) -> RunSummary:
-    """Counts, failure reasons and the mean score with its 95% CI, from the rows in the DB."""
+    """Counts, failure reasons, the mean score with its 95% CI and the mean cost per
+    feature, from the rows in the DB."""
     run = db["runs"].get(run_id)
-    rows = list(db.query("select status, reason, score, score_spread from features "
-                         "where run_id = ?", [run_id]))
+    rows = list(db.query(f"select status, reason, score, score_spread, auroc, "
+                         f"{', '.join(COST_COLUMNS)} from features where run_id = ?", [run_id]))
     scored = [r for r in rows if r["status"] == "scored"]
     reasons = Counter(re.sub(r"\d+", "N", r["reason"] or "") for r in rows if r["status"] == "failed")
     mean, lo, hi = mean_ci([r["score"] for r in scored if r["score"] is not None], seed=seed)
     spreads = [r["score_spread"] for r in scored if r["score_spread"] is not None]
+    aurocs = [r["auroc"] for r in scored if r["auroc"] is not None]
+    cost = tuple((c, float(np.mean([r[c] or 0 for r in rows])) if rows else math.nan)
+                 for c in COST_COLUMNS)
     return RunSummary(
         run_id, run["label"], run["dictionary_id"], run["explainer"], run["simulator"],
         run["simulator_mode"], run["n_sampled"], run["n_skipped"], len(scored),
         len(rows) - len(scored), tuple(reasons.most_common()), mean, lo, hi,
         float(np.mean(spreads)) if spreads else math.nan, run["selftest_id"],
-        None if st is None else bool(st.passed), getattr(simulator, "note", ""))
+        None if st is None else bool(st.passed), getattr(simulator, "note", ""),
+        run["scorer"] or "simulation", float(np.mean(aurocs)) if aurocs else math.nan, cost)

@@ -92,6 +92,7 @@ class SelftestResult:
     details: tuple[PlantedOutcome, ...]
     cached: bool = field(default=False, compare=False)
     """Read back from the database rather than simulated now."""
+    scorer: str = "simulation"
 
     @property
     def n_failed(self) -> int:
@@ -118,9 +119,22 @@ def simulator_identity(simulator: Simulator) -> dict:
     return {**ident, "name": simulator.name, "mode": simulator.mode}
 
 
-def selftest_id(simulator: Simulator, source: str, settings: SelftestSettings) -> str:
+def selftest_id(simulator: Simulator, source: str, settings: SelftestSettings,
+                scorer=None) -> str:
+    """`scorer`: None for the simulation self-test (its ids are those from before other
+    scorers existed), else the detection or fuzzing scorer, whose settings join the key."""
     key = {"simulator": simulator_identity(simulator), "source": source,
            "planted_version": PLANTED_VERSION, **asdict(settings)}
+    if scorer is not None:
+        from autointerp.scoring.selftest_judges import (
+            GAP_THRESHOLD,
+            JUDGE_SELFTEST_VERSION,
+            N_EACH,
+            RIGHT_THRESHOLD,
+        )
+
+        key.update(scorer=scorer.settings(), judge_version=JUDGE_SELFTEST_VERSION, n_each=N_EACH,
+                   right_threshold=RIGHT_THRESHOLD, gap_threshold=GAP_THRESHOLD)
     return hashlib.sha256(dbm.dumps(key).encode()).hexdigest()
 
 
@@ -191,20 +205,22 @@ def shortfalls(right: Interval, gap: Interval, n_paired: int, n_features: int,
     return out
 
 
-def summarise(outcomes: tuple[PlantedOutcome, ...], settings: SelftestSettings
+def summarise(outcomes: tuple[PlantedOutcome, ...], settings: SelftestSettings,
+              thresholds: tuple[float, float] | None = None
               ) -> tuple[Interval, Interval, Interval, bool]:
     """Means with bootstrap CIs over planted features, and the verdict."""
     right = [o.right for o in outcomes if o.right is not None]
     wrong = [o.wrong for o in outcomes if o.wrong is not None]
     gaps = [o.right - o.wrong for o in outcomes if o.right is not None and o.wrong is not None]
     r, w, g = (mean_ci(v, seed=settings.seed) for v in (right, wrong, gaps))
-    unmet = shortfalls(r, g, len(gaps), len(outcomes), settings.right_threshold,
-                       settings.gap_threshold)
+    right_t, gap_t = thresholds or (settings.right_threshold, settings.gap_threshold)
+    unmet = shortfalls(r, g, len(gaps), len(outcomes), right_t, gap_t)
     return r, w, g, not unmet
 
 
 def _to_row(res: SelftestResult, settings: SelftestSettings) -> dict:
     row = {"id": res.id, "simulator": res.simulator, "simulator_mode": res.mode,
+           "scorer": res.scorer,
            "passed": int(res.passed), "created_at": dbm.now(),
            "thresholds": dbm.dumps({"right": res.right_threshold, "gap": res.gap_threshold}),
            "details": dbm.dumps({"settings": asdict(settings),
@@ -229,7 +245,8 @@ def _from_row(row: dict) -> SelftestResult:
     return SelftestResult(row["id"], row["simulator"], row["simulator_mode"], interval("right"),
                           interval("wrong"), interval("gap"), bool(row["passed"]),
                           thresholds["right"], thresholds["gap"],
-                          tuple(PlantedOutcome(**d) for d in details), cached=True)
+                          tuple(PlantedOutcome(**d) for d in details), cached=True,
+                          scorer=row.get("scorer") or "simulation")
 
 
 def load_selftest(db: sqlite_utils.Database, id: str) -> SelftestResult | None:
@@ -240,39 +257,57 @@ def load_selftest(db: sqlite_utils.Database, id: str) -> SelftestResult | None:
 async def selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=None,
                    settings: SelftestSettings = SelftestSettings(), tokenizer=None,
                    on_total: Callable[[int], None] = lambda n: None,
-                   tick: Callable[[], None] = lambda: None) -> SelftestResult:
-    """Run (or read back) the self-test. Fragments come from the store's eval split, else
-    from the builtin corpus tokenized with `tokenizer` (default: SmolLM2's)."""
-    prepare = getattr(simulator, "prepare", None)
+                   tick: Callable[[], None] = lambda: None, scorer=None) -> SelftestResult:
+    """Run (or read back) the self-test of the simulation, or of `scorer` (a detection or
+    fuzzing scorer, judging through the simulator's model). Fragments come from the store's
+    eval split, else from the builtin corpus tokenized with `tokenizer` (default: SmolLM2's)."""
+    scorer = None if scorer is None or scorer.name == "simulation" else scorer
+    prepare = getattr(scorer or simulator, "prepare", None)
     if prepare is not None:  # resolves `--simulator-mode auto`, which the key must name
         await prepare()
-    id = selftest_id(simulator, fragment_source(store, tokenizer), settings)
+    id = selftest_id(simulator, fragment_source(store, tokenizer), settings, scorer)
     if (done := load_selftest(db, id)) is not None:
         return done
-    cases = plant(_fragments(store, tokenizer, settings.max_fragments), settings.n_features,
-                  settings.seed, settings.n_top, settings.n_random)
+    fragments = _fragments(store, tokenizer, settings.max_fragments)
+    if scorer is None:
+        outcomes, thresholds = await _simulation_outcomes(simulator, fragments, settings,
+                                                          on_total, tick), None
+    else:
+        from autointerp.scoring.selftest_judges import (
+            GAP_THRESHOLD,
+            RIGHT_THRESHOLD,
+            judge_outcomes,
+        )
+
+        outcomes = await judge_outcomes(scorer, fragments, settings, on_total, tick)
+        thresholds = (RIGHT_THRESHOLD, GAP_THRESHOLD)
+    right, wrong, gap, passed = summarise(outcomes, settings, thresholds)
+    right_t, gap_t = thresholds or (settings.right_threshold, settings.gap_threshold)
+    res = SelftestResult(id, simulator.name, simulator.mode, right, wrong, gap, passed,
+                         right_t, gap_t, outcomes, scorer=scorer.name if scorer else "simulation")
+    db["selftests"].upsert(_to_row(res, settings), pk="id")
+    return res
+
+
+async def _simulation_outcomes(simulator, fragments, settings, on_total, tick):
+    cases = plant(fragments, settings.n_features, settings.seed, settings.n_top, settings.n_random)
     if len(cases) < 2:
         raise BadInputError(f"only {len(cases)} planted feature(s) fire in at least "
                             f"{settings.n_top} eval fragments; the self-test needs more eval text "
                             "(or skip it: score --no-selftest)")
     on_total(2 * len(cases))
-    outcomes = await simulate_cases(simulator, cases, settings.seed, tick)
-    right, wrong, gap, passed = summarise(outcomes, settings)
-    res = SelftestResult(id, simulator.name, simulator.mode, right, wrong, gap, passed,
-                         settings.right_threshold, settings.gap_threshold, outcomes)
-    db["selftests"].upsert(_to_row(res, settings), pk="id")
-    return res
+    return await simulate_cases(simulator, cases, settings.seed, tick)
 
 
 def run_selftest(simulator: Simulator, db: sqlite_utils.Database, *, store=None,
                  n_features: int = 8, seed: int = 0, right_threshold: float = 0.5,
                  gap_threshold: float = 0.2, tokenizer=None, n_top: int = 5, n_random: int = 5,
-                 **callbacks) -> SelftestResult:
+                 scorer=None, **callbacks) -> SelftestResult:
     """Synchronous entry point (the CLI's); `await selftest(...)` inside an event loop."""
     settings = SelftestSettings(n_features, seed, right_threshold, gap_threshold,
                                 n_top=n_top, n_random=n_random)
     return asyncio.run(selftest(simulator, db, store=store, settings=settings,
-                                tokenizer=tokenizer, **callbacks))
+                                tokenizer=tokenizer, scorer=scorer, **callbacks))
 
 
 def _fragments(store, tokenizer, max_fragments: int) -> list[tuple[int, tuple[str, ...]]]:

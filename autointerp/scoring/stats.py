@@ -78,3 +78,23 @@ def mean_ci(values: Sequence[float], seed: int = 0, confidence: float = 0.95,
     res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
                           rng=np.random.default_rng(seed), vectorized=True)
     return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def balanced_accuracy(labels: Sequence[int], answers: Sequence[int]) -> float:
+    """Mean of the recall of each class: chance is 0.5 whatever the class balance (raw
+    accuracy's chance floor is the majority share, 0.714 in SAEBench's setting)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    if len(set(labels)) < 2:
+        raise ValueError("balanced accuracy needs both classes among the labels")
+    return float(balanced_accuracy_score(labels, answers))
+
+
+def auroc(labels: Sequence[int], p1: Sequence[float]) -> float:
+    """Area under the ROC curve of P(1) against the truth (ties count half: a constant
+    P(1) scores exactly 0.5)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(labels)) < 2:
+        return math.nan
+    return float(roc_auc_score(labels, p1))

@@ -1,1 +1,81 @@
-"""One module per scorer behind one contract."""
+"""One scorer contract, one module per scorer (DESIGN.md, "The flow").
+
+A scorer takes an explanation and one feature's fragments (it picks its own held-out
+examples from them) and returns a `ScoreRecord`, or raises `ScoringFailed` with the
+reason. The pipeline explains each feature once and hands that explanation to every
+scorer asked for, so scorers are paired on the same explanations. The LLM options that
+choose the simulator choose the model of every scorer: each scorer is built from the
+simulator (its client and resolved mode), or is the lexical reference when the
+simulator is lexical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from autointerp.errors import BadInputError
+
+SCORERS = ("simulation", "detection", "fuzzing")
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    """One explanation's score by one scorer."""
+
+    score: float
+    """The headline: pooled correlation (simulation) or balanced accuracy (detection,
+    fuzzing; chance 0.5). NaN where undefined."""
+    score_top: float = float("nan")
+    """Simulation: top fragments only. Detection and fuzzing: NaN."""
+    score_random: float = float("nan")
+    auroc: float = float("nan")
+    """Area under the ROC curve of P(1) (detection, fuzzing with logprobs), else NaN."""
+    constant: bool = False
+    """The prediction carried no information (a constant simulation, or one verdict for all)."""
+    details: dict = field(default_factory=dict, compare=False)
+    """JSON-able: what the report shows (predictions; examples with verdicts and truth)
+    and the counts behind the score (slots without a digit, recall per quantile)."""
+
+
+class Scorer(Protocol):
+    name: str
+    """simulation | detection | fuzzing."""
+
+    def settings(self) -> dict:
+        """What decides its scores beyond the simulator's identity (part of the run id)."""
+        ...
+
+    async def prepare(self) -> None: ...
+
+    async def score(self, explanation: str, ff, n_shown: int) -> ScoreRecord:
+        """`ff`: the feature's FeatureFragments; `n_shown`: fragments the explainer saw."""
+        ...
+
+
+def parse_scorers(names: Iterable[str]) -> tuple[str, ...]:
+    """`--scorer` values (repeatable, 'all' for every scorer) in canonical order."""
+    names = [n.strip().lower() for n in names] or ["simulation"]
+    unknown = sorted(set(names) - {*SCORERS, "all"})
+    if unknown:
+        raise BadInputError(f"unknown scorer {unknown[0]!r}; choose {', '.join(SCORERS)} or all")
+    return SCORERS if "all" in names else tuple(s for s in SCORERS if s in names)
+
+
+def make_scorers(names: Iterable[str], simulator, judge_settings=None) -> list:
+    """Scorers for `names`, all scoring through `simulator`'s model."""
+    from autointerp.scoring.scorers.detection import DetectionScorer
+    from autointerp.scoring.scorers.fuzzing import FuzzingScorer
+    from autointerp.scoring.scorers.simulation import SimulationScorer
+    from autointerp.scoring.verdicts import JudgeSettings, judge_for
+
+    judge_settings = judge_settings or JudgeSettings()
+    out = []
+    for name in parse_scorers(names):
+        if name == "simulation":
+            out.append(SimulationScorer(simulator))
+        else:
+            cls = DetectionScorer if name == "detection" else FuzzingScorer
+            out.append(cls(judge_for(simulator, name), judge_settings))
+    return out

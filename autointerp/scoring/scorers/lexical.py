@@ -90,3 +90,39 @@ class LexicalSimulator:
             raise SimulationFailed("the lexical simulator found no tokens in the explanation")
         preds = tuple(tuple(weights.get(token_key(t), 0.0) for t in f.tokens) for f in fragments)
         return Simulation(preds, self.name, self.mode)
+
+
+class LexicalJudge:
+    """Token-list detection and fuzzing: deterministic and offline. Detection: P(1) is the
+    largest listed weight among the example's tokens (over 10), so 1 when any listed token
+    occurs. Fuzzing: P(1) is the share of marked tokens that are listed, 1 when most are."""
+
+    name = "lexical"
+    mode = "lexical"
+
+    def __init__(self, task: str):
+        self.task = task
+
+    def settings(self) -> dict:
+        return {"name": self.name, "mode": self.mode, "task": self.task}
+
+    async def prepare(self) -> None:
+        return None
+
+    async def judge(self, explanation: str, batch) -> list:
+        from autointerp.scoring.verdicts import Verdict
+        from autointerp.types import ScoringFailed
+
+        weights = parse_explanation(explanation)
+        if not weights:
+            raise ScoringFailed("the lexical judge found no tokens in the explanation")
+        out = []
+        for ex in batch:
+            if self.task == "detection":
+                p = max((weights.get(token_key(t), 0.0) for t in ex.tokens), default=0.0) / 10
+                out.append(Verdict(int(p > 0), min(1.0, p)))
+            else:
+                marked = [token_key(ex.tokens[i]) for i in ex.marks]
+                p = sum(k in weights for k in marked) / max(1, len(marked))
+                out.append(Verdict(int(p >= 0.5), p))
+        return out

@@ -109,9 +109,21 @@ def read_all_at_once(c: Completion, n_tokens: int, scale_max: int) -> list[float
         raise SimulationFailed(f"found {len(slots)} activation slots in the scored prompt for "
                                f"{n_tokens} tokens (does the tokenizer merge tab and placeholder?)")
     values = [expected_value(c.prompt_tokens[i], scale_max, exact=True) for i in slots]
-    if any(v is None for v in values):
-        raise SimulationFailed("no digit among the prompt logprob alternatives at a slot")
-    return values
+    # An endpoint that returns only its top-k alternatives (llama.cpp echo) can leave every
+    # digit out at a slot: that is no evidence of activation, read as 0 and counted, and the
+    # feature fails only when the share shows the model ignores the format (check_format).
+    return [0.0 if v is None else v for v in values], sum(v is None for v in values)
+
+
+MAX_NO_DIGIT_SHARE = 0.5
+"""A feature fails when more than this share of its slots held no digit among the top-k
+alternatives: the model is then not answering in the format, and zeros would be invented."""
+
+
+def check_format(n_no_digit: int, n_slots: int, what: str = "digit") -> None:
+    if n_slots and n_no_digit / n_slots > MAX_NO_DIGIT_SHARE:
+        raise SimulationFailed(f"the model ignores the answer format: no {what} among the "
+                               f"logprob alternatives at {n_no_digit} of {n_slots} slots")
 
 
 def read_logprobs(c: Completion, values: list[int], offsets: list[int], scale_max: int
@@ -189,7 +201,7 @@ class LLMSimulator:
         self.note = "; ".join(notes)
         self._prepared = True
 
-    async def _ask(self, req: CompletionRequest) -> Completion:
+    async def ask(self, req: CompletionRequest) -> Completion:
         """The answer to `req`, asked again (`retries` times in all) while the logprobs it
         asked for are missing: a flaky endpoint drops them from single answers, and such
         an answer is never cached, so each ask is a new call of the same request."""
@@ -205,7 +217,7 @@ class LLMSimulator:
             return False, None
         req = CompletionRequest(model="", prompt=PROBE_DIGITS, max_tokens=1, prompt_logprobs=1)
         try:
-            c = await self._ask(req)
+            c = await self.ask(req)
         except LLMCallError:
             return False, None
         if not c.prompt_tokens:
@@ -219,7 +231,7 @@ class LLMSimulator:
         req = CompletionRequest(model="", messages=(("user", f"Repeat exactly: {PROBE_DIGITS}"),),
                                 max_tokens=32, top_logprobs=2)
         try:
-            c = await self._ask(req)
+            c = await self.ask(req)
         except LLMCallError:
             return False, None
         if not c.tokens or not any(t.top for t in c.tokens):
@@ -235,19 +247,24 @@ class LLMSimulator:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        return Simulation(tuple(tuple(r) for r in results), self.name, self.mode)
+        if self.mode != "all-at-once":
+            return Simulation(tuple(tuple(r) for r in results), self.name, self.mode)
+        n_slots, n_none = sum(len(f.tokens) for f in fragments), sum(n for _, n in results)
+        check_format(n_none, n_slots)
+        return Simulation(tuple(tuple(r) for r, _ in results), self.name, self.mode,
+                          n_slots, n_none)
 
     def _digits(self) -> tuple[str, ...]:
         return tuple(str(v) for v in range(self.scale_max + 1))
 
-    async def _all_at_once(self, explanation: str, tokens) -> list[float]:
+    async def _all_at_once(self, explanation: str, tokens) -> tuple[list[float], int]:
         # Deterministic in the prompt, so a misaligned answer would only repeat: no retry.
         # A backend that reads the digits' logprobs exactly needs no top-k beside them.
         k = 1 if self.client.supports("candidate_tokens") else self.top_logprobs
         req = CompletionRequest(model="", prompt=all_at_once_prompt(explanation, tokens, self.scale_max),
                                 max_tokens=1, prompt_logprobs=k, candidate_tokens=self._digits(),
                                 prompt_logprobs_after="\t")
-        return read_all_at_once(await self._ask(req), len(tokens), self.scale_max)
+        return read_all_at_once(await self.ask(req), len(tokens), self.scale_max)
 
     async def _chat(self, explanation: str, tokens) -> list[float]:
         messages = chat_messages(explanation, tokens, self.scale_max)
@@ -259,7 +276,7 @@ class LLMSimulator:
                 temperature=0.0 if attempt == 0 else 0.7, sample_index=attempt,
                 top_logprobs=self.top_logprobs if logprobs else 0,
                 candidate_tokens=self._digits() if logprobs else ())
-            c = await self._ask(req)
+            c = await self.ask(req)
             try:
                 values, offsets = parse_int_array(c.text, len(tokens), self.scale_max)
             except ParseError as e:
@@ -268,3 +285,33 @@ class LLMSimulator:
             return read_logprobs(c, values, offsets, self.scale_max) if logprobs else \
                 [float(v) for v in values]
         raise SimulationFailed(f"simulator output unusable after {self.retries} tries: {reasons[-1]}")
+
+
+class SimulationScorer:
+    """The scorer contract over a simulator (LLM or lexical): the explanation simulated on
+    the n_shown top and n_shown random scoring fragments, scored by pooled correlation."""
+
+    name = "simulation"
+
+    def __init__(self, simulator):
+        self.simulator = simulator
+
+    def settings(self) -> dict:
+        return {}  # the simulator's settings are the run's; a simulation run id stays as it was
+
+    async def prepare(self) -> None:
+        prepare = getattr(self.simulator, "prepare", None)
+        if prepare is not None:
+            await prepare()
+
+    async def score(self, explanation: str, ff, n_shown: int):
+        from autointerp.scoring.scorers import ScoreRecord
+        from autointerp.scoring.stats import score_simulation
+
+        scoring = ff.scoring_fragments(n_shown)
+        sim = await self.simulator.simulate(explanation, scoring)
+        s = score_simulation(scoring, sim, n_top=n_shown)
+        details = {"simulations": [list(p) for p in sim.predictions]}
+        if sim.n_slots:
+            details["no_answer"] = [sim.n_no_digit, sim.n_slots]
+        return ScoreRecord(s.all, s.top, s.random, constant=s.constant, details=details)

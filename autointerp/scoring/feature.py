@@ -1,0 +1,117 @@
+"""One feature, explained once and scored by every scorer asked for: its result rows.
+
+Each scorer gets its own row (one per run; a run is one dictionary x scorer). Any
+failure fails that scorer's row with its reason; nothing is scored partially. A failed
+explanation fails every scorer's row. Tokens and calls are billed per row: the
+explanation's (the same on every row of the feature) and the scorer's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+
+from autointerp import db as dbm
+from autointerp.llm.base import EndpointAuthError, LLMCallError
+from autointerp.scoring.explain import ExplanationFailed
+from autointerp.scoring.fragments import FeatureFragments
+from autointerp.scoring.usage import Meter, measure
+from autointerp.types import ScoringFailed
+
+CALL_FAILED = "llm call failed"
+"""Reason prefix of features lost to endpoint errors; a rerun tries them again."""
+SUMMARY_KEYS = ("recall_per_quantile", "no_answer", "n_positive", "n_negative")
+"""Small per-record figures kept in the `metrics` column beside the full details."""
+
+
+def _frag(f) -> dict:
+    return {"index": f.index, "tokens": list(f.tokens), "activations": list(f.activations)}
+
+
+def histogram(ff: FeatureFragments, bins: int = 20) -> dict:
+    """Non-zero token activations in the held-out fragments (a random sample of those where
+    the feature fires), binned: what Neuronpedia's activation histogram shows."""
+    acts = np.asarray([a for f in ff.held_out or ff.random for a in f.activations if a > 0])
+    if not len(acts):
+        return {}
+    counts, edges = np.histogram(acts, bins=bins)
+    return {"counts": counts.tolist(), "edges": [round(float(e), 4) for e in edges],
+            "n_fragments": len(ff.held_out or ff.random), "n_nonzero": ff.n_nonzero}
+
+
+def _nanmean(xs) -> float | None:
+    """Mean ignoring NaN (a random-only score is undefined where the truth is constant);
+    None, SQLite's null, when nothing is left."""
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+def _failed(feature: int, reason: str, fragments: dict, usage: dict) -> dict:
+    return {"feature": feature, "status": "failed", "reason": reason,
+            "fragments": dbm.dumps(fragments), **usage}
+
+
+def _scored(feature: int, texts: list[str], records, fragments: dict, usage: dict) -> dict:
+    for key in records[0].details:
+        if key not in SUMMARY_KEYS:
+            fragments[key] = [r.details.get(key) for r in records]
+    metrics = {k: [r.details.get(k) for r in records] for k in SUMMARY_KEYS
+               if k in records[0].details}
+    scores = [r.score for r in records]
+    return {"feature": feature, "status": "scored", "reason": None, "explanation": texts[0],
+            "explanations": dbm.dumps(texts), "score": _nanmean(scores),
+            "score_top": _nanmean([r.score_top for r in records]),
+            "score_random": _nanmean([r.score_random for r in records]),
+            "score_spread": float(np.std(scores)) if len(scores) > 1 else None,
+            "auroc": _nanmean([r.auroc for r in records]),
+            "constant": int(any(r.constant for r in records)),
+            "metrics": dbm.dumps(metrics) if metrics else None,
+            "fragments": dbm.dumps(fragments), **usage}
+
+
+def _reason(stage: str, e: Exception) -> str:
+    return f"{CALL_FAILED}: {e}" if isinstance(e, LLMCallError) else f"{stage}: {e}"
+
+
+async def _explain(explainer, shown, n_explanations: int) -> list[str]:
+    got = await asyncio.gather(*(explainer.explain(shown, sample_index=i)
+                                 for i in range(n_explanations)))
+    return [e.text for e in got]
+
+
+async def _score_all(scorer, texts: list[str], ff: FeatureFragments, n_shown: int) -> list:
+    return list(await asyncio.gather(*(scorer.score(t, ff, n_shown) for t in texts)))
+
+
+async def score_feature(ff: FeatureFragments, explainer, scorers, n_shown: int,
+                        n_explanations: int) -> dict[str, dict]:
+    """Rows by scorer name: explained n_explanations times, each explanation scored by
+    every scorer (in parallel; each scorer's calls billed to its own row)."""
+    shown, scoring = ff.explainer_fragments(n_shown), ff.scoring_fragments(n_shown)
+    base = {"n_nonzero": ff.n_nonzero, "n_top": n_shown,
+            "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring],
+            "histogram": histogram(ff)}
+    try:
+        texts, explain_meter = await measure(_explain, explainer, shown, n_explanations)
+    except EndpointAuthError:
+        raise  # a rejected key fails every feature alike: stop the run, record nothing
+    except (ExplanationFailed, LLMCallError) as e:
+        usage = getattr(e, "meter", Meter()).columns("explain_")
+        return {s.name: _failed(ff.feature, _reason("explanation", e), dict(base), usage)
+                for s in scorers}
+    explain_usage = explain_meter.columns("explain_")
+
+    async def one(scorer) -> tuple[str, dict]:
+        try:
+            records, meter = await measure(_score_all, scorer, texts, ff, n_shown)
+        except EndpointAuthError:
+            raise
+        except (ScoringFailed, LLMCallError) as e:
+            usage = {**explain_usage, **getattr(e, "meter", Meter()).columns()}
+            return scorer.name, _failed(ff.feature, _reason(scorer.name, e), dict(base), usage)
+        usage = {**explain_usage, **meter.columns()}
+        return scorer.name, _scored(ff.feature, texts, records, dict(base), usage)
+
+    return dict(await asyncio.gather(*(one(s) for s in scorers)))

@@ -1,0 +1,61 @@
+"""Fuzzing: are the marked tokens the ones the explanation describes?
+
+The held-out activating examples of detection, alternately (within each activation
+quantile) marked where the feature fires (label 1) or on as many tokens where it does
+not (label 0), and checked zero-activation examples with random marks (label 0). The
+judge answers 1 or 0 per example; scored as detection is (verdicts.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from autointerp.scoring.verdicts import (
+    Example,
+    JudgeSettings,
+    activating_examples,
+    check_counts,
+    judge_examples,
+    negative_examples,
+)
+
+
+def fuzzing_examples(ff, s: JudgeSettings) -> list[Example]:
+    rng = np.random.default_rng([s.seed, ff.feature, 2])
+    out, n_marks = [], []
+    ranked = sorted(activating_examples(ff, s), key=lambda e: (e.quantile, e.fragment))
+    for k, ex in enumerate(ranked):
+        firing = [i for i, a in enumerate(ex.activations) if a > 0]
+        quiet = [i for i, a in enumerate(ex.activations) if a == 0]
+        if k % 2 == 0:
+            out.append(replace(ex, marks=tuple(firing)))
+            n_marks.append(len(firing))
+        elif quiet:  # a window where every token fires cannot be mismarked
+            marks = rng.choice(quiet, size=min(len(firing), len(quiet)), replace=False)
+            out.append(replace(ex, label=0, marks=tuple(sorted(int(i) for i in marks))))
+    n_pos = sum(e.label for e in out)
+    for ex in negative_examples(ff, s, len(ranked)):
+        n = int(rng.choice(n_marks)) if n_marks else 1
+        marks = rng.choice(len(ex.tokens), size=min(max(1, n), len(ex.tokens)), replace=False)
+        out.append(replace(ex, marks=tuple(sorted(int(i) for i in marks))))
+    check_counts(n_pos, len(out) - n_pos, s, "fuzzing")
+    return out
+
+
+class FuzzingScorer:
+    name = "fuzzing"
+
+    def __init__(self, judge, settings: JudgeSettings = JudgeSettings()):
+        self.judge, self.s = judge, settings
+
+    def settings(self) -> dict:
+        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s)}
+
+    async def prepare(self) -> None:
+        await self.judge.prepare()
+
+    async def score(self, explanation: str, ff, n_shown: int):
+        examples = fuzzing_examples(ff, self.s)
+        return await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
