@@ -12,12 +12,12 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import sqlite_utils
 
 from autointerp.db import dumps, now
-from autointerp.llm.base import Completion, CompletionRequest, LLMClient, TokenLogprob
+from autointerp.llm.base import Completion, CompletionRequest, LLMClient, TokenLogprob, Usage
 
 PROBE_PREFIX = "probe:"
 
@@ -50,16 +50,20 @@ def completion_to_json(c: Completion) -> dict:
         "prompt_tokens": _tokens_to_json(c.prompt_tokens),
         "finish_reason": c.finish_reason,
         "meta": c.meta,
+        "usage": None if c.usage is None else [c.usage.prompt_tokens, c.usage.completion_tokens],
     }
 
 
 def completion_from_json(d: dict) -> Completion:
+    """Rows stored before usage was recorded read back with usage None."""
+    usage = d.get("usage")
     return Completion(
         text=d["text"],
         tokens=_tokens_from_json(d.get("tokens")),
         prompt_tokens=_tokens_from_json(d.get("prompt_tokens")),
         finish_reason=d.get("finish_reason"),
         meta=dict(d.get("meta") or {}),
+        usage=None if usage is None else Usage(int(usage[0]), int(usage[1])),
     )
 
 
@@ -93,9 +97,8 @@ class CachedClient:
         stored = self._lookup(key)
         if stored is not None:
             self.hits += 1
-            c = completion_from_json(stored)
-            return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
-                              {**c.meta, "cache_hit": True})
+            c = completion_from_json(stored)  # usage stays that of the original call
+            return replace(c, meta={**c.meta, "cache_hit": True})
         if key in self._in_flight:
             self.hits += 1
             return await asyncio.shield(self._in_flight[key])
@@ -127,9 +130,8 @@ class CachedClient:
         if _incomplete(request, result):
             # Logprobs were asked for and did not come (a flaky endpoint): hand it back so
             # the caller can fail or fall back, but let a rerun ask again.
-            return Completion(result.text, result.tokens, result.prompt_tokens,
-                              result.finish_reason, {**result.meta, "latency_s": latency,
-                                                     "cache_hit": False, "cached": False})
+            return replace(result, meta={**result.meta, "latency_s": latency,
+                                         "cache_hit": False, "cached": False})
         # Another process may have stored this key meanwhile: keep the first answer
         # and return what is stored, so a fresh call and a later hit are identical.
         self.db["llm_calls"].insert({
@@ -138,8 +140,7 @@ class CachedClient:
             "created_at": now(),
         }, ignore=True)
         c = completion_from_json(self._lookup(key))
-        return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
-                          {**c.meta, "latency_s": latency, "cache_hit": False})
+        return replace(c, meta={**c.meta, "latency_s": latency, "cache_hit": False})
 
     async def probe(self) -> dict:
         """The inner client's capability probe, cached too, so a cached rerun calls nothing."""

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from autointerp.db import dumps
-from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob
+from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob, Usage
 
 LM_HEAD_CHUNK = 512
 """Positions per lm_head call when reading prompt logprobs: (chunk, vocab) floats at a time."""
@@ -163,9 +163,11 @@ class TransformersClient:
         self.stats.batches += 1
         self.stats.requests += len(requests)
         self.stats.backend_s += time.perf_counter() - t0
+        # Usage is counted by this tokenizer: the prompt as encoded, the tokens generated.
         return [Completion(row.text, tuple(row.tokens) if r.top_logprobs else None, p,
-                           row.finish_reason, {"batch_size": len(requests)})
-                for row, r, p in zip(rows, requests, prompt, strict=True)]
+                           row.finish_reason, {"batch_size": len(requests)},
+                           Usage(len(x), len(row.ids)))
+                for row, r, p, x in zip(rows, requests, prompt, ids, strict=True)]
 
     def _piece(self, token_id: int) -> str:
         """A token's text, memoised: read-outs decode the same few ids over and over."""

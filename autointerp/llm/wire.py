@@ -19,7 +19,7 @@ caller can fail that feature with a reason or fall back.
 
 from __future__ import annotations
 
-from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob
+from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob, Usage
 
 PROMPT_STYLES = ("vllm", "llamacpp", "echo", "none")
 
@@ -46,7 +46,20 @@ def parse_chat(data: dict, want_logprobs: bool) -> Completion:
             TokenLogprob(t["token"], t.get("logprob"),
                          tuple((a["token"], float(a["logprob"])) for a in t.get("top_logprobs") or ()))
             for t in content)
-    return Completion(text, tokens, None, choice.get("finish_reason"))
+    return Completion(text, tokens, None, choice.get("finish_reason"), usage=parse_usage(data))
+
+
+def parse_usage(data: dict) -> Usage | None:
+    """The endpoint's token bill (`usage`), or None when it sent none or an unreadable one."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    try:
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+    except (TypeError, ValueError):
+        return None
+    return Usage(prompt, completion) if prompt >= 0 and completion >= 0 else None
 
 
 def _legacy_rows(lp: dict) -> list[tuple[str, float | None, dict | None, int | None]]:
@@ -110,7 +123,8 @@ def parse_completion(data: dict, request: CompletionRequest, style: str) -> Comp
                 tokens = _legacy_tokens(rows[n_prompt:])
     elif lp and lp.get("tokens") and request.top_logprobs:
         tokens = _legacy_tokens(_legacy_rows(lp))
-    return Completion(text, tokens, prompt_tokens, choice.get("finish_reason"))
+    return Completion(text, tokens, prompt_tokens, choice.get("finish_reason"),
+                      usage=parse_usage(data))
 
 
 def _n_prompt_rows(rows, prompt: str) -> int:
