@@ -5,6 +5,7 @@ the cache stores it, so a cache hit reports the tokens of the original call."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 from autointerp.db import open_db
@@ -82,3 +83,17 @@ def test_inprocess_client_counts_with_its_tokenizer(tiny_llama_dir):
     for r, c in zip(reqs, got, strict=True):
         assert c.usage.completion_tokens == len(c.tokens) >= 1
         assert c.usage.completion_tokens <= r.max_tokens
+
+
+def test_openai_client_keeps_alternatives_only_where_asked():
+    """vLLM sends alternatives at every prompt position; a request with
+    prompt_logprobs_after keeps them only after its marker, so cache rows stay small."""
+    req = CompletionRequest(model="fake", prompt="a b c b d e", max_tokens=1,
+                            prompt_logprobs=3, prompt_logprobs_after="b")
+    with FaultyServer(FaultPlan()) as server:
+        client = OpenAIClient(server.url, "fake", prompt_logprobs_style="vllm")
+        full, kept = run(client, [dataclasses.replace(req, prompt_logprobs_after=""), req])
+    assert [t.token for t in kept.prompt_tokens] == [t.token for t in full.prompt_tokens]
+    assert [t.logprob for t in kept.prompt_tokens] == [t.logprob for t in full.prompt_tokens]
+    with_top = [t.token for t in kept.prompt_tokens if t.top]
+    assert with_top == [" c", " d"] and all(t.top for t in full.prompt_tokens[1:])

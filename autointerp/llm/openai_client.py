@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import replace
 
 import openai
 from tenacity import (
@@ -28,7 +29,13 @@ from tenacity import (
     stop_before_delay,
 )
 
-from autointerp.llm.base import Completion, CompletionRequest, EndpointAuthError, LLMCallError
+from autointerp.llm.base import (
+    Completion,
+    CompletionRequest,
+    EndpointAuthError,
+    LLMCallError,
+    alternatives_after,
+)
 from autointerp.llm.wire import (
     PROMPT_STYLES,
     MalformedResponse,
@@ -170,7 +177,13 @@ class OpenAIClient:
         elif k:
             params.update(echo=True, logprobs=max(k, request.top_logprobs))
         data = await self._post("completions", params)
-        return self._parsed(parse_completion, data, request, style if k else "none")
+        c = self._parsed(parse_completion, data, request, style if k else "none")
+        if c.prompt_tokens and request.prompt_logprobs_after:
+            # The endpoint sends alternatives at every prompt position; only those after
+            # the marker are read, and dropping the rest keeps the cache rows small.
+            c = replace(c, prompt_tokens=alternatives_after(c.prompt_tokens,
+                                                            request.prompt_logprobs_after))
+        return c
 
     @staticmethod
     def _common(request: CompletionRequest) -> dict:
