@@ -108,15 +108,33 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
     rerun, _ = timed(cmd)
     open_db(db).execute("delete from features")
     cached, _ = timed(cmd)
+    floor = json_floor(db)
     calls = s1["requests"] - s0["requests"]
     n = args.n_features
     return {"scorer": name, "features": n, "scored": status.get("scored", 0),
             "failed": status.get("failed", 0), "wall_s": round(wall, 2),
             "features_per_hour": round(n / wall * 3600), "harness_cpu_s_per_feature":
-            round(cpu / n, 4), "calls": calls, "calls_per_feature": round(calls / n, 2),
+            round(cpu / n, 4), "json_decode_s_per_feature": round(floor, 4), "calls": calls, "calls_per_feature": round(calls / n, 2),
             "calls_per_s": round(calls / wall, 1),
             "server_cpu_share": round((s1["cpu_s"] - s0["cpu_s"]) / wall, 3),
             "rerun_s": round(rerun, 2), "cache_only_rerun_s": round(cached, 2)}
+
+
+def json_floor(db: Path) -> float:
+    """Seconds to decode (stdlib json) the server's answers to one feature's simulation
+    calls, timed on a stored request: what no client-side fix can remove."""
+    sys.path.insert(0, str(HERE))
+    from instant_server import completion_answer
+
+    from autointerp.db import open_db
+
+    rows = list(open_db(db).query("select request from llm_calls where request like ? limit 10",
+                                  ['%"prompt_logprobs_after":"\\t"%']))
+    bodies = [completion_answer({**json.loads(r["request"]), "model": "instant"}) for r in rows]
+    t0 = time.perf_counter()
+    for body in bodies:
+        json.loads(body)
+    return (time.perf_counter() - t0) / max(len(bodies), 1) * 10  # 10 scored fragments
 
 
 def main() -> None:

@@ -26,8 +26,11 @@ def request_json(request: CompletionRequest) -> dict:
     return asdict(request)
 
 
-def request_key(client_name: str, request: CompletionRequest) -> str:
-    return hashlib.sha256(dumps([client_name, request_json(request)]).encode()).hexdigest()
+def request_key(client_name: str, request: CompletionRequest, text: str | None = None) -> str:
+    """sha256 of the canonical JSON of [client name, request]; `text`: the request's
+    canonical JSON when the caller has it already (long prompts are slow to encode)."""
+    text = dumps(request_json(request)) if text is None else text
+    return hashlib.sha256(f"[{dumps(client_name)},{text}]".encode()).hexdigest()
 
 
 def _tokens_to_json(tokens: tuple[TokenLogprob, ...] | None) -> list | None:
@@ -93,7 +96,8 @@ class CachedClient:
         return json.loads(rows[0]["response"]) if rows else None
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        key = request_key(self.name, request)
+        text = dumps(request_json(request))
+        key = request_key(self.name, request, text)
         stored = self._lookup(key)
         if stored is not None:
             self.hits += 1
@@ -105,7 +109,7 @@ class CachedClient:
         fut = asyncio.get_running_loop().create_future()
         self._in_flight[key] = fut
         try:
-            result = await self._call_and_store(key, request)
+            result = await self._call_and_store(key, request, text)
             fut.set_result(result)
             return result
         except asyncio.CancelledError:
@@ -118,7 +122,8 @@ class CachedClient:
         finally:
             del self._in_flight[key]
 
-    async def _call_and_store(self, key: str, request: CompletionRequest) -> Completion:
+    async def _call_and_store(self, key: str, request: CompletionRequest,
+                              text: str) -> Completion:
         self.calls += 1
         t0 = time.perf_counter()
         try:
@@ -134,12 +139,13 @@ class CachedClient:
                                          "cache_hit": False, "cached": False})
         # Another process may have stored this key meanwhile: keep the first answer
         # and return what is stored, so a fresh call and a later hit are identical.
-        self.db["llm_calls"].insert({
-            "key": key, "client": self.name, "request": dumps(request_json(request)),
-            "response": dumps(completion_to_json(result)), "latency_s": latency,
-            "created_at": now(),
-        }, ignore=True)
-        c = completion_from_json(self._lookup(key))
+        with self.db.conn:
+            inserted = self.db.conn.execute(
+                "insert or ignore into llm_calls (key, client, request, response, latency_s, "
+                "created_at) values (?, ?, ?, ?, ?, ?)",
+                [key, self.name, text, dumps(completion_to_json(result)), latency, now()],
+            ).rowcount
+        c = result if inserted else completion_from_json(self._lookup(key))
         return replace(c, meta={**c.meta, "latency_s": latency, "cache_hit": False})
 
     async def probe(self) -> dict:

@@ -83,16 +83,20 @@ def _shifted_tokens(rows) -> tuple[TokenLogprob, ...]:
     return tuple(out)
 
 
-def _vllm_tokens(rows: list) -> tuple[TokenLogprob, ...]:
-    out = []
+def _vllm_tokens(rows: list, after: str = "") -> tuple[TokenLogprob, ...]:
+    """With `after`, alternatives are read only right after a token ending in it (the
+    request's prompt_logprobs_after): reading them everywhere is most of a call's cost."""
+    out: list[TokenLogprob] = []
     for row in rows:
         if not row:
             out.append(TokenLogprob("", None, ()))
             continue
-        entries = list(row.items())
-        own_id, own = entries[0]  # vLLM puts the prompt token first, then the top-k
-        alts = {e.get("decoded_token", tid): e["logprob"] for tid, e in entries}
-        out.append(TokenLogprob(own.get("decoded_token", own_id), float(own["logprob"]), _top(alts)))
+        own_id, own = next(iter(row.items()))  # vLLM puts the prompt token first, then the top-k
+        token = own.get("decoded_token", own_id)
+        alts = ()
+        if not after or (out and out[-1].token.endswith(after)):
+            alts = _top({e.get("decoded_token", tid): e["logprob"] for tid, e in row.items()})
+        out.append(TokenLogprob(token, float(own["logprob"]), alts))
     return tuple(out)
 
 
@@ -108,7 +112,7 @@ def parse_completion(data: dict, request: CompletionRequest, style: str) -> Comp
     tokens = prompt_tokens = None
     if style == "vllm":
         if choice.get("prompt_logprobs"):
-            prompt_tokens = _vllm_tokens(choice["prompt_logprobs"])
+            prompt_tokens = _vllm_tokens(choice["prompt_logprobs"], request.prompt_logprobs_after)
         if lp and lp.get("tokens") and request.top_logprobs:
             tokens = _legacy_tokens(_legacy_rows(lp))
     elif style in ("echo", "llamacpp"):
