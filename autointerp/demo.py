@@ -186,10 +186,10 @@ def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
 
 async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], trained_store: Path,
                      db, console) -> list:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from autointerp.harvest.store import ActivationStore
-    from autointerp.progress import RichProgress
+    from autointerp.progress import Progress, RichProgress
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_async
     from autointerp.scoring.selftest import selftest
