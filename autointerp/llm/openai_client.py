@@ -19,8 +19,8 @@ import os
 import random
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-import openai
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -43,6 +43,9 @@ from autointerp.llm.wire import (
     parse_chat,
     parse_completion,
 )
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("autointerp.llm")
 
@@ -132,6 +135,8 @@ class OpenAIClient:
             self._loop = loop
             # A plain pool (not the SDK's default wrapper, whose finaliser schedules a
             # close on whatever loop runs next) may simply be dropped with its loop.
+            import openai  # here, not at the top: a fully cached rerun never needs it
+
             pool = openai.DefaultAsyncHttpxClient(timeout=self.timeout_s)
             self._sdk = openai.AsyncOpenAI(api_key=PLACEHOLDER_KEY, base_url=self.base_url,
                                            max_retries=0, timeout=self.timeout_s,
@@ -222,6 +227,8 @@ class OpenAIClient:
         raise AssertionError("unreachable")
 
     async def _attempt(self, sdk: openai.AsyncOpenAI, kind: str, params: dict) -> dict:
+        import openai  # loaded by _session already
+
         self.attempts += 1
         key = self._key()
         client = sdk.with_options(api_key=key or PLACEHOLDER_KEY)
