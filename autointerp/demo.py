@@ -90,7 +90,8 @@ class DemoConfig:
                 parts.append(f"--{'' if value else 'no-'}{f.name.replace('_', '-')}")
             else:
                 flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
-                parts += [flag, "none" if value is None else str(value)]
+                shown = portable_path(value) if isinstance(value, Path) else value
+                parts += [flag, "none" if value is None else str(shown)]
         return " ".join(parts)
 
     @property
@@ -115,6 +116,17 @@ class DemoResult:
     paths: dict[str, Path]
     verdicts: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def portable_path(path: Path) -> str:
+    """A path as a shareable output records it: relative to the working directory when
+    inside it, else `<...>/name`; the folder of the machine that made it means nothing
+    to a reader of a committed reference run."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return f"<...>/{resolved.name}"
 
 
 def _slug(text: str) -> str:
@@ -226,7 +238,8 @@ def _provenance(cfg: DemoConfig, seconds: dict, cpu_seconds: dict) -> dict:
     versions = {p: importlib.metadata.version(p) for p in ("autointerp", "transformers", "numpy",
                                                             "scipy", "scikit-learn")}
     return {"command": cfg.command(),
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "config": {k: portable_path(v) if isinstance(v, Path) else v
+                       for k, v in asdict(cfg).items()},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
             "cpu_seconds": {k: round(v, 1) for k, v in cpu_seconds.items()},
             "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
