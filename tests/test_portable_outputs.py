@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from autointerp.db import open_db
 from autointerp.demo import DemoConfig, _provenance, portable_path
 from autointerp.results.report import build_report
+from tests.test_compare import make_results_db
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 MACHINE_PATH = re.compile(r"(/tmp/|/home/|/root/|/work/|/Users/|[A-Z]:\\\\)")
@@ -26,7 +26,9 @@ def test_demo_provenance_has_no_machine_path(tmp_path, monkeypatch):
 
 
 def test_report_names_its_database_without_its_folder(tmp_path):
-    page, _ = build_report(open_db(tmp_path / "deep" / "results.db"))
+    (tmp_path / "deep").mkdir()
+    page, _ = build_report(make_results_db(tmp_path / "deep" / "results.db",
+                                           llm_selftest_passed=True))
     assert "database results.db" in page and str(tmp_path) not in page
 
 
