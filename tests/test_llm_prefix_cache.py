@@ -89,6 +89,18 @@ def short_request(seed: int) -> CompletionRequest:
                              max_tokens=3, prompt_logprobs=2, top_logprobs=2)
 
 
+def test_a_new_feature_extends_the_shared_start_of_a_kept_prefix(tiny_llama_dir):
+    """One feature's simulator prompts share the examples with another's but not the
+    explanation: the second feature's prefix reuses the first's start and runs the rest."""
+    def one_feature(explanation_seed: int) -> list[CompletionRequest]:
+        explanation = f"the word {WORDS[explanation_seed]}"
+        return [CompletionRequest(model="", prompt=all_at_once_prompt(explanation, fragment(s).tokens),
+                                  max_tokens=1, prompt_logprobs=2, candidate_tokens=DIGITS)
+                for s in (10, 11)]
+    prefixes = compare(tiny_llama_dir, [one_feature(0), one_feature(1), one_feature(2)])
+    assert prefixes.misses == 3 and prefixes.extended == 2
+
+
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
 def test_other_families_agree(family, tmp_path):
     path = build_tiny(family, tmp_path / family)

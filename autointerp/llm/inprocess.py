@@ -13,6 +13,7 @@ what else shared its batch.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import inspect
 import time
@@ -188,7 +189,7 @@ class TransformersClient:
         if self.prefixes is None:
             return None
         if n_shared:
-            return self.prefixes.get(row, n_shared, self._prefill)
+            return self.prefixes.get(row, n_shared, self._prefill, self._extend)
         return self.prefixes.find(row, len(row) - 1, share=0.0)
 
     def _prefill(self, ids: list[int]) -> tuple[object, torch.Tensor]:
@@ -196,6 +197,20 @@ class TransformersClient:
         device = next(self._lm.model.parameters()).device
         hidden, cache = self._forward(input_ids=torch.tensor([ids], device=device))
         return cache, hidden[0]
+
+    def _extend(self, kept: Prefix, n_shared: int, ids: list[int]) -> tuple[object, torch.Tensor]:
+        """A new prefix that begins with kept.ids[:n_shared]: that part's keys and values
+        are copied and cut, and only the rest of `ids` runs through the model."""
+        cache = copy.deepcopy(kept.cache)
+        if n_shared < len(kept.ids):  # a negative length drops that many (transformers 4 and 5)
+            cache.crop(n_shared - len(kept.ids))
+        if n_shared == len(ids):
+            return cache, kept.hidden[:n_shared]
+        device = next(self._lm.model.parameters()).device
+        positions = torch.arange(n_shared, len(ids), device=device)[None]
+        hidden, cache = self._forward(input_ids=torch.tensor([ids[n_shared:]], device=device),
+                                      position_ids=positions, past=cache)
+        return cache, torch.cat([kept.hidden[:n_shared], hidden[0]])
 
     def _run_group(self, requests: list[CompletionRequest], ids: list[list[int]],
                    prefix: Prefix | None) -> list[Completion]:

@@ -85,6 +85,8 @@ class PrefixCache:
         self._kept: OrderedDict[tuple[int, ...], Prefix] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.extended = 0
+        """Misses served by extending a kept prefix's shared start."""
 
     def find(self, row: list[int], length: int, share: float = REUSE_SHARE) -> Prefix | None:
         """The longest kept prefix of row[:length] that covers `share` of it (a lone
@@ -100,16 +102,34 @@ class PrefixCache:
         self.hits += 1
         return best
 
+    def shared_start(self, ids: tuple[int, ...]) -> tuple[Prefix, int] | None:
+        """The kept prefix that begins like `ids` for longest (MIN_PREFIX_TOKENS at least),
+        and for how many tokens: one feature's simulator prompts share the instructions
+        and examples with another's, but not the explanation that follows them."""
+        best = None
+        for kept in self._kept.values():
+            n = common_prefix([list(kept.ids), list(ids)])
+            if n >= MIN_PREFIX_TOKENS and (best is None or n > best[1]):
+                best = (kept, n)
+        return best
+
     def get(self, row: list[int], length: int,
-            compute: Callable[[list[int]], tuple[object, torch.Tensor]]) -> Prefix:
-        """The prefix to use for a group whose rows share row[:length]; computed (by
-        `compute(ids) -> (cache, hidden)`) and kept when no kept one serves."""
+            compute: Callable[[list[int]], tuple[object, torch.Tensor]],
+            extend: Callable[[Prefix, int, list[int]], tuple[object, torch.Tensor]]) -> Prefix:
+        """The prefix to use for a group whose rows share row[:length]. When no kept one
+        serves, it is computed and kept: `extend(kept, n, ids)` runs only what follows
+        the first n tokens a kept prefix shares with it, `compute(ids)` all of it."""
         found = self.find(row, length)
         if found is not None:
             return found
         self.misses += 1
         ids = tuple(row[:length])
-        cache, hidden = compute(list(ids))
+        start = self.shared_start(ids)
+        if start is not None:
+            self.extended += 1
+            cache, hidden = extend(*start, list(ids))
+        else:
+            cache, hidden = compute(list(ids))
         self._kept[ids] = Prefix(ids, cache, hidden)
         while len(self._kept) > self.slots:
             self._kept.popitem(last=False)
