@@ -30,6 +30,16 @@ EVAL_FRACTION = 0.2
 """Share of documents held out: scoring needs eval fragments where each sampled feature
 fires at least 20 times, more than the default 10% of a small harvest gives."""
 MIN_EVAL_FRAGMENTS = 40
+SAE_BATCH = 512
+"""Activations per Adam step of the demo's SAE. The demo trains on few tokens (500k):
+at the library's 4096 that is 122 steps, too few for latents that lose the top-k early
+to come back, and 40-48% of them ended dead; 512 gives 976 steps at the same cost."""
+SAE_DEAD_TOKENS = 4096
+"""A latent silent this long joins the AuxK loss (the library default, n_tokens / 10,
+would leave it out for a tenth of this short run)."""
+SAE_AUX_COEF = 0.25
+"""AuxK weight, above Gao et al.'s 1/32: in a run this short, dead latents need a
+stronger pull towards the residual to revive."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +177,10 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[DemoDic
     for kind, path in stores.items():
         store, folder = ActivationStore(path), cfg.work / "dictionaries" / path.name
         sae = TrainConfig(arch="topk", n_features=cfg.sae_ratio * store.d_model,
-                          n_tokens=cfg.train_tokens, k=cfg.sae_k, seed=cfg.seed)
-        sae_dir = folder / f"topk-x{cfg.sae_ratio}-k{cfg.sae_k}-{cfg.train_tokens}"
+                          n_tokens=cfg.train_tokens, k=cfg.sae_k, seed=cfg.seed,
+                          batch_size=SAE_BATCH, dead_tokens=SAE_DEAD_TOKENS,
+                          aux_coef=SAE_AUX_COEF)
+        sae_dir = folder / f"topk-x{cfg.sae_ratio}-k{cfg.sae_k}-{cfg.train_tokens}-b{SAE_BATCH}"
         train_from_store(store, sae_dir, sae, cfg.device)
         label = "topk" if kind == "trained" else f"topk, {kind} model"
         out.append(DemoDictionary(label, sae_dir))
