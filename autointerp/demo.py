@@ -30,6 +30,16 @@ EVAL_FRACTION = 0.2
 """Share of documents held out: scoring needs eval fragments where each sampled feature
 fires at least 20 times, more than the default 10% of a small harvest gives."""
 MIN_EVAL_FRAGMENTS = 40
+SAE_BATCH = 512
+"""Activations per Adam step of the demo's SAE. The demo trains on few tokens (500k):
+at the library's 4096 that is 122 steps, too few for latents that lose the top-k early
+to come back, and 40-48% of them ended dead; 512 gives 976 steps at the same cost."""
+SAE_DEAD_TOKENS = 4096
+"""A latent silent this long joins the AuxK loss (the library default, n_tokens / 10,
+would leave it out for a tenth of this short run)."""
+SAE_AUX_COEF = 0.25
+"""AuxK weight, above Gao et al.'s 1/32: in a run this short, dead latents need a
+stronger pull towards the residual to revive."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,8 @@ class DemoConfig:
                 parts.append(f"--{'' if value else 'no-'}{f.name.replace('_', '-')}")
             else:
                 flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
-                parts += [flag, "none" if value is None else str(value)]
+                shown = portable_path(value) if isinstance(value, Path) else value
+                parts += [flag, "none" if value is None else str(shown)]
         return " ".join(parts)
 
     @property
@@ -118,6 +129,17 @@ class DemoResult:
     paths: dict[str, Path]
     verdicts: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def portable_path(path: Path) -> str:
+    """A path as a shareable output records it: relative to the working directory when
+    inside it, else `<...>/name`; the folder of the machine that made it means nothing
+    to a reader of a committed reference run."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return f"<...>/{resolved.name}"
 
 
 def _slug(text: str) -> str:
@@ -158,8 +180,10 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[DemoDic
     for kind, path in stores.items():
         store, folder = ActivationStore(path), cfg.work / "dictionaries" / path.name
         sae = TrainConfig(arch="topk", n_features=cfg.sae_ratio * store.d_model,
-                          n_tokens=cfg.train_tokens, k=cfg.sae_k, seed=cfg.seed)
-        sae_dir = folder / f"topk-x{cfg.sae_ratio}-k{cfg.sae_k}-{cfg.train_tokens}"
+                          n_tokens=cfg.train_tokens, k=cfg.sae_k, seed=cfg.seed,
+                          batch_size=SAE_BATCH, dead_tokens=SAE_DEAD_TOKENS,
+                          aux_coef=SAE_AUX_COEF)
+        sae_dir = folder / f"topk-x{cfg.sae_ratio}-k{cfg.sae_k}-{cfg.train_tokens}-b{SAE_BATCH}"
         train_from_store(store, sae_dir, sae, cfg.device)
         label = "topk" if kind == "trained" else f"topk, {kind} model"
         out.append(DemoDictionary(label, sae_dir))
@@ -193,10 +217,10 @@ def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
 
 async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], trained_store: Path,
                      db, console) -> list:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from autointerp.harvest.store import ActivationStore
-    from autointerp.progress import RichProgress
+    from autointerp.progress import Progress, RichProgress
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
     from autointerp.scoring.scorers import make_scorers
@@ -238,7 +262,8 @@ def _provenance(cfg: DemoConfig, seconds: dict, cpu_seconds: dict) -> dict:
     versions = {p: importlib.metadata.version(p) for p in ("autointerp", "transformers", "numpy",
                                                             "scipy", "scikit-learn")}
     return {"command": cfg.command(),
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "config": {k: portable_path(v) if isinstance(v, Path) else v
+                       for k, v in asdict(cfg).items()},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
             "cpu_seconds": {k: round(v, 1) for k, v in cpu_seconds.items()},
             "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},

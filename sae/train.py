@@ -12,11 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from autointerp.dictionaries.dictionary import Dictionary
 from autointerp.distributed import SINGLE, World
 from autointerp.errors import BadInputError
+from autointerp.progress import Progress
 from autointerp.sae.config import TrainConfig
 from autointerp.sae.modules import SparseAutoencoder
 

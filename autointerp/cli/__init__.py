@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import typer
 
@@ -41,8 +42,18 @@ for _name in COMMAND_MODULES:
             raise
 
 
+def quiet_library_warnings() -> None:
+    """Deprecation notices from the libraries underneath (torch, transformers, sklearn,
+    ...) address this package's developers, not its users, who can do nothing about
+    them: keep them out of the CLI's output (`--debug` shows them)."""
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("AUTOINTERP_DEBUG") == "1"
+    if not debug:
+        quiet_library_warnings()
     try:
         app()
     except AutointerpError as e:

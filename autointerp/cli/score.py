@@ -9,13 +9,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from autointerp.cli import app
 from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
 from autointerp.errors import BadInputError
-from autointerp.progress import RichProgress
+from autointerp.progress import Progress, RichProgress
 
 BACKENDS = ("inprocess", "openai", "lexical")
 DEFAULT_INPROCESS_MODEL = "smollm2-135m"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from autointerp.cli import app
@@ -24,6 +24,7 @@ from autointerp.cli.score import (
     SimulatorUrlOpt,
     make_simulator,
 )
+from autointerp.progress import Progress
 
 StoreOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store whose eval fragments carry the planted features; default: the builtin corpus, tokenized with SmolLM2's tokenizer.")]
 PlantedOpt = Annotated[int, typer.Option("--n-features", min=2, max=12, help="Planted features to simulate, each with its true and with a wrong explanation.")]

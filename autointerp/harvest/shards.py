@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
@@ -22,6 +21,7 @@ from rich.text import Text
 
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import write_shard
+from autointerp.progress import Progress
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -117,5 +117,5 @@ def harvest_progress(total: int, completed: int, label: str,
                         TextColumn("tokens"), _TokensPerSecond(), TimeRemainingColumn(),
                         console=Console(stderr=True), refresh_per_second=2, disable=not enabled)
     with progress:
-        task = progress.add_task("harvest", total=total, completed=min(completed, total))
+        task = progress.add_task(f"harvest {label}", total=total, completed=min(completed, total))
         yield lambda n: progress.advance(task, n)

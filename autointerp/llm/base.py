@@ -73,6 +73,13 @@ class Completion:
     """Tokens of this call, when the backend reports or counts them."""
 
 
+def alternatives_after(tokens: tuple[TokenLogprob, ...], after: str) -> tuple[TokenLogprob, ...]:
+    """Prompt tokens with their alternatives kept only right after a token ending in
+    `after` (see CompletionRequest.prompt_logprobs_after); every token keeps its logprob."""
+    return tuple(t if i and tokens[i - 1].token.endswith(after) or not t.top
+                 else TokenLogprob(t.token, t.logprob) for i, t in enumerate(tokens))
+
+
 class LLMCallError(AutointerpError):
     """A call failed for good (after retries, or a non-retryable 4xx)."""
 

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import sqlite_utils
 
@@ -26,8 +26,11 @@ def request_json(request: CompletionRequest) -> dict:
     return asdict(request)
 
 
-def request_key(client_name: str, request: CompletionRequest) -> str:
-    return hashlib.sha256(dumps([client_name, request_json(request)]).encode()).hexdigest()
+def request_key(client_name: str, request: CompletionRequest, text: str | None = None) -> str:
+    """sha256 of the canonical JSON of [client name, request]; `text`: the request's
+    canonical JSON when the caller has it already (long prompts are slow to encode)."""
+    text = dumps(request_json(request)) if text is None else text
+    return hashlib.sha256(f"[{dumps(client_name)},{text}]".encode()).hexdigest()
 
 
 def _tokens_to_json(tokens: tuple[TokenLogprob, ...] | None) -> list | None:
@@ -55,13 +58,15 @@ def completion_to_json(c: Completion) -> dict:
 
 
 def completion_from_json(d: dict) -> Completion:
+    """Rows stored before usage was recorded read back with usage None."""
+    usage = d.get("usage")
     return Completion(
         text=d["text"],
         tokens=_tokens_from_json(d.get("tokens")),
         prompt_tokens=_tokens_from_json(d.get("prompt_tokens")),
         finish_reason=d.get("finish_reason"),
         meta=dict(d.get("meta") or {}),
-        usage=Usage(*d["usage"]) if d.get("usage") else None,
+        usage=None if usage is None else Usage(int(usage[0]), int(usage[1])),
     )
 
 
@@ -91,20 +96,20 @@ class CachedClient:
         return json.loads(rows[0]["response"]) if rows else None
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        key = request_key(self.name, request)
+        text = dumps(request_json(request))
+        key = request_key(self.name, request, text)
         stored = self._lookup(key)
         if stored is not None:
             self.hits += 1
-            c = completion_from_json(stored)
-            return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
-                              {**c.meta, "cache_hit": True}, c.usage)
+            c = completion_from_json(stored)  # usage stays that of the original call
+            return replace(c, meta={**c.meta, "cache_hit": True})
         if key in self._in_flight:
             self.hits += 1
             return await asyncio.shield(self._in_flight[key])
         fut = asyncio.get_running_loop().create_future()
         self._in_flight[key] = fut
         try:
-            result = await self._call_and_store(key, request)
+            result = await self._call_and_store(key, request, text)
             fut.set_result(result)
             return result
         except asyncio.CancelledError:
@@ -117,7 +122,8 @@ class CachedClient:
         finally:
             del self._in_flight[key]
 
-    async def _call_and_store(self, key: str, request: CompletionRequest) -> Completion:
+    async def _call_and_store(self, key: str, request: CompletionRequest,
+                              text: str) -> Completion:
         self.calls += 1
         t0 = time.perf_counter()
         try:
@@ -129,20 +135,18 @@ class CachedClient:
         if _incomplete(request, result):
             # Logprobs were asked for and did not come (a flaky endpoint): hand it back so
             # the caller can fail or fall back, but let a rerun ask again.
-            return Completion(result.text, result.tokens, result.prompt_tokens,
-                              result.finish_reason, {**result.meta, "latency_s": latency,
-                                                     "cache_hit": False, "cached": False},
-                              result.usage)
+            return replace(result, meta={**result.meta, "latency_s": latency,
+                                         "cache_hit": False, "cached": False})
         # Another process may have stored this key meanwhile: keep the first answer
         # and return what is stored, so a fresh call and a later hit are identical.
-        self.db["llm_calls"].insert({
-            "key": key, "client": self.name, "request": dumps(request_json(request)),
-            "response": dumps(completion_to_json(result)), "latency_s": latency,
-            "created_at": now(),
-        }, ignore=True)
-        c = completion_from_json(self._lookup(key))
-        return Completion(c.text, c.tokens, c.prompt_tokens, c.finish_reason,
-                          {**c.meta, "latency_s": latency, "cache_hit": False}, c.usage)
+        with self.db.conn:
+            inserted = self.db.conn.execute(
+                "insert or ignore into llm_calls (key, client, request, response, latency_s, "
+                "created_at) values (?, ?, ?, ?, ?, ?)",
+                [key, self.name, text, dumps(completion_to_json(result)), latency, now()],
+            ).rowcount
+        c = result if inserted else completion_from_json(self._lookup(key))
+        return replace(c, meta={**c.meta, "latency_s": latency, "cache_hit": False})
 
     async def probe(self) -> dict:
         """The inner client's capability probe, cached too, so a cached rerun calls nothing."""

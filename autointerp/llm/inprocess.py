@@ -2,7 +2,9 @@
 
 Concurrent `complete` calls that arrive within a short window are batched into
 one left-padded prefill and one decode loop, run in a worker thread so the event
-loop keeps going. Prompt logprobs are exact (they come from the prefill);
+loop keeps going. Requests that share a long prompt prefix (the explainer's and
+the simulator's instructions and few-shot examples) run only their own tail: the
+prefix's keys/values are computed once per process and reused (prefix_cache.py). Prompt logprobs are exact (they come from the prefill);
 `candidate_tokens` get their exact logprob at every position. Sampling draws
 from a generator seeded by the request's hash, so a sample does not depend on
 what else shared its batch.
@@ -11,15 +13,23 @@ what else shared its batch.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import copy
+import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from autointerp.db import dumps
-from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob
+from autointerp.llm.base import (
+    Completion,
+    CompletionRequest,
+    TokenLogprob,
+    Usage,
+    alternatives_after,
+)
+from autointerp.llm.decoding import DecodeLoop
+from autointerp.llm.prefix_cache import Prefix, PrefixCache, group_by_prefix
 
 LM_HEAD_CHUNK = 512
 """Positions per lm_head call when reading prompt logprobs: (chunk, vocab) floats at a time."""
@@ -37,28 +47,12 @@ class ModelStats:
     requests: int = 0
 
 
-@dataclass
-class _Row:
-    """One request's generation state in the decode loop."""
-
-    request: CompletionRequest
-    generator: torch.Generator | None
-    ids: list[int]
-    tokens: list[TokenLogprob]
-    candidates: tuple[list[int], list[str]]
-    text: str = ""
-    finish_reason: str | None = None
-
-
-def request_seed(request: CompletionRequest) -> int:
-    return int(hashlib.sha256(dumps(asdict(request)).encode()).hexdigest()[:15], 16)
-
-
-class TransformersClient:
+class TransformersClient(DecodeLoop):
     """`model`: a name `autointerp.harvest.models.load_causal_lm` knows, or an HF model path."""
 
     def __init__(self, model: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
-                 max_batch: int = 16, batch_window_s: float = 0.005, loaded=None):
+                 max_batch: int = 16, batch_window_s: float = 0.005, loaded=None,
+                 prefix_cache: bool = True):
         self.model_name = model
         self.device = device
         self.dtype = dtype
@@ -72,6 +66,9 @@ class TransformersClient:
         self._flusher: asyncio.Task | None = None
         self._pieces: dict[int, str] = {}
         self._eos: set[int] | None = None
+        self._cache_kw: str | None = None
+        self.prefixes = PrefixCache() if prefix_cache else None
+        """Shared prompt prefixes' key/value caches (None: every prompt runs in full)."""
 
     def supports(self, feature: str) -> bool | None:
         return feature in ("prompt_logprobs", "top_logprobs", "candidate_tokens")
@@ -124,11 +121,20 @@ class TransformersClient:
             return tokenizer(text, add_special_tokens=False)["input_ids"]
         return tokenizer(request.prompt)["input_ids"]
 
-    def _forward(self, **kwargs):
+    def _forward(self, past=None, **kwargs):
+        """One pass of the base model; `past`: a key/value cache to extend (the keyword's
+        name changed in transformers 5: `cache`, before it `past_key_values`)."""
         t0 = time.perf_counter()
-        out = self._lm.model.base_model(use_cache=True, return_dict=True, **kwargs)
+        base = self._lm.model.base_model
+        if self._cache_kw is None:
+            params = inspect.signature(base.forward).parameters
+            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        if past is not None:
+            kwargs[self._cache_kw] = past
+        out = base(use_cache=True, return_dict=True, **kwargs)
         self.stats.model_s += time.perf_counter() - t0
-        return out
+        cache = getattr(out, "cache", None) if self._cache_kw == "cache" else out.past_key_values
+        return out.last_hidden_state, cache
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d_model) final hidden states -> (..., vocab) float32 log-probabilities."""
@@ -143,29 +149,78 @@ class TransformersClient:
 
     def _run_batch(self, requests: list[CompletionRequest]) -> list[Completion]:
         t0 = time.perf_counter()
-        lm = self._load()
-        model, tok = lm.model, lm.tokenizer
+        tok = self._load().tokenizer
         ids = [self._encode(tok, r) for r in requests]
-        length = max(len(x) for x in ids)
-        device = next(model.parameters()).device
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        # Left padding, so every row's next token sits in the last column.
-        input_ids = torch.tensor([[pad] * (length - len(x)) + x for x in ids], device=device)
-        mask = torch.tensor([[0] * (length - len(x)) + [1] * len(x) for x in ids], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        groups = group_by_prefix(ids) if self.prefixes else [(list(range(len(ids))), 0)]
+        results: list[Completion | None] = [None] * len(requests)
         with torch.inference_mode():
-            out = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions)
-            hidden = out.last_hidden_state  # (batch, seq, d_model)
-            prompt = [self._prompt_tokens(hidden[b, length - len(x):], x, r)
-                      if r.prompt_logprobs else None
-                      for b, (x, r) in enumerate(zip(ids, requests, strict=True))]
-            rows = self._decode(requests, out.past_key_values, hidden[:, -1], mask, positions[:, -1])
+            for members, n_prefix in groups:
+                prefix = self._prefix(ids[members[0]], n_prefix)
+                done = self._run_group([requests[i] for i in members], [ids[i] for i in members],
+                                       prefix)
+                for i, completion in zip(members, done, strict=True):
+                    results[i] = replace(completion, meta={"batch_size": len(requests)})
         self.stats.batches += 1
         self.stats.requests += len(requests)
         self.stats.backend_s += time.perf_counter() - t0
+        return results
+
+    def _prefix(self, row: list[int], n_shared: int) -> Prefix | None:
+        """The kept prefix a group whose rows share row[:n_shared] runs after; a lone
+        request (n_shared 0) takes the longest kept prefix of its own tokens."""
+        if self.prefixes is None:
+            return None
+        if n_shared:
+            return self.prefixes.get(row, n_shared, self._prefill, self._extend)
+        return self.prefixes.find(row, len(row) - 1, share=0.0)
+
+    def _prefill(self, ids: list[int]) -> tuple[object, torch.Tensor]:
+        """A shared prefix run once: its key/value cache and (len, d_model) hidden states."""
+        device = next(self._lm.model.parameters()).device
+        hidden, cache = self._forward(input_ids=torch.tensor([ids], device=device))
+        return cache, hidden[0]
+
+    def _extend(self, kept: Prefix, n_shared: int, ids: list[int]) -> tuple[object, torch.Tensor]:
+        """A new prefix that begins with kept.ids[:n_shared]: that part's keys and values
+        are copied and cut, and only the rest of `ids` runs through the model."""
+        cache = copy.deepcopy(kept.cache)
+        if n_shared < len(kept.ids):  # a negative length drops that many (transformers 4 and 5)
+            cache.crop(n_shared - len(kept.ids))
+        if n_shared == len(ids):
+            return cache, kept.hidden[:n_shared]
+        device = next(self._lm.model.parameters()).device
+        positions = torch.arange(n_shared, len(ids), device=device)[None]
+        hidden, cache = self._forward(input_ids=torch.tensor([ids[n_shared:]], device=device),
+                                      position_ids=positions, past=cache)
+        return cache, torch.cat([kept.hidden[:n_shared], hidden[0]])
+
+    def _run_group(self, requests: list[CompletionRequest], ids: list[list[int]],
+                   prefix: Prefix | None) -> list[Completion]:
+        """One prefill of the rows' tokens after `prefix` (all of them without one), then
+        the decode loop. The tails are left-padded, so every row's next token sits in the
+        last column; padding between prefix and tail is masked out."""
+        tok = self._lm.tokenizer
+        device = next(self._lm.model.parameters()).device
+        n_prefix = len(prefix.ids) if prefix else 0
+        tails = [x[n_prefix:] for x in ids]
+        length = max(len(t) for t in tails)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        input_ids = torch.tensor([[pad] * (length - len(t)) + t for t in tails], device=device)
+        tail_mask = torch.tensor([[0] * (length - len(t)) + [1] * len(t) for t in tails],
+                                 device=device)
+        positions = n_prefix + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([tail_mask.new_ones(len(ids), n_prefix), tail_mask], dim=1)
+        hidden, cache = self._forward(input_ids=input_ids, attention_mask=mask,
+                                      position_ids=positions,
+                                      past=prefix.batch_cache(len(ids)) if prefix else None)
+        prompt = [self._prompt_tokens(prefix, hidden[b, length - len(t):], x, r)
+                  if r.prompt_logprobs else None
+                  for b, (t, x, r) in enumerate(zip(tails, ids, requests, strict=True))]
+        rows = self._decode(requests, cache, hidden[:, -1], mask, positions[:, -1])
+        # Usage is counted by this tokenizer: the prompt as encoded, the tokens generated.
         return [Completion(row.text, tuple(row.tokens) if r.top_logprobs else None, p,
-                           row.finish_reason, {"batch_size": len(requests)})
-                for row, r, p in zip(rows, requests, prompt, strict=True)]
+                           row.finish_reason, {}, Usage(len(x), len(row.ids)))
+                for row, r, p, x in zip(rows, requests, prompt, ids, strict=True)]
 
     def _piece(self, token_id: int) -> str:
         """A token's text, memoised: read-outs decode the same few ids over and over."""
@@ -205,82 +260,32 @@ class TransformersClient:
             out.append(TokenLogprob(self._piece(t), lp, tuple(sorted(alts.items(), key=lambda a: -a[1]))))
         return out
 
-    def _prompt_tokens(self, hidden: torch.Tensor, ids: list[int], request: CompletionRequest):
-        """Position i: P(token i | tokens < i) and its alternatives; position 0 has none."""
+    def _read_states(self, states: torch.Tensor, targets: list[int], k: int,
+                     candidates: tuple[list[int], list[str]]) -> list[TokenLogprob]:
+        """Row i of `states` (n, d_model) predicts targets[i]; lm_head a chunk at a time."""
+        out = []
+        for start in range(0, len(targets), LM_HEAD_CHUNK):
+            logprobs = self._logits(states[start:start + LM_HEAD_CHUNK])  # (chunk, vocab)
+            out += self._read_out(logprobs, targets[start:start + len(logprobs)], k, candidates)
+        return out
+
+    def _prompt_tokens(self, prefix: Prefix | None, hidden: torch.Tensor, ids: list[int],
+                       request: CompletionRequest) -> tuple[TokenLogprob, ...]:
+        """Position i: P(token i | tokens < i) and its alternatives; position 0 has none.
+        `hidden` holds the states after the tokens past the prefix. The prefix's part
+        depends only on the read-out settings, so it is read once per prefix."""
         candidates = self._candidate_ids(request)
-        out = [TokenLogprob(self._piece(ids[0]), None, ())]
-        hidden = hidden[:-1]  # the state after token i predicts token i + 1
-        for start in range(0, len(hidden), LM_HEAD_CHUNK):
-            logprobs = self._logits(hidden[start:start + LM_HEAD_CHUNK])  # (chunk, vocab)
-            targets = ids[start + 1:start + 1 + len(logprobs)]
-            out += self._read_out(logprobs, targets, request.prompt_logprobs, candidates)
-        after = request.prompt_logprobs_after
-        if after:  # alternatives only where they will be read (see CompletionRequest)
-            out = [t if i and out[i - 1].token.endswith(after) else TokenLogprob(t.token, t.logprob)
-                   for i, t in enumerate(out)]
-        return tuple(out)
-
-    def _decode(self, requests, cache, last_hidden, mask, last_pos) -> list[_Row]:
-        """Greedy or seeded-sampled generation, one batched step at a time; rows that
-        finish leave the batch (and the KV cache), so short answers do not pay for long."""
-        rows = [_Row(r, torch.Generator().manual_seed(request_seed(r)) if r.temperature > 0
-                     else None, [], [], self._candidate_ids(r)) for r in requests]
-        active = list(range(len(rows)))
-        for row in rows:
-            if row.request.max_tokens <= 0:
-                row.finish_reason = "length"
-        while active:
-            keep = [j for j, b in enumerate(active) if not rows[b].finish_reason]
-            if not keep:
-                break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, dtype=torch.long, device=mask.device)
-                cache.batch_select_indices(index)
-                mask, last_pos, last_hidden = mask[index], last_pos[index], last_hidden[index]
-                active = [active[j] for j in keep]
-            logprobs = self._logits(last_hidden)  # (active, vocab)
-            next_ids = [self._step(rows[b], logprobs[j]) for j, b in enumerate(active)]
-            if all(rows[b].finish_reason for b in active):
-                break
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            last_pos = last_pos + 1
-            out = self._forward(input_ids=torch.tensor(next_ids, device=mask.device)[:, None],
-                                attention_mask=mask, position_ids=last_pos[:, None],
-                                past_key_values=cache)
-            cache, last_hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        for row in rows:
-            row.text = self._final_text(row)
-        return rows
-
-    def _step(self, row: _Row, logprobs: torch.Tensor) -> int:
-        """Choose the row's next token, record it, and decide whether the row is done."""
-        r = row.request
-        if row.generator is None:
-            token_id = int(logprobs.argmax())
+        k = request.prompt_logprobs
+        if prefix is None:
+            out = [TokenLogprob(self._piece(ids[0]), None, ())]
+            states = hidden[:-1]  # the state after token i predicts token i + 1
         else:
-            probs = torch.softmax(logprobs.float().cpu() / r.temperature, dim=-1)
-            token_id = int(torch.multinomial(probs, 1, generator=row.generator))
-        row.ids.append(token_id)
-        if r.top_logprobs:
-            row.tokens += self._read_out(logprobs[None], [token_id], r.top_logprobs, row.candidates)
-        if r.stop and any(s in self._lm.tokenizer.decode(row.ids, skip_special_tokens=True)
-                          for s in r.stop):
-            row.finish_reason = "stop"
-        elif token_id in self._eos_ids():
-            row.finish_reason = "stop"
-        elif len(row.ids) >= r.max_tokens:
-            row.finish_reason = "length"
-        return token_id
-
-    def _final_text(self, row: _Row) -> str:
-        """The decoded answer, cut before the first stop string."""
-        text = self._lm.tokenizer.decode(row.ids, skip_special_tokens=True)
-        hits = [text.find(s) for s in row.request.stop if s in text]
-        return text[: min(hits)] if hits else text
-
-    def _eos_ids(self) -> set[int]:
-        if self._eos is None:
-            ids = getattr(self._lm.model.generation_config, "eos_token_id", None)
-            ids = ids if isinstance(ids, list) else [ids]
-            self._eos = {i for i in ids + [self._lm.tokenizer.eos_token_id] if i is not None}
-        return self._eos
+            head = list(prefix.ids)
+            out = list(prefix.read_out((k, tuple(candidates[0])), lambda: [
+                TokenLogprob(self._piece(head[0]), None, ()),
+                *self._read_states(prefix.hidden[:-1], head[1:], k, candidates)]))
+            states = torch.cat([prefix.hidden[-1:], hidden[:-1]])
+        out += self._read_states(states, ids[len(out):], k, candidates)
+        after = request.prompt_logprobs_after
+        # alternatives only where they will be read (see CompletionRequest)
+        return alternatives_after(tuple(out), after) if after else tuple(out)

@@ -18,8 +18,9 @@ import logging
 import os
 import random
 import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-import openai
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -28,7 +29,13 @@ from tenacity import (
     stop_before_delay,
 )
 
-from autointerp.llm.base import Completion, CompletionRequest, EndpointAuthError, LLMCallError
+from autointerp.llm.base import (
+    Completion,
+    CompletionRequest,
+    EndpointAuthError,
+    LLMCallError,
+    alternatives_after,
+)
 from autointerp.llm.wire import (
     PROMPT_STYLES,
     MalformedResponse,
@@ -36,6 +43,9 @@ from autointerp.llm.wire import (
     parse_chat,
     parse_completion,
 )
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("autointerp.llm")
 
@@ -125,6 +135,8 @@ class OpenAIClient:
             self._loop = loop
             # A plain pool (not the SDK's default wrapper, whose finaliser schedules a
             # close on whatever loop runs next) may simply be dropped with its loop.
+            import openai  # here, not at the top: a fully cached rerun never needs it
+
             pool = openai.DefaultAsyncHttpxClient(timeout=self.timeout_s)
             self._sdk = openai.AsyncOpenAI(api_key=PLACEHOLDER_KEY, base_url=self.base_url,
                                            max_retries=0, timeout=self.timeout_s,
@@ -170,7 +182,13 @@ class OpenAIClient:
         elif k:
             params.update(echo=True, logprobs=max(k, request.top_logprobs))
         data = await self._post("completions", params)
-        return self._parsed(parse_completion, data, request, style if k else "none")
+        c = self._parsed(parse_completion, data, request, style if k else "none")
+        if c.prompt_tokens and request.prompt_logprobs_after:
+            # The endpoint sends alternatives at every prompt position; only those after
+            # the marker are read, and dropping the rest keeps the cache rows small.
+            c = replace(c, prompt_tokens=alternatives_after(c.prompt_tokens,
+                                                            request.prompt_logprobs_after))
+        return c
 
     @staticmethod
     def _common(request: CompletionRequest) -> dict:
@@ -209,6 +227,8 @@ class OpenAIClient:
         raise AssertionError("unreachable")
 
     async def _attempt(self, sdk: openai.AsyncOpenAI, kind: str, params: dict) -> dict:
+        import openai  # loaded by _session already
+
         self.attempts += 1
         key = self._key()
         client = sdk.with_options(api_key=key or PLACEHOLDER_KEY)

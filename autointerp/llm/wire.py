@@ -19,7 +19,7 @@ caller can fail that feature with a reason or fall back.
 
 from __future__ import annotations
 
-from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob
+from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob, Usage
 
 PROMPT_STYLES = ("vllm", "llamacpp", "echo", "none")
 
@@ -46,7 +46,20 @@ def parse_chat(data: dict, want_logprobs: bool) -> Completion:
             TokenLogprob(t["token"], t.get("logprob"),
                          tuple((a["token"], float(a["logprob"])) for a in t.get("top_logprobs") or ()))
             for t in content)
-    return Completion(text, tokens, None, choice.get("finish_reason"))
+    return Completion(text, tokens, None, choice.get("finish_reason"), usage=parse_usage(data))
+
+
+def parse_usage(data: dict) -> Usage | None:
+    """The endpoint's token bill (`usage`), or None when it sent none or an unreadable one."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    try:
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+    except (TypeError, ValueError):
+        return None
+    return Usage(prompt, completion) if prompt >= 0 and completion >= 0 else None
 
 
 def _legacy_rows(lp: dict) -> list[tuple[str, float | None, dict | None, int | None]]:
@@ -70,16 +83,20 @@ def _shifted_tokens(rows) -> tuple[TokenLogprob, ...]:
     return tuple(out)
 
 
-def _vllm_tokens(rows: list) -> tuple[TokenLogprob, ...]:
-    out = []
+def _vllm_tokens(rows: list, after: str = "") -> tuple[TokenLogprob, ...]:
+    """With `after`, alternatives are read only right after a token ending in it (the
+    request's prompt_logprobs_after): reading them everywhere is most of a call's cost."""
+    out: list[TokenLogprob] = []
     for row in rows:
         if not row:
             out.append(TokenLogprob("", None, ()))
             continue
-        entries = list(row.items())
-        own_id, own = entries[0]  # vLLM puts the prompt token first, then the top-k
-        alts = {e.get("decoded_token", tid): e["logprob"] for tid, e in entries}
-        out.append(TokenLogprob(own.get("decoded_token", own_id), float(own["logprob"]), _top(alts)))
+        own_id, own = next(iter(row.items()))  # vLLM puts the prompt token first, then the top-k
+        token = own.get("decoded_token", own_id)
+        alts = ()
+        if not after or (out and out[-1].token.endswith(after)):
+            alts = _top({e.get("decoded_token", tid): e["logprob"] for tid, e in row.items()})
+        out.append(TokenLogprob(token, float(own["logprob"]), alts))
     return tuple(out)
 
 
@@ -95,7 +112,7 @@ def parse_completion(data: dict, request: CompletionRequest, style: str) -> Comp
     tokens = prompt_tokens = None
     if style == "vllm":
         if choice.get("prompt_logprobs"):
-            prompt_tokens = _vllm_tokens(choice["prompt_logprobs"])
+            prompt_tokens = _vllm_tokens(choice["prompt_logprobs"], request.prompt_logprobs_after)
         if lp and lp.get("tokens") and request.top_logprobs:
             tokens = _legacy_tokens(_legacy_rows(lp))
     elif style in ("echo", "llamacpp"):
@@ -110,7 +127,8 @@ def parse_completion(data: dict, request: CompletionRequest, style: str) -> Comp
                 tokens = _legacy_tokens(rows[n_prompt:])
     elif lp and lp.get("tokens") and request.top_logprobs:
         tokens = _legacy_tokens(_legacy_rows(lp))
-    return Completion(text, tokens, prompt_tokens, choice.get("finish_reason"))
+    return Completion(text, tokens, prompt_tokens, choice.get("finish_reason"),
+                      usage=parse_usage(data))
 
 
 def _n_prompt_rows(rows, prompt: str) -> int:

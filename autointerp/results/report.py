@@ -225,9 +225,10 @@ def build_report(db: sqlite_utils.Database, seed: int = 0,
         cards.append(_card(len(cards), run, feat, untrusted, lens))
         data.append(compact_fragments(feat["fragments"]))
     page = resources.files("autointerp.results").joinpath("report_template.html").read_text()
-    db_path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+    # Only the file's name: the report is shared, the folder it was made in is not.
+    db_name = Path(db.conn.execute("PRAGMA database_list").fetchone()[2]).name
     slots = {
-        "meta": html.escape(f"{len(cards)} features from {len(runs)} runs · database {db_path} · "
+        "meta": html.escape(f"{len(cards)} features from {len(runs)} runs · database {db_name} · "
                             f"generated {dbm.now()}"),
         "banners": _banners(verdict_lines(db)),
         "summary": _summary_table(db, seed),

@@ -71,6 +71,12 @@ def _alts(token: str, k: int) -> list[tuple[str, float]]:
     return [(token, -0.25)] + [(f"alt{j}", -2.0 - j) for j in range(max(0, k - 1))]
 
 
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    """The token bill as OpenAI-compatible servers send it (words stand in for tokens)."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 def chat_body(req: dict, with_logprobs: bool, answer=None) -> dict:
     """`answer(messages) -> str` writes the reply; by default a digest of the messages."""
     digest = hashlib.sha256(json.dumps(req["messages"], sort_keys=True).encode()).hexdigest()
@@ -83,8 +89,9 @@ def chat_body(req: dict, with_logprobs: bool, answer=None) -> dict:
             {"token": t, "logprob": -0.25,
              "top_logprobs": [{"token": a, "logprob": lp} for a, lp in _alts(t, k)]}
             for t in _words(text)]}
+    prompt = sum(len(_words(m["content"])) for m in req["messages"])
     return {"id": "fake", "object": "chat.completion", "created": 0, "model": req["model"],
-            "choices": [choice]}
+            "choices": [choice], "usage": usage(prompt, len(_words(text)))}
 
 
 def completion_body(req: dict, with_logprobs: bool) -> dict:
@@ -100,7 +107,7 @@ def completion_body(req: dict, with_logprobs: bool) -> dict:
                          for j, (t, lp) in enumerate(alts)})
         choice["prompt_logprobs"] = rows
     return {"id": "fake", "object": "text_completion", "created": 0, "model": req["model"],
-            "choices": [choice]}
+            "choices": [choice], "usage": usage(len(_words(req["prompt"])), 1)}
 
 
 class FaultyServer:

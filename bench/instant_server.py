@@ -1,0 +1,138 @@
+"""An OpenAI-compatible server on 127.0.0.1 that answers at once (for bench/throughput.py).
+
+It speaks vLLM's dialect, so the harness takes the path a vLLM server would send it
+down: `prompt_logprobs` (the all-at-once simulator) with the prompt's own token first
+and then `k` alternatives at every prompt position, the digits "0".."10" among them;
+chat answers with `logprobs.content` when asked; `usage` on every answer. Its
+"tokenizer" cuts text into whitespace-led words and ends a token at a tab, so the
+simulator's `token<TAB>unknown` slots line up as they do with a real tokenizer.
+Answers are built from precomputed JSON pieces: the server should cost little next to
+the harness it measures, and reports its own CPU seconds at /stats.
+
+    python bench/instant_server.py --port 0     # prints the URL, serves until killed
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import resource
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKEN = re.compile(r"\s*\S*\t|\s*\S+|\s+")
+"""Whitespace-led words; a tab ends a token, so `token<TAB>unknown` gives a slot."""
+DIGITS = [str(d) for d in range(11)]
+FILLERS = [f" w{j}" for j in range(64)]
+
+
+def tokens(text: str) -> list[str]:
+    return TOKEN.findall(text)
+
+
+def usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def _alternatives(k: int) -> str:
+    """The k alternatives after the own token, as a JSON fragment (same at every position)."""
+    alts = (DIGITS + FILLERS)[:k]
+    return "".join(f', "{1000 + j}": {{"logprob": {-0.5 - 0.25 * j}, "rank": {j + 2}, '
+                   f'"decoded_token": {json.dumps(t)}}}' for j, t in enumerate(alts))
+
+
+_ALTS: dict[int, str] = {}
+
+
+def prompt_logprobs_json(prompt: str, k: int) -> tuple[str, int]:
+    """vLLM's `prompt_logprobs` list (None at position 0) as JSON text, and the token count."""
+    alts = _ALTS.setdefault(k, _alternatives(k))
+    toks = tokens(prompt)
+    rows = ",".join(f'{{"9{i}": {{"logprob": -0.25, "rank": 1, "decoded_token": '
+                    f'{json.dumps(t)}}}{alts}}}' for i, t in enumerate(toks[1:]))
+    return f"[null,{rows}]", len(toks)
+
+
+def completion_answer(req: dict) -> str:
+    k = int((req.get("extra_body") or {}).get("prompt_logprobs") or req.get("prompt_logprobs") or 0)
+    rows, n = prompt_logprobs_json(req["prompt"], k) if k else ("null", len(tokens(req["prompt"])))
+    head = {"id": "instant", "object": "text_completion", "created": 0, "model": req["model"],
+            "usage": usage(n, 1)}
+    choice = '{"index": 0, "text": " 0", "finish_reason": "length", "logprobs": null, ' \
+             f'"prompt_logprobs": {rows}}}'
+    return json.dumps(head)[:-1] + f', "choices": [{choice}]}}'
+
+
+def chat_text(messages: list[dict]) -> str:
+    """What the model says: the probe's digits repeated, else a short explanation."""
+    last = messages[-1]["content"]
+    if last.startswith("Repeat exactly:"):
+        return last.split(":", 1)[1].strip()
+    digest = hashlib.sha256(last.encode()).hexdigest()
+    return f"words and phrases about topic {digest[:6]}"
+
+
+def chat_answer(req: dict) -> str:
+    text = chat_text(req["messages"])
+    choice = {"index": 0, "finish_reason": "stop",
+              "message": {"role": "assistant", "content": text}}
+    if req.get("logprobs"):
+        k = req.get("top_logprobs") or 0
+        choice["logprobs"] = {"content": [
+            {"token": t, "logprob": -0.1, "top_logprobs": [{"token": t, "logprob": -0.1}] +
+             [{"token": a, "logprob": -3.0} for a in FILLERS[:max(0, k - 1)]]}
+            for t in tokens(text)]}
+    n_prompt = sum(len(tokens(m["content"])) for m in req["messages"])
+    return json.dumps({"id": "instant", "object": "chat.completion", "created": 0,
+                       "model": req["model"], "choices": [choice],
+                       "usage": usage(n_prompt, len(tokens(text)))})
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the client's pool reuses connections
+    served = 0
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, body: str, status: int = 200) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self._send(json.dumps({"requests": Handler.served, "cpu_s": ru.ru_utime + ru.ru_stime}))
+
+    def do_POST(self) -> None:
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Handler.served += 1
+        if self.path.endswith("/chat/completions"):
+            self._send(chat_answer(req))
+        elif self.path.endswith("/completions"):
+            self._send(completion_answer(req))
+        else:
+            self._send('{"error": {"message": "not found"}}', 404)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0, help="Port on 127.0.0.1 (0: any free one).")
+    args = ap.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    print(f"http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
