@@ -105,6 +105,26 @@ def m002_fragment_sets(db: sqlite_utils.Database) -> None:
     }, pk="id")
 
 
+@migration
+def m003_causal_runs(db: sqlite_utils.Database) -> None:
+    # One row per `patch` or `circuit` run (autointerp/causal): its settings, the task
+    # check, and the figures it wrote (curves, costs, or the circuit), as JSON.
+    db["causal_runs"].create({
+        "id": str,           # sha256 of the config JSON
+        "kind": str,         # patch | circuit
+        "model": str,
+        "hook": str,         # the patched hook point, or the target's
+        "task": str,         # ioi | a pairs file | the circuit's target
+        "dictionaries": str, # JSON list of {label, id, path}
+        "config": str,       # JSON
+        "task_check": str,   # JSON, null when the task has no answers
+        "warning": str,      # empty unless the model failed the task check
+        "summary": str,      # JSON: curve points and costs, or nodes and edges
+        "out": str,          # the folder the files went to
+        "created_at": str,
+    }, pk="id")
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 

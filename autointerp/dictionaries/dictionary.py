@@ -182,7 +182,7 @@ def read_weights(path: Path, required: tuple[str, ...]) -> dict[str, torch.Tenso
 
 def load_dictionary(path: str | Path) -> Dictionary:
     """Read an autointerp, sae-lens or sparsify dictionary folder."""
-    from autointerp.sae import formats
+    from autointerp.dictionaries import formats
 
     config_path, weights_path, kind = find_layout(path)
     cfg = read_json(config_path)
