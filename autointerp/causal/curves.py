@@ -55,35 +55,49 @@ def thresholds(n: int, scale: float = 1.0) -> np.ndarray:
 
 def greedy(p: Patcher, metric: str, taus: np.ndarray, seed: int = 0,
            tick: Tick | None = None) -> list[CurvePoint]:
-    """One point per threshold. Removal candidates are tried against the current set
-    several at a time in one batched pass; the first accepted one ends the batch, so the
-    result is exactly that of trying them one by one."""
+    """One point per threshold, exactly as trying the candidates one by one (see _decide)."""
     rng = np.random.default_rng(seed)
     keep = torch.ones(p.n_active)
     current = p.evaluate(keep[None])
     value = float(p.objective(current, metric)[0])
     per_pass = max(1, p.max_batch // p.batch.n_prompts)
-    points = []
+    points, cumulative = [], False
     for tau in taus:
         pending = [int(i) for i in rng.permutation(keep.nonzero().squeeze(1).numpy())]
         while pending:
             chunk = pending[:per_pass]
-            masks = keep.repeat(len(chunk), 1)
-            masks[torch.arange(len(chunk)), chunk] = 0
-            out = p.evaluate(masks)
-            values = p.objective(out, metric)
-            used = len(chunk)
-            for j in range(len(chunk)):
-                if float(values[j]) - value < tau:
-                    keep, value, used = masks[j].clone(), float(values[j]), j + 1
-                    current = Outcome(out.kl[j:j + 1], None if out.logit_diff is None
-                                      else out.logit_diff[j:j + 1])
-                    break
+            used, keep, value, current, accepted_last = _decide(
+                p, metric, tau, keep, value, current, chunk, cumulative)
+            cumulative = accepted_last  # removals tend to come in runs, refusals too
             pending = pending[used:]
         points.append(_point(p, "greedy", tau, keep, current))
         if tick:
             tick()
     return points
+
+
+def _decide(p: Patcher, metric: str, tau: float, keep: torch.Tensor, value: float,
+            current: Outcome, chunk: list[int], cumulative: bool):
+    """Settle the first candidates of `chunk` in one batched pass, exactly as one by one.
+
+    independent: row j removes chunk[j] alone; every row before the first accepted one was
+    tried against the right set, so the decisions up to and including it stand.
+    cumulative: row j removes chunk[:j + 1]; every row up to the first refused one assumed
+    only acceptances before it, so those decisions stand (the refused row is discarded).
+    Returns (candidates settled, keep, value, outcome, whether the last settled was removed)."""
+    masks = keep.repeat(len(chunk), 1)
+    for j in range(len(chunk)):
+        masks[j, chunk[:j + 1] if cumulative else chunk[j]] = 0
+    out = p.evaluate(masks)
+    values = p.objective(out, metric)
+    for j in range(len(chunk)):
+        accept = float(values[j]) - value < tau
+        if accept:
+            keep, value = masks[j].clone(), float(values[j])
+            current = Outcome(out.kl[j:j + 1], None if out.logit_diff is None else out.logit_diff[j:j + 1])
+        if accept != cumulative:  # the first decision that breaks this mode's assumption
+            return j + 1, keep, value, current, accept
+    return len(chunk), keep, value, current, cumulative
 
 
 def k_grid(n: int) -> list[int]:
