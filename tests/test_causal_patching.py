@@ -147,3 +147,26 @@ def test_width_mismatch_is_refused(setup):
     loaded, batch, hook, _ = setup
     with pytest.raises(BadInputError, match="d_model"):
         Patcher(loaded, hook, _sae(16), batch)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
+def test_skipping_the_blocks_before_the_hook_changes_nothing(tmp_path_factory, family):
+    from autointerp.causal.tasks import TaskBatch
+    from tests.tiny_families import tiny_model_dirs
+
+    loaded = load_causal_lm(str(tiny_model_dirs(tmp_path_factory)[family]), device="cpu", dtype="float32")
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(3, 300, (3, 12), generator=g)
+    cf = clean.clone()
+    cf[:, 4] = torch.randint(3, 300, (3,), generator=g)
+    mask = torch.ones_like(clean)
+    mask[1, 9:] = 0  # one right-padded prompt
+    batch = TaskBatch(clean, cf, mask, torch.tensor([11, 8, 11]), None, None)
+    hook = parse_hook("resid.1", loaded.n_layers)
+    p = Patcher(loaded, hook, _sae(loaded.d_model, seed=1), batch)
+    assert p.start is not None  # the stand-in blocks passed their check
+    masks = (torch.rand(3, p.n_active, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    fast = p.evaluate(masks).kl
+    p.start = None  # the plain path: every block runs, the edit is a forward hook
+    assert torch.allclose(fast, p.evaluate(masks).kl, rtol=1e-4, atol=1e-7)
+    assert fast.max() > 0

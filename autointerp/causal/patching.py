@@ -52,7 +52,8 @@ class Patcher:
                                 f"match {loaded.name}'s d_model {loaded.d_model}")
         self.n_forward = 0
         self.seconds = 0.0
-        x_clean = forward.run(loaded, batch.clean_ids, batch.mask, read=hook).float()
+        raw = forward.run(loaded, batch.clean_ids, batch.mask, read=hook)
+        x_clean = raw.float()
         x_cf = forward.run(loaded, batch.cf_ids, batch.mask, read=hook).float()
         P, T, d = x_clean.shape
         real = batch.mask.to(x_clean.device).bool().reshape(-1)
@@ -67,17 +68,50 @@ class Patcher:
         self.W_dec = basis.W_dec[self.active].to(device)  # (n_active, d_model)
         self.n_positions = int(real.sum())
         self.real = real.reshape(P, T).to(device)
-        self.logp_clean = self._last_logp(forward.run(loaded, batch.clean_ids, batch.mask))
-        self.logp_cf = self._last_logp(forward.run(loaded, batch.cf_ids, batch.mask))
+        # logits are needed only at each prompt's last position
+        self.positions, self.last_index = torch.unique(batch.last, return_inverse=True)
+        self.logp_clean = self._last_logp(self._full(batch.clean_ids))
+        self.logp_cf = self._last_logp(self._full(batch.cf_ids))
+        self.start = None
+        if hook.kind == "resid":  # skip the blocks up to the hook: their output is x_clean
+            self.start = (raw.detach(), forward.returns_tuple(loaded, hook, batch.clean_ids, batch.mask))
+            with torch.inference_mode():
+                check = self._logp(torch.zeros(1, self.n_active))[0]
+            if not torch.allclose(check, self.logp_clean, atol=1e-4):
+                self.start = None  # a family whose blocks cannot be stood in for
+            self.n_forward, self.seconds = 0, 0.0
+
+    def _full(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return forward.run(self.loaded, ids, self.batch.mask, positions=self.positions)
+
+    def _run(self, rows: slice, n: int, edits: torch.Tensor, grad: bool) -> torch.Tensor:
+        """Last-position logits of prompts `rows` repeated n times, edited by `edits`
+        (n * len(rows), T, d_model) at the hook point."""
+        ids = self.batch.clean_ids[rows].repeat(n, 1)
+        attention = self.batch.mask[rows].repeat(n, 1)
+        started = time.perf_counter()
+        if self.start is None:
+            logits = forward.run(self.loaded, ids, attention, {self.hook: lambda x: x + edits.to(x.dtype)},
+                                 grad=grad, positions=self.positions)
+        else:
+            x, as_tuple = self.start
+            given = x[rows].repeat(n, 1, 1) + edits.to(x.dtype)
+            logits = forward.run(self.loaded, ids, attention, grad=grad, positions=self.positions,
+                                 start=(self.hook, given, as_tuple))
+        self.n_forward += 1
+        self.seconds += time.perf_counter() - started
+        last = self.last_index[rows].to(logits.device).repeat(n)
+        return logits[torch.arange(len(ids), device=logits.device), last].float().log_softmax(-1)
 
     @property
     def n_active(self) -> int:
         return len(self.active)
 
     def _last_logp(self, logits: torch.Tensor) -> torch.Tensor:
+        """(P, len(positions), vocab) logits -> (P, vocab) log-probs at each last position."""
         rows = torch.arange(logits.shape[0], device=logits.device)
-        last = self.batch.last.to(logits.device).repeat(logits.shape[0] // self.batch.n_prompts)
-        return logits[rows, last].float().log_softmax(-1)  # (rows, vocab)
+        return logits[rows, self.last_index.to(logits.device)].float().log_softmax(-1)
 
     def edit(self, mask: torch.Tensor) -> torch.Tensor:
         """(n_active,) mask -> the (P, T, d_model) edit sum_i m_i delta_i d_i."""
@@ -93,14 +127,7 @@ class Patcher:
         """(n_masks, n_active) -> last-position log-probs (n_masks, P, vocab)."""
         n, P = masks.shape[0], self.batch.n_prompts
         edits = torch.cat([self.edit(m) for m in masks])  # (n * P, T, d_model)
-        ids = self.batch.clean_ids.repeat(n, 1)
-        attention = self.batch.mask.repeat(n, 1)
-        started = time.perf_counter()
-        logits = forward.run(self.loaded, ids, attention,
-                             {self.hook: lambda x: x + edits.to(x.dtype)}, grad=grad)
-        self.n_forward += 1
-        self.seconds += time.perf_counter() - started
-        return self._last_logp(logits).reshape(n, P, -1)
+        return self._run(slice(0, P), n, edits, grad).reshape(n, P, -1)
 
     def _outcome(self, logp: torch.Tensor) -> Outcome:
         kl = _kl(logp, self.logp_cf[None]).mean(-1)
@@ -156,14 +183,7 @@ class _Slice:
 
     def logp(self, m: torch.Tensor) -> torch.Tensor:
         p, s, e = self.p, self.s, self.e
-        edits = p.delta[s:e] @ (m[:, None] * p.W_dec)
-        started = time.perf_counter()
-        logits = forward.run(p.loaded, p.batch.clean_ids[s:e], p.batch.mask[s:e],
-                             {p.hook: lambda x: x + edits.to(x.dtype)}, grad=True)
-        p.n_forward += 1
-        p.seconds += time.perf_counter() - started
-        rows = torch.arange(e - s, device=logits.device)
-        return logits[rows, p.batch.last[s:e].to(logits.device)].float().log_softmax(-1)
+        return p._run(slice(s, e), 1, p.delta[s:e] @ (m[:, None] * p.W_dec), grad=True)
 
     def objective_sum(self, logp: torch.Tensor, metric: str) -> torch.Tensor:
         p, s, e = self.p, self.s, self.e
