@@ -39,11 +39,11 @@ def setup(tmp_path_factory):
     return _setup(tmp_path_factory.mktemp("tiny-causal"), scale=20)
 
 
-def _sae(d_model: int, n_features: int = 64, seed: int = 0) -> Basis:
+def _sae(d_model: int, n_features: int = 64, seed: int = 0, bias: float = -0.1) -> Basis:
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(n_features, d_model, generator=g)
     W = W / W.norm(dim=1, keepdim=True)
-    d = Dictionary(W, torch.full((n_features,), -0.1), W.clone(), torch.zeros(d_model), meta={"method": "sae"})
+    d = Dictionary(W, torch.full((n_features,), bias), W.clone(), torch.zeros(d_model), meta={"method": "sae"})
     return Basis("sae", d.W_enc, d.b_enc, d.W_dec, d.b_dec, d)
 
 
@@ -170,3 +170,16 @@ def test_skipping_the_blocks_before_the_hook_changes_nothing(tmp_path_factory, f
     p.start = None  # the plain path: every block runs, the edit is a forward hook
     assert torch.allclose(fast, p.evaluate(masks).kl, rtol=1e-4, atol=1e-7)
     assert fast.max() > 0
+
+
+def test_a_16k_feature_dictionary_stays_bounded(setup):
+    loaded, batch, hook, _ = setup
+    x = forward.run(loaded, batch.clean_ids, batch.mask, read=hook)
+    sae = _sae(loaded.d_model, n_features=16384, seed=4, bias=-0.5 * float(x.norm(dim=-1).max()))
+    p = Patcher(loaded, hook, sae, batch, max_batch=2 * batch.n_prompts)
+    # only features that differ somewhere are kept: the state is (P, T, n_active), not 16k wide
+    assert 0 < p.n_active < 16384 and p.delta.shape == (*batch.clean_ids.shape, p.n_active)
+    before = p.n_forward
+    out = p.evaluate(torch.ones(5, p.n_active))
+    assert p.n_forward - before == 3  # 5 masks, 2 per pass: passes never exceed max_batch
+    assert torch.allclose(out.kl, out.kl[0].expand(5), rtol=1e-5)
