@@ -101,3 +101,20 @@ def test_target_must_name_a_feature(planted, tmp_path):
     with pytest.raises(BadInputError, match="out of range"):
         run_circuit(CircuitConfig((paths[0],), f"{paths[1]}:99", str(tmp_path), device="cpu"),
                     tmp_path / "db")
+
+
+def test_circuit_svg_renders_in_chromium(planted, tmp_path):
+    import matplotlib.image
+
+    from tests.test_report import chromium
+
+    _, _, paths, _ = planted
+    run_circuit(CircuitConfig((paths[0],), f"{paths[1]}:3", str(tmp_path / "out"), n_examples=4,
+                              context=16, device="cpu"), tmp_path / "r.db")
+    shot = tmp_path / "shot.png"
+    chromium(tmp_path / "out" / "circuit.svg", tmp_path, f"--screenshot={shot}", "--window-size=700,500")
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    drawn = (pixels.mean(-1) < 0.9).mean()  # boxes, lines and text on a white page
+    assert 0.005 < drawn < 0.5
+    # the node boxes' fill colour (#eef3fb) is on the page
+    assert (np.abs(pixels - np.array([0xee, 0xf3, 0xfb]) / 255).sum(-1) < 0.02).mean() > 0.01
