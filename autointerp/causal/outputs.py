@@ -42,7 +42,12 @@ def plot_curves(points: list[CurvePoint], path: Path, title: str) -> None:
     for ax, xlabel in zip(axes, ("patched features", "mean L2 norm of the edit"), strict=True):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("KL(patched || counterfactual)")
-        ax.set_yscale("symlog", linthresh=1e-3)
+        # symlog only when a point reaches 0 (all of a rotation patched): a plain log
+        # axis labels its ticks even within one decade
+        if table["kl"].min() > 0:
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog", linthresh=1e-3)
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
     axes[1].legend(fontsize=7, loc="upper right")
