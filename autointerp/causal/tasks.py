@@ -14,7 +14,8 @@ import torch
 
 from autointerp.errors import BadInputError
 
-# The 15 BABA templates of Wang et al. (2022); the ABBA ones swap the first two names.
+# The 15 BABA templates of Wang et al. (2022), as in their ioi_dataset.py (written here from
+# that file's published form; not diffed against it); the ABBA ones swap the first two names.
 # [A] is the indirect object (the answer), [B] the subject. The answer token is dropped.
 BABA_TEMPLATES = (
     "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
