@@ -105,7 +105,6 @@ def m002_fragment_sets(db: sqlite_utils.Database) -> None:
     }, pk="id")
 
 
-
 @migration
 def m003_scorers_and_cost(db: sqlite_utils.Database) -> None:
     # Several scorers per dictionary (issue 11): a run is one dictionary x scorer. Per
@@ -118,6 +117,27 @@ def m003_scorers_and_cost(db: sqlite_utils.Database) -> None:
         for column in ("n_calls", "prompt_tokens", "completion_tokens", "usage_unknown"):
             db["features"].add_column(prefix + column, int)
     db["selftests"].add_column("scorer", str)
+
+
+@migration
+def m004_causal_runs(db: sqlite_utils.Database) -> None:
+    # One row per `patch` or `circuit` run (autointerp/causal): its settings, the task
+    # check, and the figures it wrote (curves, costs, or the circuit), as JSON.
+    db["causal_runs"].create({
+        "id": str,           # sha256 of the config JSON
+        "kind": str,         # patch | circuit
+        "model": str,
+        "hook": str,         # the patched hook point, or the target's
+        "task": str,         # ioi | a pairs file | the circuit's target
+        "dictionaries": str, # JSON list of {label, id, path}
+        "config": str,       # JSON
+        "task_check": str,   # JSON, null when the task has no answers
+        "warning": str,      # empty unless the model failed the task check
+        "summary": str,      # JSON: curve points and costs, or nodes and edges
+        "out": str,          # the folder the files went to
+        "created_at": str,
+    }, pk="id")
+
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
