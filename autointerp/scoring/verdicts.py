@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -217,6 +217,29 @@ def judge_for(simulator, task: str):
         from autointerp.scoring.scorers.lexical import LexicalJudge
         return LexicalJudge(task)
     return LLMJudge(simulator, task)
+
+
+class JudgeScorer:
+    """A scorer whose judge labels examples 1 or 0 (detection, fuzzing): subclasses name
+    themselves and choose the examples; judging and metrics are shared."""
+
+    name = ""
+
+    def __init__(self, judge, settings: JudgeSettings = JudgeSettings()):
+        self.judge, self.s = judge, settings
+
+    def examples(self, ff, s: JudgeSettings) -> list[Example]:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s)}
+
+    async def prepare(self) -> None:
+        await self.judge.prepare()
+
+    async def score(self, explanation: str, ff, n_shown: int):
+        examples = self.examples(ff, self.s)
+        return await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
 
 
 class LLMJudge:

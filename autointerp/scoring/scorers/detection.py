@@ -10,14 +10,12 @@ with AUROC of P(1) where logprobs exist (verdicts.py).
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from autointerp.scoring.verdicts import (
     Example,
+    JudgeScorer,
     JudgeSettings,
     activating_examples,
     check_counts,
-    judge_examples,
     negative_examples,
 )
 
@@ -30,18 +28,8 @@ def detection_examples(ff, s: JudgeSettings) -> list[Example]:
     return positives + negatives
 
 
-class DetectionScorer:
+class DetectionScorer(JudgeScorer):
     name = "detection"
 
-    def __init__(self, judge, settings: JudgeSettings = JudgeSettings()):
-        self.judge, self.s = judge, settings
-
-    def settings(self) -> dict:
-        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s)}
-
-    async def prepare(self) -> None:
-        await self.judge.prepare()
-
-    async def score(self, explanation: str, ff, n_shown: int):
-        examples = detection_examples(ff, self.s)
-        return await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
+    def examples(self, ff, s: JudgeSettings) -> list[Example]:
+        return detection_examples(ff, s)

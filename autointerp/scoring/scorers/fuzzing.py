@@ -8,16 +8,16 @@ judge answers 1 or 0 per example; scored as detection is (verdicts.py).
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 
 from autointerp.scoring.verdicts import (
     Example,
+    JudgeScorer,
     JudgeSettings,
     activating_examples,
     check_counts,
-    judge_examples,
     negative_examples,
 )
 
@@ -44,18 +44,8 @@ def fuzzing_examples(ff, s: JudgeSettings) -> list[Example]:
     return out
 
 
-class FuzzingScorer:
+class FuzzingScorer(JudgeScorer):
     name = "fuzzing"
 
-    def __init__(self, judge, settings: JudgeSettings = JudgeSettings()):
-        self.judge, self.s = judge, settings
-
-    def settings(self) -> dict:
-        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s)}
-
-    async def prepare(self) -> None:
-        await self.judge.prepare()
-
-    async def score(self, explanation: str, ff, n_shown: int):
-        examples = fuzzing_examples(ff, self.s)
-        return await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
+    def examples(self, ff, s: JudgeSettings) -> list[Example]:
+        return fuzzing_examples(ff, s)
