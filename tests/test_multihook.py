@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from autointerp.errors import BadInputError
-from autointerp.harvest.hooks import find_blocks
+from autointerp.harvest.hooks import capture_many, find_blocks
 from autointerp.harvest.models import load_causal_lm, parse_hook
-from autointerp.harvest.multihook import capture_many, hook_points, parse_layers
+from autointerp.harvest.multihook import hook_points, parse_layers
 from autointerp.harvest.run import HarvestConfig, harvest, harvest_many
 from autointerp.harvest.store import SPLITS, ActivationStore
 from tests.test_harvest import run_cli

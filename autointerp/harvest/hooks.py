@@ -199,13 +199,17 @@ def _capture_resid_mid(block: nn.Module, box: dict, key: str = "act",
             block.register_forward_hook(finish)]
 
 
-def capture(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
-            attention_mask: torch.Tensor | None = None,
-            input_transform: str | None = None) -> torch.Tensor:
-    """Run the model up to the hooked module and return its activation, (batch, seq, d_model),
-    with `input_transform` applied. The forward stops there, so later blocks cost nothing."""
-    box: dict[str, torch.Tensor] = {}
-    handles = _register_capture(loaded.model, hook, box)
+def capture_many(loaded: LoadedModel, hooks: list[Hook], input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """{hook name: (batch, seq, d_model) activation} from one forward pass, which stops as
+    soon as the last of them has fired, so later blocks cost nothing."""
+    found: dict[str, torch.Tensor] = {}
+
+    def done() -> None:
+        if len(found) == len(hooks):
+            raise _StopForward
+
+    handles = [h for hook in hooks for h in _register_capture(loaded.model, hook, found, hook.name, done)]
     try:
         _run(loaded, input_ids, attention_mask)
     except _StopForward:
@@ -213,9 +217,18 @@ def capture(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
     finally:
         for handle in handles:
             handle.remove()
-    if "act" not in box:
-        raise RuntimeError(f"hook point {hook.name} was never reached in the forward pass")
-    return apply_input_transform(box["act"], effective_transform(loaded.model, input_transform))
+    missing = [h.name for h in hooks if h.name not in found]
+    if missing:
+        raise RuntimeError(f"hook points {', '.join(missing)} were never reached in the forward pass")
+    return found
+
+
+def capture(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
+            attention_mask: torch.Tensor | None = None,
+            input_transform: str | None = None) -> torch.Tensor:
+    """One hook point's activation, (batch, seq, d_model), with `input_transform` applied."""
+    act = capture_many(loaded, [hook], input_ids, attention_mask)[hook.name]
+    return apply_input_transform(act, effective_transform(loaded.model, input_transform))
 
 
 def _with_transform(replace: Callable[[torch.Tensor], torch.Tensor],

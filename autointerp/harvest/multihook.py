@@ -1,9 +1,7 @@
-"""Several hook points from one forward pass.
-
-Each hook point's module comes from `hooks.hook_module`, as for a single-hook capture, so
-every store of a multi-hook harvest holds exactly what a single-hook harvest of its hook
-point holds. The forward stops as soon as the last of them has fired, so blocks after the
-deepest hooked one cost nothing.
+"""Several hook points from one forward pass: the `--layers` / `--hook` lists and the checks
+that one pass can serve them all. The capture itself is `hooks.capture_many`, which a
+single-hook capture also goes through, so every store of a multi-hook harvest holds exactly
+what a single-hook harvest of its hook point holds.
 """
 
 from __future__ import annotations
@@ -11,35 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 
-import torch
-
 from autointerp.errors import BadInputError
 from autointerp.harvest.hook_names import LAYER_KINDS, split_hook, translate_hook
-from autointerp.harvest.hooks import Hook, _register_capture, _run, _StopForward
-from autointerp.harvest.models import LoadedModel
-
-
-def capture_many(loaded: LoadedModel, hooks: list[Hook], input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """{hook name: (batch, seq, d_model) activation} from one forward pass."""
-    found: dict[str, torch.Tensor] = {}
-
-    def done() -> None:
-        if len(found) == len(hooks):
-            raise _StopForward
-
-    handles = [h for hook in hooks for h in _register_capture(loaded.model, hook, found, hook.name, done)]
-    try:
-        _run(loaded, input_ids, attention_mask)
-    except _StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [h.name for h in hooks if h.name not in found]
-    if missing:
-        raise RuntimeError(f"hook points {', '.join(missing)} were never reached in the forward pass")
-    return found
 
 
 def parse_layers(spec: str) -> list[int]:

@@ -36,13 +36,14 @@ from autointerp.harvest.hook_names import split_hook
 from autointerp.harvest.hooks import (
     Hook,
     apply_input_transform,
+    capture_many,
     check_hook_supported,
     check_input_transform,
     effective_transform,
     resolve_hook_name,
 )
 from autointerp.harvest.models import DEFAULT_MODEL, LoadedModel, load_causal_lm, parse_hook
-from autointerp.harvest.multihook import capture_many, check_one_pass
+from autointerp.harvest.multihook import check_one_pass
 from autointerp.harvest.shards import ShardWriter, harvest_progress, make_batch, prefix_token_id
 from autointerp.harvest.store import SPLITS, STORE_DTYPES, completed_shards, remove_stale_temp_files
 from autointerp.harvest.storemeta import agreed_states, finish_metadata, prepare_store
