@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import sqlite_utils
 
 BUSY_TIMEOUT_MS = 60_000
@@ -165,3 +166,13 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
 
 def dumps(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(data: str | bytes):
+    """JSON from a server or a stored row: orjson (twice as fast on the large logprob
+    answers that dominate a scoring run), or the standard library where orjson refuses
+    what Python's own `json` writes and reads (NaN, Infinity)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)

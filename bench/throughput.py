@@ -16,8 +16,8 @@ rerun   wall time of the identical rerun in a fresh process (every feature done)
 cached  wall time of a fresh process whose every LLM call is a cache hit (feature rows
         deleted): the cache-only rerun of issue 13, item 6 (target < 5 s).
 
-The store is a small SmolLM2 harvest of the builtin corpus and the dictionary its PCA
-baseline (+/- features); both are kept in --work for the next run.
+The store is a small SmolLM2 harvest of the builtin corpus and the dictionary a TopK SAE
+trained on it (sparse, so detection has silent fragments); both are kept in --work.
 """
 
 from __future__ import annotations
@@ -34,15 +34,14 @@ import urllib.request
 from pathlib import Path
 
 SCORERS: dict[str, list[str]] = {
-    "simulation": ["--simulator", "openai", "--simulator-mode", "auto"],
-    # One line per scorer as they land, e.g. "detection": [..., "--scorer", "detection"].
+    name: ["--simulator", "openai", "--simulator-mode", "auto", "--scorer", name]
+    for name in ("simulation", "detection", "fuzzing")
 }
 HERE = Path(__file__).resolve().parent
 
 
 def setup(work: Path, tokens: int, n_features: int) -> tuple[Path, Path, Path, float]:
     """Store, PCA dictionary, and a database holding only the fragment set (timed)."""
-    from autointerp.baselines.directions import fit_baseline
     from autointerp.db import open_db
     from autointerp.dictionaries.dictionary import dictionary_id, load_dictionary
     from autointerp.harvest.run import HarvestConfig, harvest
@@ -51,10 +50,13 @@ def setup(work: Path, tokens: int, n_features: int) -> tuple[Path, Path, Path, f
     from autointerp.scoring.pipeline import NullProgress, fragment_set
 
     store = harvest(HarvestConfig(layer=3, n_tokens=tokens, out=work / "store", eval_fraction=0.5))
-    dict_path = work / "pca"
+    # A sparse dictionary: detection needs fragments where a feature is silent, which
+    # a dense PCA direction never has (it fails every feature with that reason).
+    dict_path = work / "topk"
     if not (dict_path / "config.json").exists():
-        x = ActivationStore(store).train_sample(10_000)
-        fit_baseline("pca", x, meta={"store": str(store), "model": "smollm2-135m"}).save(dict_path)
+        subprocess.run([str(Path(sys.executable).parent / "autointerp"), "train", "--acts",
+                        str(store), "--arch", "topk", "--k", "16", "--ratio", "4", "--tokens",
+                        "200000", "--out", str(dict_path)], check=True, stdout=subprocess.DEVNULL)
     template = work / f"fragments-{n_features}.db"
     t0 = time.perf_counter()
     fs = fragment_set(open_db(template), load_dictionary(dict_path), dictionary_id(dict_path),
@@ -121,10 +123,12 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
 
 
 def json_floor(db: Path) -> float:
-    """Seconds to decode (stdlib json) the server's answers to one feature's simulation
-    calls, timed on a stored request: what no client-side fix can remove."""
+    """CPU seconds to decode (orjson, as the client does) the server's answers to one
+    feature's simulation calls, timed on stored requests: what no client-side fix removes."""
     sys.path.insert(0, str(HERE))
     from instant_server import completion_answer
+
+    from orjson import loads
 
     from autointerp.db import open_db
 
@@ -133,7 +137,7 @@ def json_floor(db: Path) -> float:
     bodies = [completion_answer({**json.loads(r["request"]), "model": "instant"}) for r in rows]
     t0 = time.process_time()  # CPU time: the machine may be shared
     for body in bodies:
-        json.loads(body)
+        loads(body)
     return (time.process_time() - t0) / max(len(bodies), 1) * 10  # 10 scored fragments
 
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from dataclasses import asdict, replace
 
+import orjson
 import sqlite_utils
 
-from autointerp.db import dumps, now
+from autointerp.db import dumps, loads, now
 from autointerp.llm.base import Completion, CompletionRequest, LLMClient, TokenLogprob, Usage
 
 PROBE_PREFIX = "probe:"
+NEG_INF = float("-inf")
 
 
 def request_json(request: CompletionRequest) -> dict:
@@ -42,7 +43,10 @@ def _tokens_to_json(tokens: tuple[TokenLogprob, ...] | None) -> list | None:
 def _tokens_from_json(rows: list | None) -> tuple[TokenLogprob, ...] | None:
     if rows is None:
         return None
-    return tuple(TokenLogprob(tok, lp, tuple((a, float(b)) for a, b in top)) for tok, lp, top in rows)
+    # orjson writes a non-finite float as null: an alternative's null is a -inf logprob
+    # (probability 0); NaN never comes from a softmax.
+    return tuple(TokenLogprob(tok, lp, tuple((a, NEG_INF if b is None else float(b)) for a, b in top)
+                              if top else ()) for tok, lp, top in rows)
 
 
 def completion_to_json(c: Completion) -> dict:
@@ -70,6 +74,16 @@ def completion_from_json(d: dict) -> Completion:
     )
 
 
+def _response_text(c: Completion) -> str:
+    """The stored row: orjson (several times faster on long logprob lists), or the
+    standard library for what orjson refuses (a backend's meta with non-string keys)."""
+    d = completion_to_json(c)
+    try:
+        return orjson.dumps(d).decode()
+    except TypeError:
+        return dumps(d)
+
+
 def _incomplete(request: CompletionRequest, c: Completion) -> bool:
     return bool((request.top_logprobs and c.tokens is None)
                 or (request.prompt_logprobs and c.prompt_tokens is None))
@@ -93,7 +107,7 @@ class CachedClient:
 
     def _lookup(self, key: str) -> dict | None:
         rows = list(self.db.query("select response from llm_calls where key = ?", [key]))
-        return json.loads(rows[0]["response"]) if rows else None
+        return loads(rows[0]["response"]) if rows else None
 
     async def complete(self, request: CompletionRequest) -> Completion:
         text = dumps(request_json(request))
@@ -143,7 +157,7 @@ class CachedClient:
             inserted = self.db.conn.execute(
                 "insert or ignore into llm_calls (key, client, request, response, latency_s, "
                 "created_at) values (?, ?, ?, ?, ?, ?)",
-                [key, self.name, text, dumps(completion_to_json(result)), latency, now()],
+                [key, self.name, text, _response_text(result), latency, now()],
             ).rowcount
         c = result if inserted else completion_from_json(self._lookup(key))
         return replace(c, meta={**c.meta, "latency_s": latency, "cache_hit": False})

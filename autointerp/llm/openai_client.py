@@ -29,6 +29,7 @@ from tenacity import (
     stop_before_delay,
 )
 
+from autointerp.db import loads
 from autointerp.llm.base import (
     Completion,
     CompletionRequest,
@@ -235,7 +236,7 @@ class OpenAIClient:
         api = client.chat.completions if kind == "chat" else client.completions
         try:
             raw = await api.with_raw_response.create(**params)
-            data = json.loads(raw.http_response.text)
+            data = loads(raw.http_response.content)
         except openai.APIStatusError as e:
             raise self._status_error(e, key) from None
         except openai.APITimeoutError:

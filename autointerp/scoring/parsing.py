@@ -187,14 +187,25 @@ def digit_value(token: str, scale_max: int, exact: bool = False) -> int | None:
     return None
 
 
+@cache
+def _digit_table(scale_max: int, exact: bool) -> dict[str, int | None]:
+    """digit_value per token string, filled as tokens are met (a run meets few distinct
+    alternatives, and reads them at every slot of every fragment)."""
+    return {}
+
+
 def expected_value(position: TokenLogprob, scale_max: int, exact: bool = False) -> float | None:
     """Expected activation from the alternatives at one position: probabilities of
     the digit tokens, renormalised over the digits present (Bills et al. 2023).
     None when no digit is among the alternatives."""
     mass = [0.0] * (scale_max + 1)
     seen = set()
+    table = _digit_table(scale_max, exact)
     for token, logprob in position.top:
-        v = digit_value(token, scale_max, exact)
+        try:
+            v = table[token]
+        except KeyError:
+            v = table[token] = digit_value(token, scale_max, exact)
         if v is not None and token not in seen:
             seen.add(token)
             mass[v] += math.exp(logprob)
