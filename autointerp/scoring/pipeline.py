@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import re
 import zlib
@@ -142,7 +141,7 @@ def fragment_set(db, dictionary, dict_id: str, store: ActivationStore, cfg: Frag
                        "version": RUN_VERSION})
     rows = list(db.query("select data from fragment_sets where id = ?", [key]))
     if rows:
-        return fragment_set_from_json(json.loads(zlib.decompress(rows[0]["data"])))
+        return fragment_set_from_json(dbm.loads(zlib.decompress(rows[0]["data"])))
     tick = progress.fragments_task(2 * store.n_eval_fragments)
     fs = collect_fragments(dictionary, store, cfg, tick=tick)
     data = zlib.compress(dbm.dumps(fragment_set_to_json(fs)).encode(), 6)
