@@ -11,6 +11,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.progress import TextColumn
 
 from autointerp.progress import Progress
 from tests.clitools import cli_env, run_cli
@@ -78,3 +79,20 @@ def test_cli_hides_library_deprecations_but_not_other_warnings():
     assert result.returncode == 0
     assert "check your data" in result.stderr
     assert "old api" not in result.stderr and "changes soon" not in result.stderr
+
+
+def test_causal_runs_print_forward_passes_between_points():
+    from autointerp.causal.bar import PassBar, pass_progress
+
+    assert isinstance(pass_progress(), Progress)  # the plain-line kind, not rich's own
+    out, passes = io.StringIO(), [0]
+    with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[stats]}"),
+                  console=Console(file=out, force_terminal=False), interval_s=0) as bar:
+        with PassBar(bar).task("pca: greedy", 2, lambda: passes[0]) as tick:
+            for _ in range(3):  # one long threshold: passes, but no point done yet
+                passes[0] += 1
+                tick(0)
+    lines = lines_of(out)
+    assert any(line.startswith("pca: greedy: 0/2") and "3 forward passes" in line
+               for line in lines), lines
+    assert lines[-1].startswith("pca: greedy: 2/2 (100%)")

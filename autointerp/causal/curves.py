@@ -18,7 +18,8 @@ import torch
 
 from autointerp.causal.patching import Outcome, Patcher
 
-Tick = Callable[[], None]
+Tick = Callable[..., None]
+"""Called with no argument when a point is done, with 0 after each batched pass."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ def greedy(p: Patcher, metric: str, taus: np.ndarray, seed: int = 0,
                 p, metric, tau, keep, value, current, chunk, cumulative)
             cumulative = accepted_last  # removals tend to come in runs, refusals too
             pending = pending[used:]
+            if tick:
+                tick(0)
         points.append(_point(p, "greedy", tau, keep, current))
         if tick:
             tick()
