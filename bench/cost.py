@@ -36,7 +36,13 @@ from autointerp.scoring.scorers.detection import detection_examples
 from autointerp.scoring.scorers.fuzzing import fuzzing_examples
 from autointerp.scoring.scorers.simulation import all_at_once_prompt
 from autointerp.scoring.scorers.simulation import chat_messages as simulation_messages
-from autointerp.scoring.verdicts import JudgeSettings, batches, chat_messages, slot_prompt
+from autointerp.scoring.verdicts import (
+    JudgeSettings,
+    batches,
+    chat_messages,
+    render_example,
+    slot_prompt,
+)
 from autointerp.types import Fragment
 
 EXPLANATION = "the word 'the' at the start of a noun phrase"
@@ -100,6 +106,10 @@ def our_requests(ff: FeatureFragments, c: Counter) -> dict[str, list[tuple[int, 
                                            for g in groups]
         out[f"{task}, chat"] = [(c.chat(chat_messages(task, EXPLANATION, g)),
                                  c.text(json.dumps([1] * len(g)).replace(" ", ""))) for g in groups]
+        # What no prompt format can go below: the example lines themselves and the answers.
+        out[f"{task}, examples + answers only"] = [
+            (c.text("\n".join(render_example(e) for e in g)),
+             c.text(json.dumps([1] * len(g)).replace(" ", ""))) for g in groups]
     return out
 
 
@@ -153,15 +163,19 @@ def main() -> None:
                                                                     len(ff.held_out))))
     print(f"per feature, mean over {args.n_features} synthetic features on the builtin corpus "
           "(SmolLM2 tokenizer):")
-    print(f"{'requests':32s} {'calls':>6s} {'prompt tok':>11s} {'completion':>11s} {'total':>8s}")
+    print(f"{'requests':36s} {'calls':>6s} {'prompt tok':>11s} {'completion':>11s} {'total':>8s}")
     for k, v in totals.items():
         calls, p, q = (float(np.mean([x[i] for x in v])) for i in range(3))
-        print(f"{k:32s} {calls:6.1f} {p:11,.0f} {q:11,.0f} {p + q:8,.0f}")
+        print(f"{k:36s} {calls:6.1f} {p:11,.0f} {q:11,.0f} {p + q:8,.0f}")
+    def tokens(rows):
+        return np.mean([r[1] + r[2] for r in rows])
+
     for task in ("detection", "fuzzing"):
-        ours, theirs = totals[f"{task}, chat"], totals.get(f"delphi {task}")
+        theirs = totals.get(f"delphi {task}")
         if theirs:
-            ratio = np.mean([a[1] + a[2] for a in ours]) / np.mean([b[1] + b[2] for b in theirs])
-            print(f"{task}: our chat tokens / delphi's on the same examples = {ratio:.3f}")
+            print(f"{task}: our chat tokens / delphi's on the same examples = "
+                  f"{tokens(totals[f'{task}, chat']) / tokens(theirs):.3f} (the example lines "
+                  f"and answers alone: {tokens(totals[f'{task}, examples + answers only']) / tokens(theirs):.3f})")
     n = math.ceil(100 / 5)
     print(f"delphi's calls per latent at its defaults: 1 + {n} + {n} = {DELPHI_CALLS}")
 

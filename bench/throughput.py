@@ -127,7 +127,6 @@ def json_floor(db: Path) -> float:
     feature's simulation calls, timed on stored requests: what no client-side fix removes."""
     sys.path.insert(0, str(HERE))
     from instant_server import completion_answer
-
     from orjson import loads
 
     from autointerp.db import open_db
