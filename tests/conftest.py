@@ -70,3 +70,21 @@ def llamacpp_server(smollm2_gguf, tmp_path_factory):
     from tests.servers.llamacpp import LlamaCppServer
     with LlamaCppServer(smollm2_gguf, tmp_path_factory.mktemp("llamacpp") / "server.log") as s:
         yield s
+
+
+@pytest.fixture
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random GPT-2, GPT-NeoX and Llama folders (tests/tiny_families.py)."""
+    from tests.tiny_families import tiny_model_dirs
+
+    return tiny_model_dirs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """A plain-text corpus of a few thousand tokens (tests/tiny_families.py)."""
+    from tests.tiny_families import corpus_text
+
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(corpus_text(0), encoding="utf-8")
+    return path

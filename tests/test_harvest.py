@@ -19,22 +19,10 @@ from autointerp.harvest.corpus import open_corpus
 from autointerp.harvest.models import load_causal_lm
 from autointerp.harvest.run import HarvestConfig, harvest, is_eval_document, prefix_token_id
 from autointerp.harvest.store import SPLITS, ActivationStore, from_storage
-from tests.tiny_families import FAMILIES, corpus_text, single_torch_thread, tiny_model_dirs
+from tests.tiny_families import FAMILIES, single_torch_thread
 
 LAYER = 1
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
-
-
-@pytest.fixture
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    return tiny_model_dirs(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    path.write_text(corpus_text(0), encoding="utf-8")
-    return path
 
 
 def read_sequences(store: Path, split: str) -> list[tuple[np.ndarray, torch.Tensor]]:

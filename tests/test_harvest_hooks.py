@@ -16,17 +16,12 @@ from autointerp.harvest.models import LoadedModel, load_causal_lm, parse_hook
 from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import from_storage
 from tests.clitools import error_line, run_cli
-from tests.tiny_families import corpus_text, single_torch_thread, tiny_model_dirs
+from tests.tiny_families import corpus_text, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 # The module whose input is resid_mid, by name, per family: an independent reading of the
 # point our hooks compute as block input + attention output.
 MLP_NORM = {"gpt2": "transformer.h.{}.ln_2", "llama": "model.layers.{}.post_attention_layernorm"}
-
-
-@pytest.fixture
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    return tiny_model_dirs(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

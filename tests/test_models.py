@@ -5,7 +5,6 @@ and the real offline SmolLM2."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,14 +17,9 @@ from autointerp.harvest.models import (
     load_causal_lm,
     parse_hook,
 )
-from tests.tiny_families import FAMILIES, single_torch_thread, tiny_model_dirs
+from tests.tiny_families import FAMILIES, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
-
-
-@pytest.fixture
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    return tiny_model_dirs(tmp_path_factory)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -19,24 +19,12 @@ from autointerp.harvest.multihook import hook_points, parse_layers
 from autointerp.harvest.run import HarvestConfig, harvest, harvest_many
 from autointerp.harvest.store import SPLITS, ActivationStore
 from tests.test_harvest import run_cli
-from tests.tiny_families import FAMILIES, corpus_text, single_torch_thread, tiny_model_dirs
+from tests.tiny_families import FAMILIES, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 HOOKS = ("resid.0", "mlp.1", "attn.1", "resid.1")
 VOLATILE = ("created", "last_run")
 """Metadata that records when and how fast, not what."""
-
-
-@pytest.fixture
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    return tiny_model_dirs(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    path.write_text(corpus_text(0), encoding="utf-8")
-    return path
 
 
 def config(model: Path, corpus: Path, spec: str, out: Path, **extra) -> HarvestConfig:
