@@ -117,5 +117,13 @@ def harvest_progress(total: int, completed: int, label: str,
                         TextColumn("tokens"), _TokensPerSecond(), TimeRemainingColumn(),
                         console=Console(stderr=True), refresh_per_second=2, disable=not enabled)
     with progress:
-        task = progress.add_task(f"harvest {label}", total=total, completed=min(completed, total))
-        yield lambda n: progress.advance(task, n)
+        done = [min(completed, total)]
+        task = progress.add_task(f"harvest {label}", total=total, completed=done[0])
+
+        def advance(n: int) -> None:
+            # The last sequence can run past the target: the total grows with it, so the
+            # bar never reads more than 100%.
+            done[0] += n
+            progress.update(task, advance=n, total=max(total, done[0]))
+
+        yield advance
