@@ -42,3 +42,14 @@ done
 # Circuit: TopK SAEs at resid.13 and resid.14, traced from a resid.15 TopK feature.
 train "$W/stores/resid.14" "$W/dicts/l14-topk" --arch topk --k 32
 train "$W/stores/resid.13" "$W/dicts/l13-topk" --arch topk --k 32
+# Target: resid.15 TopK feature 3508, which fires on '()' tokens (bench/pick_target.py):
+# the paper's own circuit example is a closing-parenthesis feature.
+[ -f "$R/circuit-l15-3508/circuit.json" ] || t $A circuit --dict "$W/dicts/l13-topk" \
+  --dict "$W/dicts/l14-topk" --target "$W/dicts/topk:3508" --acts "$S15" --mode attribution \
+  --out "$R/circuit-l15-3508" --db "$DB"
+# Exact against attribution on one hop (resid.14 -> the target), small enough for exact.
+for mode in exact attribution; do
+  [ -f "$R/circuit-check-$mode/circuit.json" ] || t $A circuit --dict "$W/dicts/l14-topk" \
+    --target "$W/dicts/topk:3508" --acts "$S15" --mode $mode --n-examples 5 --context 12 \
+    --out "$R/circuit-check-$mode" --db "$DB"
+done
