@@ -49,7 +49,10 @@ def plot_curves(points: list[CurvePoint], path: Path, title: str) -> None:
         else:
             ax.set_yscale("symlog", linthresh=1e-3)
         ax.grid(alpha=0.3)
+    # Log on both: a non-orthogonal basis (random directions) can make partial edits
+    # hundreds of times larger than the full one, which a linear axis turns into a wall.
     axes[0].set_xscale("log")
+    axes[1].set_xscale("log")
     axes[1].legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10, color="red" if "WARNING" in title else "black")
     fig.tight_layout()
