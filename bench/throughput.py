@@ -127,9 +127,8 @@ def json_floor(db: Path) -> float:
     feature's simulation calls, timed on stored requests: what no client-side fix removes."""
     sys.path.insert(0, str(HERE))
     from instant_server import completion_answer
-    from orjson import loads
 
-    from autointerp.db import open_db
+    from autointerp.db import loads, open_db
 
     rows = list(open_db(db).query("select request from llm_calls where request like ? limit 10",
                                   ['%"prompt_logprobs_after":"\\t"%']))
