@@ -14,8 +14,11 @@ import torch
 
 from autointerp.errors import BadInputError
 
-# The 15 BABA templates of Wang et al. (2022), as in their ioi_dataset.py (written here from
-# that file's published form; not diffed against it); the ABBA ones swap the first two names.
+# The 15 BABA templates of Wang et al. (2022); the ABBA ones swap the first two names. Checked
+# against the paper's code (HoagyC/sparse_coding test_datasets/ioi_counterfact.py at 52c22ef,
+# its trailing " [A]" removed, its ABBA swap applied): templates, places and objects are equal.
+# Differences: names (theirs: Wang et al.'s 100, filtered to single tokens) and the template
+# order (they draw one at random per prompt; we cycle through all 30, so both kinds are even).
 # [A] is the indirect object (the answer), [B] the subject. The answer token is dropped.
 BABA_TEMPLATES = (
     "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
