@@ -3,12 +3,17 @@ SmolLM2 in process explains and simulates the same features of a dictionary, fro
 empty database each time (`prefix_cache=False` is the previous full-prompt path).
 
     python bench/prefix_cache.py DICT STORE [--n-features 3] [--order with,without]
+
+Against an older checkout (one without the prefix cache, or any other), run the same
+script with that checkout first on PYTHONPATH and `--order without`: its
+TransformersClient then runs as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import tempfile
 import time
@@ -29,7 +34,8 @@ async def score_once(cfg: ScoreConfig, inner: TransformersClient, db_path: Path)
     await simulator.prepare()
     t0, c0 = time.perf_counter(), time.process_time()
     s = await score_dictionary_async(cfg, LLMExplainer(client), simulator, client.db)
-    return {"prefix_cache": inner.prefixes is not None, "features": s.n_scored + s.n_failed,
+    return {"code": str(Path(inspect.getfile(TransformersClient)).parents[2]),
+            "prefix_cache": getattr(inner, "prefixes", None) is not None, "features": s.n_scored + s.n_failed,
             "scored": s.n_scored, "wall_s": round(time.perf_counter() - t0, 1),
             "cpu_s": round(time.process_time() - c0, 1), "model_s": round(inner.stats.model_s, 1),
             "calls": client.calls}
@@ -47,8 +53,9 @@ def main() -> None:
     loaded = None
     with tempfile.TemporaryDirectory() as tmp:
         for way in args.order.split(","):
+            has_cache = "prefix_cache" in inspect.signature(TransformersClient).parameters
             inner = TransformersClient("smollm2-135m", device="cpu", loaded=loaded,
-                                       prefix_cache=way == "with")
+                                       **({"prefix_cache": way == "with"} if has_cache else {}))
             inner._load()
             loaded = inner._lm  # one model for both ways: only the prefix cache differs
             print(json.dumps(asyncio.run(score_once(cfg, inner, Path(tmp) / f"{way}.db"))),

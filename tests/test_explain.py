@@ -1,10 +1,11 @@
 import asyncio
 import math
+import re
 
 import pytest
 
 from autointerp.scoring.explain import ExplanationFailed, LLMExplainer, explainer_messages
-from autointerp.scoring.parsing import clean_explanation, parse_records
+from autointerp.scoring.parsing import EXPLANATION_DECIDED, clean_explanation, parse_records
 from autointerp.types import Fragment
 from tests.helpers import FakeClient
 
@@ -37,6 +38,30 @@ def test_clean_explanation(answer, expected):
 def test_clean_explanation_bounds_length_at_a_word():
     text = clean_explanation("words " * 60)
     assert len(text) <= 120 and text.endswith("words")
+
+
+RAMBLING = [
+    "The 3rd feature in the list is the \"The\" feature. The feature is named \"The\" and it is",
+    "The main thing this feature does is find the number of people who died. The feature is",
+    "The king of the land was a great king, he was a king of the land. He was a king of the",
+    "The main thing this feature does is find and remove the file \"The\t0\"\n\nExplanation: x",
+    "units, e.g. Metres and miles. Also more",
+    "i.e. Words like this. And more.\nSecond line",
+    "  \n\n\"years and dates.\"\nMore prose here",
+    "foo\rBar. Baz\nqux", "a.\u2028B. c\n", "This feature detects: commas.  Then more",
+    "x" * 130 + ". Y and so on", "Explanation of feature 3 behavior: the word 'the'.\nNext",
+]
+
+
+@pytest.mark.parametrize("answer", RAMBLING)
+def test_explanation_is_decided_once_the_pattern_matches(answer):
+    """The in-process backend stops generating once EXPLANATION_DECIDED matches: from
+    then on no continuation may change what clean_explanation keeps."""
+    full = clean_explanation(answer)
+    assert re.search(EXPLANATION_DECIDED, answer)
+    for cut in range(len(answer) + 1):
+        if re.search(EXPLANATION_DECIDED, answer[:cut]):
+            assert clean_explanation(answer[:cut]) == full, answer[:cut]
 
 
 @pytest.mark.parametrize("answer", ["", "\n\n  \n", "\"\".", "This feature detects"])

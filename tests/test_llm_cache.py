@@ -74,7 +74,10 @@ def test_key_covers_client_and_every_request_field():
                "prompt_logprobs_after": "\t", "messages": (("user", "hi"),)}
     keys = {request_key("fake:m", dataclasses.replace(REQ, **{f: v})) for f, v in changed.items()}
     assert len(keys) == len(changed) and base not in keys
-    assert {f.name for f in dataclasses.fields(CompletionRequest)} - set(changed) == {"prompt"}
+    # answer_decided only lets a backend end early; it never changes what is read
+    assert request_key("fake:m", dataclasses.replace(REQ, answer_decided=r"\.")) == base
+    assert {f.name for f in dataclasses.fields(CompletionRequest)} - set(changed) == {
+        "prompt", "answer_decided"}
 
 
 def test_second_identical_request_makes_no_call(tmp_path):

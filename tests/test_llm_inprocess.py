@@ -4,6 +4,7 @@ prompt logprobs are a direct forward pass, sampling is reproducible (issue 4, it
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 import torch
@@ -89,6 +90,24 @@ def test_prompt_logprobs_equal_a_direct_forward_pass(client):
         assert list(top.values()) == sorted(top.values(), reverse=True)
 
 
+def test_prompt_logprobs_after_reads_only_the_marked_positions(client):
+    """With prompt_logprobs_after, the positions right after the marker carry exactly what
+    a full read-out gives them; every other position keeps its token alone."""
+    full = CompletionRequest(model="", prompt="a 7\tb 8\tc 9 d\te", max_tokens=1,
+                             prompt_logprobs=2, candidate_tokens=("0", "5"))
+    marked = CompletionRequest(**{**full.__dict__, "prompt_logprobs_after": "\t"})
+    a, b = (c.prompt_tokens for c in run_alone(client, [full, marked]))
+    assert [t.token for t in a] == [t.token for t in b]
+    after = [i for i in range(1, len(a)) if a[i - 1].token.endswith("\t")]
+    assert len(after) == 3
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if i in after:
+            assert y.logprob == pytest.approx(x.logprob, abs=1e-4) and y.top
+            assert [n for n, _ in y.top] == [n for n, _ in x.top]
+        else:
+            assert y.logprob is None and y.top == ()
+
+
 def test_chat_requests_use_the_chat_template(client):
     req = CompletionRequest(model="", messages=(("user", "hello"),), max_tokens=0,
                             prompt_logprobs=1)
@@ -116,3 +135,25 @@ def test_stop_and_length(client):
     cut = run_alone(client, [CompletionRequest(model="", prompt="1 2 3", max_tokens=6,
                                                stop=(stop,))])[0]
     assert stop and cut.text == free.text[: free.text.find(stop)] and cut.finish_reason == "stop"
+
+
+def test_generation_ends_once_the_answer_is_decided(client):
+    """answer_decided ends generation after the token whose text first matches it; the
+    text is not cut, and neither the cache key nor the sampling seed depends on it."""
+    from autointerp.llm.cache import request_key
+    from autointerp.llm.decoding import request_seed
+
+    for sampled in (0.0, 0.9):
+        plain = CompletionRequest(model="", prompt="1 2 3", max_tokens=8, temperature=sampled,
+                                  top_logprobs=1)
+        full = run_alone(client, [plain])[0]
+        k = next(i for i in range(1, len(full.tokens))
+                 if "".join(t.token for t in full.tokens[:i]).strip())
+        pattern = re.escape("".join(t.token for t in full.tokens[:k]).strip()[-1])
+        decided = CompletionRequest(**{**plain.__dict__, "answer_decided": pattern})
+        early = run_alone(client, [decided])[0]
+        assert early.finish_reason == "stop" and full.text.startswith(early.text)
+        assert len(early.tokens) <= k < len(full.tokens)
+        assert re.search(pattern, early.text)
+        assert request_key("c", plain) == request_key("c", decided)
+        assert request_seed(plain) == request_seed(decided)

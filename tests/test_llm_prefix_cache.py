@@ -10,7 +10,7 @@ import pytest
 
 from autointerp.llm.base import CompletionRequest
 from autointerp.llm.inprocess import TransformersClient
-from autointerp.llm.prefix_cache import MIN_PREFIX_TOKENS, group_by_prefix
+from autointerp.llm.prefix_cache import MIN_PREFIX_TOKENS, SPLIT_GAP, group_by_prefix
 from autointerp.scoring.explain import explainer_messages
 from autointerp.scoring.scorers.simulation import all_at_once_prompt
 from autointerp.types import Fragment
@@ -56,9 +56,10 @@ def assert_same(a, b, atol=1e-4):
             assert [v for _, v in s.top] == pytest.approx([v for _, v in t.top], abs=atol)
 
 
-def compare(path, batches):
-    """Each batch through a client with the prefix cache and one without; both agree."""
-    cached = TransformersClient(str(path), device="cpu", dtype="float32")
+def compare(path, batches, **options):
+    """Each batch through a client with the prefix cache (and `options`) and one without;
+    both agree."""
+    cached = TransformersClient(str(path), device="cpu", dtype="float32", **options)
     full = TransformersClient(str(path), device="cpu", dtype="float32", prefix_cache=False)
     try:
         for reqs in batches:
@@ -80,6 +81,15 @@ def test_same_results_with_and_without_the_prefix_cache(tiny_llama_dir):
     # ones reuse them (a lone request has nothing to share within its batch, but a
     # kept prefix serves it too).
     assert prefixes.misses == 2 and prefixes.hits == 3
+
+
+def test_chunked_prefill_gives_the_same_results(tiny_llama_dir):
+    """Tails run in chunks of 7 columns (left padding and prefix included) agree with one
+    pass over whole prompts."""
+    reqs = [simulator_request(i) for i in range(3)] + [explainer_request(i) for i in range(2)]
+    reqs.append(CompletionRequest(model="", prompt="a short prompt, shorter than the rest",
+                                  max_tokens=3, top_logprobs=2, prompt_logprobs=1))
+    compare(tiny_llama_dir, [reqs, reqs[:1]], prefill_chunk=7)
 
 
 def short_request(seed: int) -> CompletionRequest:
@@ -116,3 +126,15 @@ def test_grouping_keeps_a_tail_token_and_a_minimum_prefix():
     # Row 3 is the prefix itself: the group's prefix leaves it its last token.
     assert groups == [([0, 2, 3], len(shared) - 1), ([1], 0)]
     assert group_by_prefix([shared[:10] + [1], shared[:10] + [2]]) == [([0], 0), ([1], 0)]
+
+
+def test_grouping_gives_each_feature_its_longer_prefix():
+    """Two features' prompts share the instructions; each feature's also share its
+    explanation: one group per feature, each with its longer prefix."""
+    base = list(range(100, 100 + MIN_PREFIX_TOKENS))
+    a, b = base + [1] * SPLIT_GAP, base + [2] * SPLIT_GAP
+    ids = [a + [5, 6], b + [5], a + [7], b + [8, 9]]
+    assert sorted(group_by_prefix(ids)) == [([0, 2], len(a)), ([1, 3], len(b))]
+    # A smaller drop keeps the rows together, with the shorter shared prefix.
+    c = a[:-SPLIT_GAP + 1] + [3] * (SPLIT_GAP - 1)
+    assert group_by_prefix([a + [5], a + [6], c + [7]]) == [([0, 1, 2], len(a) - SPLIT_GAP + 1)]

@@ -4,7 +4,7 @@ OpenAI-compatible client implement it; `CachedClient` wraps either."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple, Protocol
 
 from autointerp.errors import AutointerpError
@@ -32,14 +32,30 @@ class CompletionRequest:
     prompt_logprobs_after: str = ""
     """When set, a backend may leave out prompt-token alternatives except at positions
     right after a token ending in this text (the all-at-once simulator's slots follow a
-    tab). Keeps responses and the cache small; backends that cannot filter ignore it."""
+    tab), and the in-process one leaves out the logprob there too (None): it reads the
+    vocabulary only where it will be read. Keeps responses and the cache small; backends
+    that cannot filter ignore it."""
     stop: tuple[str, ...] = ()
     sample_index: int = 0
     """Distinguishes repeated samples of the same request in the cache."""
+    answer_decided: str = ""
+    """A regular expression: once the text generated so far matches it, what the caller
+    reads from the answer can no longer change (the explainer keeps the first sentence of
+    the first line), so a backend that generates a token at a time (in process) may end
+    there; the text is not cut. Endpoints ignore it. Not part of the cache key or the
+    sampling seed (see `canonical`): it never changes what the caller reads."""
 
     def __post_init__(self):
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("exactly one of messages and prompt must be set")
+
+
+def canonical(request: CompletionRequest) -> dict:
+    """The request as the cache keys it and the in-process sampler seeds from it: every
+    field but `answer_decided`."""
+    out = asdict(request)
+    del out["answer_decided"]
+    return out
 
 
 class TokenLogprob(NamedTuple):

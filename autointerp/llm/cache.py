@@ -11,20 +11,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import orjson
 import sqlite_utils
 
 from autointerp.db import dumps, loads, now
-from autointerp.llm.base import Completion, CompletionRequest, LLMClient, TokenLogprob, Usage
+from autointerp.llm.base import (
+    Completion,
+    CompletionRequest,
+    LLMClient,
+    TokenLogprob,
+    Usage,
+    canonical,
+)
 
 PROBE_PREFIX = "probe:"
 NEG_INF = float("-inf")
 
 
 def request_json(request: CompletionRequest) -> dict:
-    return asdict(request)
+    return canonical(request)
 
 
 def request_key(client_name: str, request: CompletionRequest, text: str | None = None) -> str:

@@ -4,12 +4,13 @@ seeded-sampled decoding, one batched step at a time, with stop strings and EOS."
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import dataclass
 
 import torch
 
 from autointerp.db import dumps
-from autointerp.llm.base import CompletionRequest, TokenLogprob
+from autointerp.llm.base import CompletionRequest, TokenLogprob, canonical
 
 
 @dataclass
@@ -26,7 +27,7 @@ class _Row:
 
 
 def request_seed(request: CompletionRequest) -> int:
-    return int(hashlib.sha256(dumps(asdict(request)).encode()).hexdigest()[:15], 16)
+    return int(hashlib.sha256(dumps(canonical(request)).encode()).hexdigest()[:15], 16)
 
 
 class DecodeLoop:
@@ -75,9 +76,12 @@ class DecodeLoop:
         row.ids.append(token_id)
         if r.top_logprobs:
             row.tokens += self._read_out(logprobs[None], [token_id], r.top_logprobs, row.candidates)
-        if r.stop and any(s in self._lm.tokenizer.decode(row.ids, skip_special_tokens=True)
-                          for s in r.stop):
+        text = self._lm.tokenizer.decode(row.ids, skip_special_tokens=True) \
+            if r.stop or r.answer_decided else ""
+        if r.stop and any(s in text for s in r.stop):
             row.finish_reason = "stop"
+        elif r.answer_decided and re.search(r.answer_decided, text):
+            row.finish_reason = "stop"  # the rest could not change what the caller reads
         elif token_id in self._eos_ids():
             row.finish_reason = "stop"
         elif len(row.ids) >= r.max_tokens:

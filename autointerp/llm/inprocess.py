@@ -26,13 +26,17 @@ from autointerp.llm.base import (
     CompletionRequest,
     TokenLogprob,
     Usage,
-    alternatives_after,
 )
 from autointerp.llm.decoding import DecodeLoop
 from autointerp.llm.prefix_cache import Prefix, PrefixCache, group_by_prefix
 
 LM_HEAD_CHUNK = 512
 """Positions per lm_head call when reading prompt logprobs: (chunk, vocab) floats at a time."""
+PREFILL_CHUNK = 512
+"""Tail positions per forward pass of a prefill. A long tail (the explainer's records,
+1,300+ tokens) run in chunks attends only to what precedes each chunk, where one pass
+computes the whole (tail x context) attention and masks out the causal half: on a CPU
+attention is most of such a pass."""
 
 
 @dataclass
@@ -52,7 +56,7 @@ class TransformersClient(DecodeLoop):
 
     def __init__(self, model: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
                  max_batch: int = 16, batch_window_s: float = 0.005, loaded=None,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, prefill_chunk: int = PREFILL_CHUNK):
         self.model_name = model
         self.device = device
         self.dtype = dtype
@@ -69,6 +73,7 @@ class TransformersClient(DecodeLoop):
         self._cache_kw: str | None = None
         self.prefixes = PrefixCache() if prefix_cache else None
         """Shared prompt prefixes' key/value caches (None: every prompt runs in full)."""
+        self.prefill_chunk = prefill_chunk
 
     def supports(self, feature: str) -> bool | None:
         return feature in ("prompt_logprobs", "top_logprobs", "candidate_tokens")
@@ -172,7 +177,7 @@ class TransformersClient(DecodeLoop):
             return None
         if n_shared:
             return self.prefixes.get(row, n_shared, self._prefill, self._extend)
-        return self.prefixes.find(row, len(row) - 1, share=0.0)
+        return self.prefixes.find(row, len(row) - 1, gap=None)
 
     def _prefill(self, ids: list[int]) -> tuple[object, torch.Tensor]:
         """A shared prefix run once: its key/value cache and (len, d_model) hidden states."""
@@ -196,9 +201,10 @@ class TransformersClient(DecodeLoop):
 
     def _run_group(self, requests: list[CompletionRequest], ids: list[list[int]],
                    prefix: Prefix | None) -> list[Completion]:
-        """One prefill of the rows' tokens after `prefix` (all of them without one), then
-        the decode loop. The tails are left-padded, so every row's next token sits in the
-        last column; padding between prefix and tail is masked out."""
+        """One prefill of the rows' tokens after `prefix` (all of them without one; a long
+        tail in chunks of `prefill_chunk` columns), then the decode loop. The tails are
+        left-padded, so every row's next token sits in the last column; padding between
+        prefix and tail is masked out."""
         tok = self._lm.tokenizer
         device = next(self._lm.model.parameters()).device
         n_prefix = len(prefix.ids) if prefix else 0
@@ -210,9 +216,15 @@ class TransformersClient(DecodeLoop):
                                  device=device)
         positions = n_prefix + (tail_mask.cumsum(-1) - 1).clamp(min=0)
         mask = torch.cat([tail_mask.new_ones(len(ids), n_prefix), tail_mask], dim=1)
-        hidden, cache = self._forward(input_ids=input_ids, attention_mask=mask,
-                                      position_ids=positions,
-                                      past=prefix.batch_cache(len(ids)) if prefix else None)
+        cache = prefix.batch_cache(len(ids)) if prefix else None
+        parts = []
+        for start in range(0, length, self.prefill_chunk):
+            end = min(length, start + self.prefill_chunk)
+            part, cache = self._forward(input_ids=input_ids[:, start:end],
+                                        attention_mask=mask[:, :n_prefix + end],
+                                        position_ids=positions[:, start:end], past=cache)
+            parts.append(part)
+        hidden = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         prompt = [self._prompt_tokens(prefix, hidden[b, length - len(t):], x, r)
                   if r.prompt_logprobs else None
                   for b, (t, x, r) in enumerate(zip(tails, ids, requests, strict=True))]
@@ -261,8 +273,19 @@ class TransformersClient(DecodeLoop):
         return out
 
     def _read_states(self, states: torch.Tensor, targets: list[int], k: int,
-                     candidates: tuple[list[int], list[str]]) -> list[TokenLogprob]:
-        """Row i of `states` (n, d_model) predicts targets[i]; lm_head a chunk at a time."""
+                     candidates: tuple[list[int], list[str]],
+                     want: list[bool] | None = None) -> list[TokenLogprob]:
+        """Row i of `states` (n, d_model) predicts targets[i]; lm_head a chunk at a time.
+        With `want`, only the rows where it is true are read; the others keep their token
+        alone (no logprob: the vocabulary projection is most of a read-out's cost)."""
+        if want is not None:
+            rows = [i for i, w in enumerate(want) if w]
+            out = [TokenLogprob(self._piece(t), None) for t in targets]
+            if rows:
+                read = self._read_states(states[rows], [targets[i] for i in rows], k, candidates)
+                for i, token in zip(rows, read, strict=True):
+                    out[i] = token
+            return out
         out = []
         for start in range(0, len(targets), LM_HEAD_CHUNK):
             logprobs = self._logits(states[start:start + LM_HEAD_CHUNK])  # (chunk, vocab)
@@ -273,19 +296,25 @@ class TransformersClient(DecodeLoop):
                        request: CompletionRequest) -> tuple[TokenLogprob, ...]:
         """Position i: P(token i | tokens < i) and its alternatives; position 0 has none.
         `hidden` holds the states after the tokens past the prefix. The prefix's part
-        depends only on the read-out settings, so it is read once per prefix."""
+        depends only on the read-out settings, so it is read once per prefix. With
+        `prompt_logprobs_after`, only the positions that will be read get a logprob and
+        alternatives (see CompletionRequest); elsewhere a position keeps its token alone."""
         candidates = self._candidate_ids(request)
         k = request.prompt_logprobs
+        after = request.prompt_logprobs_after
+        want = [False] + [self._piece(i).endswith(after) for i in ids[:-1]] if after else None
+
+        def part(states, start, end):
+            return self._read_states(states, ids[start:end], k, candidates,
+                                     None if want is None else want[start:end])
+
         if prefix is None:
             out = [TokenLogprob(self._piece(ids[0]), None, ())]
             states = hidden[:-1]  # the state after token i predicts token i + 1
         else:
-            head = list(prefix.ids)
-            out = list(prefix.read_out((k, tuple(candidates[0])), lambda: [
-                TokenLogprob(self._piece(head[0]), None, ()),
-                *self._read_states(prefix.hidden[:-1], head[1:], k, candidates)]))
+            n = len(prefix.ids)
+            out = list(prefix.read_out((k, tuple(candidates[0]), after), lambda: [
+                TokenLogprob(self._piece(ids[0]), None, ()), *part(prefix.hidden[:-1], 1, n)]))
             states = torch.cat([prefix.hidden[-1:], hidden[:-1]])
-        out += self._read_states(states, ids[len(out):], k, candidates)
-        after = request.prompt_logprobs_after
-        # alternatives only where they will be read (see CompletionRequest)
-        return alternatives_after(tuple(out), after) if after else tuple(out)
+        out += part(states, len(out), len(ids))
+        return tuple(out)

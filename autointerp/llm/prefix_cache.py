@@ -1,8 +1,9 @@
 """Shared-prefix key/value caches for the in-process backend.
 
 The explainer's and the simulator's prompts begin with the same long instructions and
-few-shot examples; only the last part (the feature's records) differs. Requests of a
-batch are grouped by their longest common token prefix; the prefix is run through the
+few-shot examples; only the last part (the feature's records) differs, and one feature's
+simulator prompts share its explanation too. Requests of a batch are grouped by their
+longest common token prefix (one group per feature rather than one for all); the prefix is run through the
 model once, its keys/values and final hidden states are kept (a few, least recently
 used dropped first) and every later group that starts with it runs only its suffix.
 Prompt logprobs over the prefix do not depend on what follows, so their read-out is
@@ -22,9 +23,12 @@ MIN_PREFIX_TOKENS = 32
 """Shorter shared prefixes are not worth a separate forward pass and a cache slot."""
 SLOTS = 4
 """Prefixes kept (SmolLM2-135M: about 46 kB of keys/values per token in float32)."""
-REUSE_SHARE = 0.75
-"""A kept prefix serves a group whose common prefix it covers at least this share of;
-otherwise the group's own longer prefix is computed and kept."""
+SPLIT_GAP = 8
+"""A kept prefix serves a group whose common prefix it is at most this many tokens shorter
+than; otherwise the group's own longer prefix is computed (extending the kept one) and
+kept. Rows of a batch likewise form a new group where joining the current one would
+shorten its shared prefix by this much or more: one feature's ten simulator prompts
+share its explanation, which another feature's do not."""
 
 
 @dataclass
@@ -61,16 +65,17 @@ def common_prefix(rows: list[list[int]]) -> int:
 
 def group_by_prefix(ids: list[list[int]]) -> list[tuple[list[int], int]]:
     """Row indices grouped so that each group shares a prefix of MIN_PREFIX_TOKENS or more,
-    with that prefix's length (0 for a group without one). Each row keeps at least its
-    last token outside the prefix: its hidden state starts the generation."""
+    with that prefix's length (0 for a group without one); a row that would shorten its
+    group's prefix by SPLIT_GAP tokens or more starts a new group. Each row keeps at least
+    its last token outside the prefix: its hidden state starts the generation."""
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     groups: list[tuple[list[int], int]] = []
     for i in order:
         if groups:
-            members, _ = groups[-1]
+            members, shared = groups[-1]
             n = common_prefix([ids[j] for j in members] + [ids[i]])
             n = min(n, *(len(ids[j]) - 1 for j in members + [i]))
-            if n >= MIN_PREFIX_TOKENS:
+            if n >= MIN_PREFIX_TOKENS and (len(members) == 1 or n > shared - SPLIT_GAP):
                 groups[-1] = (members + [i], n)
                 continue
         groups.append(([i], 0))
@@ -88,15 +93,15 @@ class PrefixCache:
         self.extended = 0
         """Misses served by extending a kept prefix's shared start."""
 
-    def find(self, row: list[int], length: int, share: float = REUSE_SHARE) -> Prefix | None:
-        """The longest kept prefix of row[:length] that covers `share` of it (a lone
-        request, which has no longer prefix to share, takes any: share 0)."""
+    def find(self, row: list[int], length: int, gap: int | None = SPLIT_GAP) -> Prefix | None:
+        """The longest kept prefix of row[:length] that is less than `gap` tokens shorter
+        (a lone request, which has no longer prefix to share, takes any: gap None)."""
         best = None
         for ids, prefix in self._kept.items():
             n = len(ids)
             if n <= length and tuple(row[:n]) == ids and (best is None or n > len(best.ids)):
                 best = prefix
-        if best is None or len(best.ids) < share * length:
+        if best is None or gap is not None and len(best.ids) <= length - gap:
             return None
         self._kept.move_to_end(best.ids)
         self.hits += 1

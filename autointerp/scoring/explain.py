@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from autointerp.llm.base import CompletionRequest, LLMClient
 from autointerp.scoring.parsing import (
+    EXPLANATION_DECIDED,
     ParseError,
     clean_explanation,
     fewshot_examples,
@@ -76,7 +77,8 @@ class LLMExplainer:
             temperature = self.temperature if attempt == 0 else max(self.temperature, 0.7)
             request = CompletionRequest(model="", messages=messages, max_tokens=self.max_tokens,
                                         temperature=temperature,
-                                        sample_index=sample_index + attempt * RETRY_STRIDE)
+                                        sample_index=sample_index + attempt * RETRY_STRIDE,
+                                        answer_decided=EXPLANATION_DECIDED)
             completion = await self.client.complete(request)
             try:
                 return Explanation(clean_explanation(completion.text), self.name, sample_index)

@@ -127,13 +127,21 @@ _PREFIXES = re.compile(
 _QUOTES = "\"'`“”‘’«»"
 
 
+SENTENCE_END = r"(?<!\be\.g)(?<!\bi\.e)\.\s+(?=[A-Z])"
+"""Where clean_explanation ends a rambling answer's first sentence."""
+EXPLANATION_DECIDED = rf"\S[^\n]*\n|{SENTENCE_END}"
+"""Once an answer's text matches this, clean_explanation's result is fixed whatever
+follows: its first non-empty line has ended, or the first sentence of that line has
+(tests/test_explain.py checks this at every cut of sample answers)."""
+
+
 def clean_explanation(text: str, max_chars: int = MAX_EXPLANATION_CHARS) -> str:
     """An explainer's answer as one bounded line: the first non-empty line, with
     restated prompt prose ("This feature detects ..."), wrapping quotes and
     trailing punctuation removed, cut at a word boundary."""
     line = next((s.strip() for s in text.splitlines() if s.strip()), "")
     # One phrase is asked for; a model that rambles on gets its first sentence kept.
-    line = re.split(r"(?<!\be\.g)(?<!\bi\.e)\.\s+(?=[A-Z])", line, maxsplit=1)[0]
+    line = re.split(SENTENCE_END, line, maxsplit=1)[0]
     for _ in range(3):  # prefixes can stack: 'Explanation: the main thing ... is find'
         stripped = _PREFIXES.sub("", line, count=1).strip()
         if stripped == line:
