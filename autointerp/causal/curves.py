@@ -54,22 +54,50 @@ def thresholds(n: int, scale: float = 1.0) -> np.ndarray:
     return np.logspace(-5, 0, n) * scale
 
 
+@dataclass
+class _Trial:
+    """A candidate's last removal, tried against the kept set of `version`."""
+
+    version: int
+    rise: float
+    """How much the objective rose."""
+    value: float
+    outcome: Outcome
+    """The objective and metrics of the set without the candidate."""
+
+
 def greedy(p: Patcher, metric: str, taus: np.ndarray, seed: int = 0,
            tick: Tick | None = None) -> list[CurvePoint]:
-    """One point per threshold, exactly as trying the candidates one by one (see _decide)."""
+    """One point per threshold, exactly as trying the candidates one by one (see _decide).
+
+    Two things save passes without changing a decision. A candidate last tried against
+    the very set still kept (nothing removed since, e.g. on a plateau of thresholds) is
+    decided from that trial. The others go through batched passes that speculate on each
+    outcome: the rise a candidate's removal caused when last tried (against a larger
+    set) predicts it against the new threshold; one never tried is predicted like the
+    last one settled."""
     rng = np.random.default_rng(seed)
     keep = torch.ones(p.n_active)
     current = p.evaluate(keep[None])
     value = float(p.objective(current, metric)[0])
     per_pass = max(1, p.max_batch // p.batch.n_prompts)
-    points, cumulative = [], False
+    points, last_accepted, version = [], False, 0
+    trials: dict[int, _Trial] = {}
     for tau in taus:
         pending = [int(i) for i in rng.permutation(keep.nonzero().squeeze(1).numpy())]
         while pending:
+            known = trials.get(pending[0])
+            if known is not None and known.version == version:  # tried against this set
+                last_accepted = known.rise < tau
+                if last_accepted:
+                    keep[pending[0]] = 0
+                    value, current, version = known.value, known.outcome, version + 1
+                pending = pending[1:]
+                continue
             chunk = pending[:per_pass]
-            used, keep, value, current, accepted_last = _decide(
-                p, metric, tau, keep, value, current, chunk, cumulative)
-            cumulative = accepted_last  # removals tend to come in runs, refusals too
+            guess = [trials[c].rise < tau if c in trials else last_accepted for c in chunk]
+            used, keep, value, current, last_accepted, version = _decide(
+                p, metric, tau, keep, value, current, chunk, guess, trials, version)
             pending = pending[used:]
             if tick:
                 tick(0)
@@ -80,27 +108,35 @@ def greedy(p: Patcher, metric: str, taus: np.ndarray, seed: int = 0,
 
 
 def _decide(p: Patcher, metric: str, tau: float, keep: torch.Tensor, value: float,
-            current: Outcome, chunk: list[int], cumulative: bool):
+            current: Outcome, chunk: list[int], guess: list[bool], trials: dict[int, _Trial],
+            version: int):
     """Settle the first candidates of `chunk` in one batched pass, exactly as one by one.
 
-    independent: row j removes chunk[j] alone; every row before the first accepted one was
-    tried against the right set, so the decisions up to and including it stand.
-    cumulative: row j removes chunk[:j + 1]; every row up to the first refused one assumed
-    only acceptances before it, so those decisions stand (the refused row is discarded).
-    Returns (candidates settled, keep, value, outcome, whether the last settled was removed)."""
+    Row j removes chunk[j] from the set that the guesses for chunk[:j] lead to. While the
+    guesses hold, each row was tried against the right set, so the decisions up to and
+    including the first wrong guess stand; the rows after it are discarded. (Guessing
+    every removal refused tries each candidate alone; guessing every one accepted
+    removes them cumulatively.) Each settled row is recorded in `trials`.
+    Returns (candidates settled, keep, value, outcome, whether the last settled was
+    removed, the kept set's version)."""
     masks = keep.repeat(len(chunk), 1)
-    for j in range(len(chunk)):
-        masks[j, chunk[:j + 1] if cumulative else chunk[j]] = 0
+    state = keep.clone()
+    for j, c in enumerate(chunk):
+        masks[j] = state
+        masks[j, c] = 0
+        if guess[j]:
+            state[c] = 0
     out = p.evaluate(masks)
     values = p.objective(out, metric)
-    for j in range(len(chunk)):
-        accept = float(values[j]) - value < tau
+    for j, c in enumerate(chunk):
+        row = Outcome(out.kl[j:j + 1], None if out.logit_diff is None else out.logit_diff[j:j + 1])
+        trials[c] = _Trial(version, float(values[j]) - value, float(values[j]), row)
+        accept = trials[c].rise < tau
         if accept:
-            keep, value = masks[j].clone(), float(values[j])
-            current = Outcome(out.kl[j:j + 1], None if out.logit_diff is None else out.logit_diff[j:j + 1])
-        if accept != cumulative:  # the first decision that breaks this mode's assumption
-            return j + 1, keep, value, current, accept
-    return len(chunk), keep, value, current, cumulative
+            keep, value, current, version = masks[j].clone(), float(values[j]), row, version + 1
+        if accept != guess[j]:  # the later rows assumed the other outcome
+            return j + 1, keep, value, current, accept, version
+    return len(chunk), keep, value, current, accept, version
 
 
 def k_grid(n: int) -> list[int]:
