@@ -195,7 +195,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     fewer_collections()
     summaries = asyncio.run(_score_all(cfgs, expl, sim, database, list(cache.values())))
     console = Console()
-    from autointerp.dictionaries.dictionary import dictionary_id
+    from autointerp.dictionaries.sources import dictionary_id
 
     paths = {dictionary_id(c.dictionary): c.dictionary for c in cfgs}
     console.print(summary_table(summaries, [paths.get(s.dictionary) for s in summaries]))
@@ -223,12 +223,13 @@ def fewer_collections() -> None:
 def check_stores(stores: dict, force: bool) -> None:
     """Refuse (one line) a dictionary whose store holds another model, hook point or input
     transform than it declares, before anything slow starts; --force lets it through."""
-    from autointerp.dictionaries.dictionary import check_compatible, load_dictionary
+    from autointerp.dictionaries.header import check_compatible
+    from autointerp.dictionaries.sources import read_header
     from autointerp.harvest.store import ActivationStore
     from autointerp.scoring.pipeline import ScoreConfig, resolve_store
 
     for path, acts in stores.items():
-        dictionary = load_dictionary(path)
+        dictionary = read_header(path)
         store = ActivationStore(resolve_store(ScoreConfig(path, acts), dictionary.meta))
         for mismatch in check_compatible(dictionary, store, force):
             Console(stderr=True).print(f"warning (--force): {mismatch}", style="yellow",

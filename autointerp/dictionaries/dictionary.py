@@ -23,14 +23,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from autointerp.dictionaries.header import (  # noqa: F401 (their home before header.py)
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    MODEL_ALIASES,
+    WEIGHTS_NAME,
+    canonical_model,
+    check_compatible,
+    declared_hook,
+)
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import atomic_write_json, remove_stale_temp_files
 
-FORMAT_VERSION = 2
-"""2 added gated / groupmax activations, input normalisation and apply_b_dec_to_input;
-a version-1 file is written whenever none of them is used, so older readers still read it."""
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "dictionary.safetensors"
 ACTIVATIONS = ("relu", "topk", "jumprelu", "gated", "groupmax")
 INPUT_NORMS = ("none", "layer_norm", "constant_norm_rescale")
 LAYER_NORM_EPS = 1e-5  # sae-lens's run-time layer_norm epsilon
@@ -227,73 +231,6 @@ def dictionary_id(path: str | Path) -> str:
     from autointerp.dictionaries import sources
 
     return sources.dictionary_id(path)
-
-
-# Other names of the same subject model, as TransformerLens and sae-lens configs write them
-# (after the organisation prefix is dropped and the name lower-cased).
-MODEL_ALIASES = {"gpt2-small": "gpt2", "smollm2-135m-instruct": "smollm2-135m"}
-
-
-def canonical_model(name: str | None) -> str | None:
-    """`EleutherAI/pythia-70m` and `pythia-70m` are one model, `gpt2-small` is `gpt2`; a local
-    folder is known by its last path component."""
-    if not name:
-        return None
-    base = str(name).rstrip("/").rsplit("/", 1)[-1].lower()
-    return MODEL_ALIASES.get(base, base)
-
-
-def declared_hook(meta: dict) -> str | None:
-    """The dictionary's hook point in our vocabulary (readers translate at load; names written
-    by older readers are translated here), None when it declares none."""
-    from autointerp.harvest.hook_names import translate_hook
-
-    return translate_hook(meta["hook"]) if meta.get("hook") not in (None, "") else None
-
-
-def _mismatches(meta: dict, smeta: dict, store_path) -> list[str]:
-    out = []
-    ours, theirs = meta.get("store_model_hash"), smeta.get("model_hash")
-    if ours and theirs:  # both ours: the weights hash decides, whatever the names
-        if ours != theirs:
-            out.append(f"dictionary was fit on activations of model {meta.get('model')} (weights "
-                       f"hash {ours[:12]}) but {store_path} holds model {smeta.get('model')} "
-                       f"(hash {theirs[:12]})")
-    elif meta.get("model") and smeta.get("model") and \
-            canonical_model(meta["model"]) != canonical_model(smeta["model"]):
-        out.append(f"dictionary was fit on activations of model {meta['model']} but {store_path} "
-                   f"holds model {smeta['model']}")
-    try:
-        hook = declared_hook(meta)
-    except BadInputError as e:  # a hook we cannot harvest: no store can match it
-        out.append(f"dictionary's {e}")
-        hook = None
-    store_hook = smeta.get("hook")
-    if hook and store_hook and hook != store_hook:
-        raw = meta.get("hook_source_name") or meta["hook"]
-        source = f" ({raw})" if raw != hook else ""
-        out.append(f"dictionary was fit at hook {hook}{source} but {store_path} holds activations "
-                   f"from hook {store_hook}")
-    transform, store_transform = meta.get("input_transform"), smeta.get("input_transform")
-    if transform == "center" and smeta.get("center_is_noop"):
-        transform = None  # an RMSNorm model: TransformerLens does not centre it either
-    if transform != store_transform:
-        out.append(f"dictionary expects input transform {transform or 'none'} but {store_path} "
-                   f"was harvested with {store_transform or 'none'}")
-    return out
-
-
-def check_compatible(dictionary: Dictionary, store, force: bool = False) -> list[str]:
-    """Raise BadInputError when `dictionary` was not made for the activations in `store`: another
-    width (always), or another model, hook point or input transform than it declares (unless
-    `force`). Returns the mismatches that `force` let through, for the run's record."""
-    if dictionary.d_model != store.d_model:
-        raise BadInputError(f"dictionary width {dictionary.d_model} does not match the "
-                            f"activations' d_model {store.d_model}")
-    found = _mismatches(dictionary.meta, store.meta, store.path)
-    if found and not force:
-        raise BadInputError("; ".join(found) + " (pass --force to score it anyway)")
-    return found
 
 
 def meta_from_store(store) -> dict:

@@ -17,18 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
 
-from autointerp.dictionaries.dictionary import (
-    CONFIG_NAME,
-    FORMAT_VERSION,
-    WEIGHTS_NAME,
-    Dictionary,
-)
+from autointerp.dictionaries.header import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, Header
 from autointerp.errors import BadInputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from autointerp.dictionaries.dictionary import Dictionary
 
 # Layouts a dictionary folder can have: (config file or None, weights file, reader name).
 LAYOUTS = (
@@ -148,6 +147,9 @@ def read_json(path: Path) -> dict:
 
 
 def read_weights(path: Path, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    import torch
+    from safetensors.torch import load_file
+
     if not path.exists():
         raise BadInputError(f"dictionary weights {path} are missing")
     try:
@@ -163,6 +165,21 @@ def read_weights(path: Path, required: tuple[str, ...]) -> dict[str, torch.Tenso
     if missing:
         raise BadInputError(f"dictionary weights {path} lack tensor(s) {', '.join(missing)}")
     return tensors
+
+
+def read_header(spec: str | Path) -> Header | Dictionary:
+    """What scoring needs before the weights: our own format's header from its config
+    alone (no torch); for any other layout, the dictionary itself."""
+    config, weights, kind = find_layout(spec)
+    if kind == "autointerp" and weights.exists():
+        cfg = read_json(config)
+        shape = (cfg.get("d_model"), cfg.get("n_features"))
+        if cfg.get("format_version", 0) <= FORMAT_VERSION and all(isinstance(n, int) for n in shape):
+            meta = dict(cfg.get("meta") or {})
+            if str(spec).startswith(("hf:", "saelens:")):
+                meta["source"] = str(spec)
+            return Header(*shape, meta)
+    return load_dictionary(spec)
 
 
 def load_dictionary(spec: str | Path) -> Dictionary:
@@ -190,6 +207,8 @@ def _read(config_path: Path | None, weights_path: Path, kind: str) -> Dictionary
 
 
 def _load_ours(cfg: dict, config_path: Path, weights_path: Path) -> Dictionary:
+    from autointerp.dictionaries.dictionary import Dictionary
+
     t = read_weights(weights_path, ("W_enc", "b_enc", "W_dec", "b_dec"))
     if cfg.get("format_version", 0) > FORMAT_VERSION:
         raise BadInputError(f"{config_path} has format version {cfg['format_version']}; "

@@ -28,11 +28,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from autointerp.errors import BadInputError
+
+if TYPE_CHECKING:  # imported where tensors are made: reading metadata needs no torch
+    import torch
 
 SPLITS = ("train", "eval")
 STORE_DTYPES = ("float16", "bfloat16")
@@ -89,6 +92,8 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:
     """(n, d) float tensor -> numpy array in the store's dtype (bf16 kept as raw uint16)."""
+    import torch
+
     if dtype == "float16":
         out = acts.to(torch.float16)
         if not torch.isfinite(out).all() and torch.isfinite(acts).all():
@@ -99,6 +104,8 @@ def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:
 
 def from_storage(array: np.ndarray, dtype: str) -> torch.Tensor:
     """Stored numpy rows -> float32 tensor."""
+    import torch
+
     t = torch.from_numpy(np.array(array))  # a copy: memory-mapped shards are read-only
     if dtype == "bfloat16":
         t = t.view(torch.bfloat16)
@@ -193,6 +200,8 @@ class ActivationStore:
         return shards
 
     def _checked(self, rows: np.ndarray, where: str) -> torch.Tensor:
+        import torch
+
         x = from_storage(rows, self.dtype)
         if not torch.isfinite(x).all():
             raise BadInputError(f"activation store {self.path} has NaN or inf activations ({where})")
@@ -203,6 +212,8 @@ class ActivationStore:
         """Yield float32 (batch_size, d_model) batches, shuffled across a buffer of
         several shards, looping over epochs until `n_tokens` have been yielded
         (default: one epoch). Memory holds at most `shards_in_buffer` shards."""
+        import torch
+
         rng = np.random.default_rng(seed)
         shards = self._shards["train"]
         if not shards or self.n_train_tokens == 0:
@@ -231,6 +242,8 @@ class ActivationStore:
 
     def train_sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """A uniform sample of up to n training activations, float32 (n, d_model)."""
+        import torch
+
         rng = np.random.default_rng(seed)
         n = min(n, self.n_train_tokens)
         idx = np.sort(rng.choice(self.n_train_tokens, size=n, replace=False))

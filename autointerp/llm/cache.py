@@ -52,8 +52,11 @@ def _tokens_from_json(rows: list | None) -> tuple[TokenLogprob, ...] | None:
         return None
     # orjson writes a non-finite float as null: an alternative's null is a -inf logprob
     # (probability 0); NaN never comes from a softmax.
-    return tuple(TokenLogprob(tok, lp, tuple((a, NEG_INF if b is None else float(b)) for a, b in top)
-                              if top else ()) for tok, lp, top in rows)
+    # (tuple.__new__ skips the named tuple's argument handling: a rerun from the cache
+    # builds a few hundred thousand of these)
+    new, make = tuple.__new__, TokenLogprob
+    return tuple([new(make, (tok, lp, tuple([(a, NEG_INF if b is None else float(b)) for a, b in top])
+                             if top else ())) for tok, lp, top in rows])
 
 
 def completion_to_json(c: Completion) -> dict:

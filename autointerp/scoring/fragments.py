@@ -25,12 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from autointerp.harvest.store import ActivationStore
 from autointerp.types import Fragment
+
+if TYPE_CHECKING:  # imported where features are computed: a stored fragment set needs none
+    import torch
 
 RANDOM_FROM = ("nonzero", "all")
 ENCODE_BUDGET = 1 << 24
@@ -108,6 +111,8 @@ def _merge_topk(vals, idx, new_vals, new_idx, k):
     """Keep the k largest of (vals | new_vals) per row. vals: (F, k); new_vals: (F, n).
     A stable sort breaks ties by fragment order (kept entries precede the new chunk), so
     the result does not depend on how the eval split is chunked."""
+    import torch
+
     v, j = torch.cat([vals, new_vals], 1).sort(dim=1, descending=True, stable=True)
     return v[:, :k], torch.cat([idx, new_idx], 1).gather(1, j[:, :k])
 
@@ -117,6 +122,8 @@ def random_keys(seed: int, fragment_ids: np.ndarray, n_features: int, stream: in
     """(n, F) uniform keys, a function of (seed, fragment, feature, stream) only, so the
     sample does not depend on how the eval split is chunked. Stream 1 draws the held-out
     sample independently of the random fragments (stream 0)."""
+    import torch
+
     rows = [np.random.default_rng([seed, int(i), *([stream] if stream else [])])
             .random(n_features, dtype=np.float32) for i in fragment_ids]
     return torch.from_numpy(np.stack(rows))
@@ -140,6 +147,8 @@ class _Pass1:
 
 
 def _first_pass(dictionary, store, cfg: FragmentConfig, tick) -> _Pass1:
+    import torch
+
     F, L = dictionary.n_features, store.fragment_len
     K = cfg.n_random + 2 * cfg.n_shown
     neg = float("-inf")
@@ -183,6 +192,8 @@ def _pool(key: torch.Tensor, idx: torch.Tensor, feat: int) -> list[int]:
 def _choose(s: _Pass1, cfg: FragmentConfig) -> tuple[list[int], dict[int, tuple], int]:
     """Sampled features and, per feature, its top, random, held-out and zero-candidate
     fragment indices."""
+    import torch
+
     eligible = torch.nonzero(s.counts >= cfg.min_nonzero).flatten().numpy()
     rng = np.random.default_rng(cfg.seed)
     n = min(cfg.n_features, len(eligible))

@@ -136,12 +136,16 @@ def resolve_store(cfg: ScoreConfig, meta: dict) -> Path:
 
 def fragment_set(db, dictionary, dict_id: str, store: ActivationStore, cfg: FragmentConfig,
                  progress) -> FragmentSet:
-    """The sampled features and fragments, computed once and kept in `fragment_sets`."""
+    """The sampled features and fragments, computed once and kept in `fragment_sets`.
+    `dictionary`: the Dictionary, or a function that loads it (only called when the
+    fragments are not stored yet)."""
     key = sha256_json({"dictionary": dict_id, "store": store_id(store), "cfg": asdict(cfg),
                        "version": RUN_VERSION})
     rows = list(db.query("select data from fragment_sets where id = ?", [key]))
     if rows:
         return fragment_set_from_json(dbm.loads(zlib.decompress(rows[0]["data"])))
+    if callable(dictionary):
+        dictionary = dictionary()
     tick = progress.fragments_task(2 * store.n_eval_fragments)
     fs = collect_fragments(dictionary, store, cfg, tick=tick)
     data = zlib.compress(dbm.dumps(fragment_set_to_json(fs)).encode(), 6)
@@ -222,10 +226,11 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
                                 db: sqlite_utils.Database, progress=None
                                 ) -> tuple[RunSummary, ...]:
     """Score one dictionary with every scorer of cfg.scorers; one summary per scorer."""
-    from autointerp.dictionaries.dictionary import check_compatible, dictionary_id, load_dictionary
+    from autointerp.dictionaries.header import Header, check_compatible
+    from autointerp.dictionaries.sources import dictionary_id, load_dictionary, read_header
 
     progress = progress or NullProgress()
-    dictionary = load_dictionary(cfg.dictionary)
+    dictionary = read_header(cfg.dictionary)  # the weights are read if fragments must be made
     dict_id = dictionary_id(cfg.dictionary)
     store = ActivationStore(resolve_store(cfg, dictionary.meta))
     forced = check_compatible(dictionary, store, cfg.force)
@@ -235,7 +240,8 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
     for scorer in scorers:
         await scorer.prepare()
     tests = await _selftests(scorers, simulator, db, store, cfg.selftest)
-    fs = fragment_set(db, dictionary, dict_id, store, cfg.fragments, progress)
+    fs = fragment_set(db, (lambda: load_dictionary(cfg.dictionary)) if isinstance(dictionary, Header)
+                      else dictionary, dict_id, store, cfg.fragments, progress)
     base = {"dictionary_id": dict_id, "store_id": store_id(store),
             "fragments": asdict(cfg.fragments), "n_explanations": cfg.explanations_per_feature,
             "explainer": explainer.settings(), "simulator": simulator.settings(),
