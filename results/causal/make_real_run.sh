@@ -42,6 +42,11 @@ done
 [ -f "$R/ioi-greedy-5/curves.csv" ] || t $A patch --dict "rotation:$W/dicts/pca" \
   --dict "$W/dicts/topk" --task ioi --n-prompts 5 --select greedy,grad,ig --n-thresholds 3 \
   --max-batch 50 --out "$R/ioi-greedy-5" --db "$DB"
+# The greedy curves again with the later search (trials against an unchanged set reused,
+# outcomes guessed from each candidate's last rise): the same points in fewer passes.
+[ -f "$R/ioi-greedy-5-rerun/curves.csv" ] || t $A patch --dict "rotation:$W/dicts/pca" \
+  --dict "$W/dicts/topk" --task ioi --n-prompts 5 --select greedy --n-thresholds 3 \
+  --max-batch 50 --out "$R/ioi-greedy-5-rerun" --db "$DB"
 
 # Circuit: TopK SAEs at resid.13 and resid.14, traced from a resid.15 TopK feature.
 train "$W/stores/resid.14" "$W/dicts/l14-topk" --arch topk --k 32
