@@ -38,7 +38,10 @@ async def score_once(cfg: ScoreConfig, inner: TransformersClient, db_path: Path)
             "prefix_cache": getattr(inner, "prefixes", None) is not None, "features": s.n_scored + s.n_failed,
             "scored": s.n_scored, "wall_s": round(time.perf_counter() - t0, 1),
             "cpu_s": round(time.process_time() - c0, 1), "model_s": round(inner.stats.model_s, 1),
-            "calls": client.calls}
+            "calls": client.calls,
+            **({"prefix_hits": prefixes.hits, "prefix_misses": prefixes.misses,
+                "prefix_extended": prefixes.extended}
+               if (prefixes := getattr(inner, "prefixes", None)) is not None else {})}
 
 
 def main() -> None:
