@@ -72,6 +72,11 @@ def test_save_load_round_trip_is_exact(tmp_path, activation, k):
     digest = hashlib.sha256((tmp_path / "d" / "dictionary.safetensors").read_bytes()).hexdigest()
     assert dictionary_id(tmp_path / "d") == digest
     assert not [p.name for p in (tmp_path / "d").iterdir() if ".tmp" in p.name]
+    # what scoring reads before (or instead of) the weights says the same
+    from autointerp.dictionaries.sources import read_header
+
+    header = read_header(tmp_path / "d")
+    assert (header.d_model, header.n_features, header.meta) == (D, F, back.meta)
 
 
 def reference_encode(x, W_enc_dF, b_enc, b_dec, apply_b_dec=True):
