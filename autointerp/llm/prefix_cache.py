@@ -3,9 +3,10 @@
 The explainer's and the simulator's prompts begin with the same long instructions and
 few-shot examples; only the last part (the feature's records) differs, and one feature's
 simulator prompts share its explanation too. Requests of a batch are grouped by their
-longest common token prefix (one group per feature rather than one for all); the prefix is run through the
-model once, its keys/values and final hidden states are kept (a few, least recently
-used dropped first) and every later group that starts with it runs only its suffix.
+longest common token prefix (one group per feature rather than one for all); the prefix
+is run through the model once, its keys/values and final hidden states are kept (a few,
+least recently used dropped first) and every later group that starts with it runs only
+its suffix.
 Prompt logprobs over the prefix do not depend on what follows, so their read-out is
 kept too, per read-out setting.
 """
