@@ -117,6 +117,8 @@ def test_other_families_agree(family, tmp_path):
     reqs = [short_request(i) for i in range(3)]
     prefixes = compare(path, [reqs, [short_request(i) for i in range(4, 6)]])
     assert prefixes.misses == 1 and prefixes.hits == 1
+    # and with the tails prefilled a few columns at a time
+    compare(path, [reqs], prefill_chunk=3)
 
 
 def test_grouping_keeps_a_tail_token_and_a_minimum_prefix():
