@@ -34,14 +34,15 @@ async def score_once(cfg: ScoreConfig, inner: TransformersClient, db_path: Path)
     await simulator.prepare()
     t0, c0 = time.perf_counter(), time.process_time()
     s = await score_dictionary_async(cfg, LLMExplainer(client), simulator, client.db)
+    prefixes = getattr(inner, "prefixes", None)  # None: no prefix cache, or an old checkout
     return {"code": str(Path(inspect.getfile(TransformersClient)).parents[2]),
-            "prefix_cache": getattr(inner, "prefixes", None) is not None, "features": s.n_scored + s.n_failed,
+            "prefix_cache": prefixes is not None, "features": s.n_scored + s.n_failed,
             "scored": s.n_scored, "wall_s": round(time.perf_counter() - t0, 1),
             "cpu_s": round(time.process_time() - c0, 1), "model_s": round(inner.stats.model_s, 1),
             "calls": client.calls,
             **({"prefix_hits": prefixes.hits, "prefix_misses": prefixes.misses,
                 "prefix_extended": prefixes.extended}
-               if (prefixes := getattr(inner, "prefixes", None)) is not None else {})}
+               if prefixes is not None else {})}
 
 
 def main() -> None:

@@ -175,19 +175,23 @@ def read_header(spec: str | Path) -> Header | Dictionary:
         cfg = read_json(config)
         shape = (cfg.get("d_model"), cfg.get("n_features"))
         if cfg.get("format_version", 0) <= FORMAT_VERSION and all(isinstance(n, int) for n in shape):
-            meta = dict(cfg.get("meta") or {})
-            if str(spec).startswith(("hf:", "saelens:")):
-                meta["source"] = str(spec)
-            return Header(*shape, meta)
+            return Header(*shape, _with_source(spec, dict(cfg.get("meta") or {})))
     return load_dictionary(spec)
 
 
 def load_dictionary(spec: str | Path) -> Dictionary:
     """Read one dictionary in any layout of LAYOUTS, or by `hf:` / `saelens:` name."""
     d = _read(*find_layout(spec))
-    if str(spec).startswith(("hf:", "saelens:")):
-        d.meta["source"] = str(spec)  # the name a user can fetch again, not our cache path
+    _with_source(spec, d.meta)
     return d
+
+
+def _with_source(spec: str | Path, meta: dict) -> dict:
+    """A Hub name is recorded as the dictionary's source: the name a user can fetch again,
+    not our cache path."""
+    if str(spec).startswith(("hf:", "saelens:")):
+        meta["source"] = str(spec)
+    return meta
 
 
 def _read(config_path: Path | None, weights_path: Path, kind: str) -> Dictionary:

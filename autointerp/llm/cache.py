@@ -1,7 +1,8 @@
 """A cache around any LLM client, in the `llm_calls` table of the results database.
 
 The key is the sha256 of the canonical JSON of the client's name and every
-request field (sample_index included), so a rerun with the same settings makes
+request field (sample_index included; not answer_decided, see llm/base.canonical), so
+a rerun with the same settings makes
 zero calls and every cached answer can be traced to its prompt. Only successes
 are stored; API keys never reach a request, a client name or this table.
 """
@@ -30,14 +31,10 @@ PROBE_PREFIX = "probe:"
 NEG_INF = float("-inf")
 
 
-def request_json(request: CompletionRequest) -> dict:
-    return canonical(request)
-
-
 def request_key(client_name: str, request: CompletionRequest, text: str | None = None) -> str:
     """sha256 of the canonical JSON of [client name, request]; `text`: the request's
     canonical JSON when the caller has it already (long prompts are slow to encode)."""
-    text = dumps(request_json(request)) if text is None else text
+    text = dumps(canonical(request)) if text is None else text
     return hashlib.sha256(f"[{dumps(client_name)},{text}]".encode()).hexdigest()
 
 
@@ -120,7 +117,7 @@ class CachedClient:
         return loads(rows[0]["response"]) if rows else None
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        text = dumps(request_json(request))
+        text = dumps(canonical(request))
         key = request_key(self.name, request, text)
         stored = self._lookup(key)
         if stored is not None:
