@@ -40,9 +40,11 @@ from autointerp.llm.base import (
 from autointerp.llm.wire import (
     PROMPT_STYLES,
     MalformedResponse,
+    decode_vllm_completion,
     detect_echo_shift,
     parse_chat,
     parse_completion,
+    parse_vllm_completion,
 )
 
 if TYPE_CHECKING:
@@ -182,8 +184,12 @@ class OpenAIClient:
             params["extra_body"] = {"prompt_logprobs": k}
         elif k:
             params.update(echo=True, logprobs=max(k, request.top_logprobs))
-        data = await self._post("completions", params)
-        c = self._parsed(parse_completion, data, request, style if k else "none")
+        typed = bool(k) and style == "vllm"
+        data = await self._post("completions", params, typed)
+        if isinstance(data, dict):
+            c = self._parsed(parse_completion, data, request, style if k else "none")
+        else:
+            c = self._parsed(parse_vllm_completion, data, request)
         if c.prompt_tokens and request.prompt_logprobs_after:
             # The endpoint sends alternatives at every prompt position; only those after
             # the marker are read, and dropping the rest keeps the cache rows small.
@@ -208,7 +214,9 @@ class OpenAIClient:
             raise LLMCallError(f"endpoint {self.base_url} sent an unusable response: "
                                f"{type(e).__name__} {_one_line(e, 80)}") from None
 
-    async def _post(self, kind: str, params: dict) -> dict:
+    async def _post(self, kind: str, params: dict, typed: bool = False):
+        """The answer's JSON as a dict; with `typed`, a vLLM completion is decoded into
+        typed records instead when it fits them (wire.decode_vllm_completion)."""
         sdk, sem, _ = self._session()
         t0 = time.monotonic()
         retrying = AsyncRetrying(
@@ -219,7 +227,7 @@ class OpenAIClient:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        return await self._attempt(sdk, kind, params)
+                        return await self._attempt(sdk, kind, params, typed)
             except _Transient as e:
                 n = attempt.retry_state.attempt_number
                 raise LLMCallError(
@@ -227,7 +235,7 @@ class OpenAIClient:
                     f"{time.monotonic() - t0:.1f}s: {e.reason}") from None
         raise AssertionError("unreachable")
 
-    async def _attempt(self, sdk: openai.AsyncOpenAI, kind: str, params: dict) -> dict:
+    async def _attempt(self, sdk: openai.AsyncOpenAI, kind: str, params: dict, typed: bool):
         import openai  # loaded by _session already
 
         self.attempts += 1
@@ -236,7 +244,10 @@ class OpenAIClient:
         api = client.chat.completions if kind == "chat" else client.completions
         try:
             raw = await api.with_raw_response.create(**params)
-            data = loads(raw.http_response.content)
+            body = raw.http_response.content
+            if typed and (fast := decode_vllm_completion(body)) is not None:
+                return fast
+            data = loads(body)
         except openai.APIStatusError as e:
             raise self._status_error(e, key) from None
         except openai.APITimeoutError:

@@ -19,6 +19,10 @@ caller can fail that feature with a reason or fall back.
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+
 from autointerp.llm.base import Completion, CompletionRequest, TokenLogprob, Usage
 
 PROMPT_STYLES = ("vllm", "llamacpp", "echo", "none")
@@ -158,3 +162,69 @@ def detect_echo_shift(data: dict) -> int | None:
             for s in (0, 1)}
     shift = max(hits, key=hits.get)
     return shift if hits[shift] >= 0.6 * n and hits[shift] > hits[1 - shift] else None
+
+
+# vLLM's prompt logprobs, decoded straight into typed records: a simulation answer holds
+# 16 alternatives at each of ~650 positions (~350 kB), and building, reading and freeing
+# them as dicts was most of the client's CPU in bench/throughput.py. The records are not
+# tracked by the garbage collector, and the fields no scorer reads are skipped unparsed.
+# An answer that does not fit these types (a null logprob, no decoded token, a missing
+# field) falls back to `loads` + `parse_completion`, so it fails or parses exactly as
+# before.
+
+class _VllmEntry(msgspec.Struct, gc=False):
+    logprob: float
+    decoded_token: str
+
+
+class _VllmChoice(msgspec.Struct, gc=False):
+    text: str
+    prompt_logprobs: list[dict[str, _VllmEntry] | None] | None = None
+    logprobs: Any = None
+    finish_reason: str | None = None
+
+
+class _VllmBody(msgspec.Struct, gc=False):
+    choices: list[_VllmChoice]
+    usage: Any = None
+
+
+_VLLM_DECODER = msgspec.json.Decoder(_VllmBody)
+
+
+def decode_vllm_completion(body: bytes) -> _VllmBody | None:
+    """The typed answer, or None when the body is not one (the caller then reads it the
+    general way, which also reports what is wrong with it)."""
+    try:
+        data = _VLLM_DECODER.decode(body)
+    except msgspec.MsgspecError:
+        return None
+    return data if data.choices else None
+
+
+def parse_vllm_completion(data: _VllmBody, request: CompletionRequest) -> Completion:
+    """`parse_completion(..., "vllm")` for a typed answer: the same Completion."""
+    choice = data.choices[0]
+    prompt_tokens = tokens = None
+    if choice.prompt_logprobs:
+        after, new = request.prompt_logprobs_after, tuple.__new__
+        out: list[TokenLogprob] = []
+        prev = None
+        for row in choice.prompt_logprobs:
+            if not row:
+                out.append(new(TokenLogprob, ("", None, ())))
+                prev = ""
+                continue
+            own = next(iter(row.values()))  # the prompt's own token first, then the top-k
+            alts = ()
+            if not after or (prev is not None and prev.endswith(after)):
+                alts = tuple(sorted({e.decoded_token: e.logprob for e in row.values()}.items(),
+                                    key=lambda a: -a[1]))
+            out.append(new(TokenLogprob, (own.decoded_token, own.logprob, alts)))
+            prev = own.decoded_token
+        prompt_tokens = tuple(out)
+    lp = choice.logprobs
+    if isinstance(lp, dict) and lp.get("tokens") and request.top_logprobs:
+        tokens = _legacy_tokens(_legacy_rows(lp))
+    return Completion(choice.text, tokens, prompt_tokens, choice.finish_reason,
+                      usage=parse_usage({"usage": data.usage}))
