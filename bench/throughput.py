@@ -1,12 +1,13 @@
 """Harness throughput (issue 13, item 5): features per hour of the `score` path alone.
 
-    python bench/throughput.py                     # 200 features, concurrency 64
-    python bench/throughput.py --n-features 400 --concurrency 128
+    python bench/throughput.py                     # 200 features, concurrency 64, 1 and 2 workers
+    python bench/throughput.py --n-features 400 --concurrency 128 --workers 4
 
 An instant OpenAI-compatible server (bench/instant_server.py, vLLM's dialect) runs in
 its own process on 127.0.0.1; each scorer is run as a fresh `autointerp score`
 process against it, exactly as a user would run it against vLLM, so the figure is
-what the harness can push when the endpoint costs nothing. Printed per scorer:
+what the harness can push when the endpoint costs nothing. Printed per scorer and
+number of `--workers` (score processes; the harness's CPU seconds include theirs):
 
 fresh   features/hour of the whole command (start-up, explain, every scorer call,
         cache writes, results), the fragment sets precomputed once beforehand (their
@@ -90,7 +91,8 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, url: str) -> dict:
+def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, url: str,
+               workers: int) -> dict:
     db = args.work / f"run-{name}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -99,7 +101,7 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
            "--acts", str(store), "--db", str(db), "--n-features", str(args.n_features),
            "--explainer", "openai", "--explainer-model", "instant", "--simulator-model", "instant",
            "--base-url", url, "--concurrency", str(args.concurrency), "--no-selftest",
-           *SCORERS[name]]
+           "--workers", str(workers), *SCORERS[name]]
     s0 = server_stats(url)
     wall, cpu = timed(cmd)
     s1 = server_stats(url)
@@ -113,7 +115,7 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
     floor = json_floor(db)
     calls = s1["requests"] - s0["requests"]
     n = args.n_features
-    return {"scorer": name, "features": n, "scored": status.get("scored", 0),
+    return {"scorer": name, "workers": workers, "features": n, "scored": status.get("scored", 0),
             "failed": status.get("failed", 0), "wall_s": round(wall, 2),
             "features_per_hour": round(n / wall * 3600), "harness_cpu_s_per_feature":
             round(cpu / n, 4), "json_decode_s_per_feature": round(floor, 4), "calls": calls, "calls_per_feature": round(calls / n, 2),
@@ -123,19 +125,22 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
 
 
 def json_floor(db: Path) -> float:
-    """CPU seconds to decode (orjson, as the client does) the server's answers to one
-    feature's simulation calls, timed on stored requests: what no client-side fix removes."""
+    """CPU seconds to decode the server's answers to one feature's simulation calls, as
+    the client decodes them (wire.decode_vllm_completion), timed on stored requests:
+    what no change of the client's other work removes."""
     sys.path.insert(0, str(HERE))
     from instant_server import completion_answer
 
-    from autointerp.db import loads, open_db
+    from autointerp.db import open_db
+    from autointerp.llm.wire import decode_vllm_completion
 
     rows = list(open_db(db).query("select request from llm_calls where request like ? limit 10",
                                   ['%"prompt_logprobs_after":"\\t"%']))
-    bodies = [completion_answer({**json.loads(r["request"]), "model": "instant"}) for r in rows]
+    bodies = [completion_answer({**json.loads(r["request"]), "model": "instant"}).encode()
+              for r in rows]
     t0 = time.process_time()  # CPU time: the machine may be shared
     for body in bodies:
-        loads(body)
+        assert decode_vllm_completion(body) is not None
     return (time.process_time() - t0) / max(len(bodies), 1) * 10  # 10 scored fragments
 
 
@@ -148,13 +153,15 @@ def main() -> None:
                     help="Folder for the store, dictionary and databases (kept).")
     ap.add_argument("--scorer", action="append", choices=sorted(SCORERS),
                     help="Scorer to run (repeatable; default all).")
+    ap.add_argument("--workers", action="append", type=int,
+                    help="score --workers N to run (repeatable; default 1 and 2).")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     store, dict_path, template, frag_s = setup(args.work, args.tokens, args.n_features)
     server, url = start_server()
     try:
-        rows = [run_scorer(s, args, store, dict_path, template, url)
-                for s in args.scorer or list(SCORERS)]
+        rows = [run_scorer(s, args, store, dict_path, template, url, w)
+                for s in args.scorer or list(SCORERS) for w in args.workers or [1, 2]]
     finally:
         server.terminate()
         server.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,7 @@ ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment va
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (and endpoint requests) in flight at once.")]
 NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.")]
 ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.")]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
 
 
@@ -95,6 +97,19 @@ def make_simulator(db, backend, model, mode, base_url, api_key_env, concurrency,
     return sim
 
 
+def make_llms(db, explainer, explainer_model, explainer_url, simulator, simulator_model,
+              simulator_mode, simulator_url, api_key_env, concurrency, device,
+              n_explanations) -> tuple:
+    """(explainer, simulator, their clients); module-level, so that `--workers` can
+    send it (with its arguments bound) to the worker processes."""
+    cache: dict = {}
+    sim = make_simulator(db, simulator, simulator_model, simulator_mode, simulator_url,
+                         api_key_env, concurrency, device, cache)
+    expl = make_explainer(db, explainer, explainer_model, explainer_url, api_key_env,
+                          concurrency, device, n_explanations, cache)
+    return expl, sim, list(cache.values())
+
+
 def _ci(s) -> str:
     if math.isnan(s.mean):
         return "-"
@@ -138,7 +153,7 @@ def cost_table(summaries) -> Table:
     return table
 
 
-async def _score_all(cfgs, explainer, simulator, db, clients):
+async def _score_all(cfgs, explainer, simulator, db, clients, workers=None):
     from autointerp.scoring.pipeline import score_dictionary_runs
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -146,7 +161,8 @@ async def _score_all(cfgs, explainer, simulator, db, clients):
     with Progress(*columns, transient=False) as bar:
         hooks = RichProgress(bar, clients)
         return [s for c in cfgs
-                for s in await score_dictionary_runs(c, explainer, simulator, db, hooks)]
+                for s in await score_dictionary_runs(c, explainer, simulator, db, hooks,
+                                                     workers)]
 
 
 @app.command()
@@ -160,7 +176,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
           concurrency: ConcurrencyOpt = 8, explanations_per_feature: NExplOpt = 1,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
-          hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None) -> None:
+          hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None,
+          workers: WorkersOpt = 1) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
@@ -173,6 +190,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     for role, backend in (("explainer", explainer), ("simulator", simulator)):
         if backend not in BACKENDS:  # before any model is loaded
             raise BadInputError(f"unknown {role} backend {backend!r}; choose {', '.join(BACKENDS)}")
+    if workers < 1 or (workers > 1 and "inprocess" in (explainer, simulator)):
+        raise BadInputError(f"--workers must be at least 1, and 1 with an in-process model "
+                            f"(each worker would load its own; got {workers})")
     from autointerp.dictionaries.sources import expand_specs
 
     dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint
@@ -183,17 +203,23 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
         stores = harvest_for(dict_, HarvestSpec(model, hook, layer, corpus, tokens, seed, device,
                                                 force))
     check_stores(stores, force)  # before any LLM is loaded
-    database, cache = open_db(db), {}
-    sim = make_simulator(database, simulator, simulator_model, simulator_mode,
-                         simulator_base_url or base_url, api_key_env, concurrency, device, cache)
-    expl = make_explainer(database, explainer, explainer_model, explainer_base_url or base_url,
-                          api_key_env, concurrency, device, explanations_per_feature, cache)
+    database = open_db(db)
+    llm_args = dict(explainer=explainer, explainer_model=explainer_model,
+                    explainer_url=explainer_base_url or base_url, simulator=simulator,
+                    simulator_model=simulator_model, simulator_mode=simulator_mode,
+                    simulator_url=simulator_base_url or base_url, api_key_env=api_key_env,
+                    device=device, n_explanations=explanations_per_feature)
+    expl, sim, clients = make_llms(database, concurrency=concurrency, **llm_args)
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
     scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
                         force=force, scorers=scorers) for d in dict_]
+    from autointerp.scoring.workers import Workers, fewer_collections
+
     fewer_collections()
-    summaries = asyncio.run(_score_all(cfgs, expl, sim, database, list(cache.values())))
+    share = math.ceil(concurrency / workers)
+    with Workers(workers, str(db), partial(make_llms, concurrency=share, **llm_args)) as pool:
+        summaries = asyncio.run(_score_all(cfgs, expl, sim, database, clients, pool))
     console = Console()
     from autointerp.dictionaries.sources import dictionary_id
 
@@ -205,19 +231,6 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
         console.print(f"WARNING: the model failed its self-test on planted features for "
                       f"{', '.join(failed)}, so those scores are not meaningful (see `autointerp "
                       "selftest`).", style="bold red", markup=False)
-
-
-def fewer_collections() -> None:
-    """Scoring parses a large JSON answer per call, hundreds of thousands of short-lived
-    objects, and at Python's default thresholds the collector rescans everything alive
-    that often (bench/throughput.py took about a third less CPU with it off). What is
-    loaded before scoring starts is frozen out of the scans and the youngest generation
-    grows."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def check_stores(stores: dict, force: bool) -> None:

@@ -223,9 +223,10 @@ def _save(db, row: dict, run_id: str) -> None:
 
 
 async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
-                                db: sqlite_utils.Database, progress=None
+                                db: sqlite_utils.Database, progress=None, workers=None
                                 ) -> tuple[RunSummary, ...]:
-    """Score one dictionary with every scorer of cfg.scorers; one summary per scorer."""
+    """Score one dictionary with every scorer of cfg.scorers; one summary per scorer.
+    `workers` (scoring/workers.Workers): score the features in that many processes."""
     from autointerp.dictionaries.header import Header, check_compatible
     from autointerp.dictionaries.sources import dictionary_id, load_dictionary, read_header
 
@@ -259,20 +260,44 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
         todo[scorer.name] = {ff.feature for ff in pending(db, run_id, fs.features)}
     features = [ff for ff in fs.features if any(ff.feature in t for t in todo.values())]
     progress.features_task(label, len(fs.features), len(fs.features) - len(features))
-    sem = asyncio.Semaphore(cfg.concurrency)
+    args = (cfg.fragments.n_shown, cfg.explanations_per_feature)
+    if workers is None or workers.n == 1 or len(features) < 2:
+        await score_features(features, explainer, scorers, todo, run_ids, db, *args,
+                             cfg.concurrency, progress.feature_done)
+    else:
+        from autointerp.scoring.workers import Shard
+
+        share = workers.share(cfg.concurrency)
+        mine, *rest = workers.split(features, [ff.feature for ff in fs.features])
+        shards = [Shard(workers.db_path, workers.make_llms, tuple(s.name for s in scorers),
+                        cfg.judge, run_ids,
+                        {k: frozenset(ff.feature for ff in part if ff.feature in v)
+                         for k, v in todo.items()}, tuple(part), *args, share)
+                  for part in rest if part]
+        await asyncio.gather(
+            score_features(mine, explainer, scorers, todo, run_ids, db, *args, share,
+                           progress.feature_done),
+            workers.run(shards, progress.feature_done))
+    return tuple(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
+                           seed=cfg.fragments.seed) for s in scorers)
+
+
+async def score_features(features, explainer, scorers, todo: dict, run_ids: dict, db,
+                         n_shown: int, n_explanations: int, concurrency: int,
+                         feature_done) -> None:
+    """Explain and score each feature (at most `concurrency` at once) with the scorers
+    whose `todo` holds it, writing each feature's rows when it is complete."""
+    sem = asyncio.Semaphore(concurrency)
 
     async def run(ff: FeatureFragments) -> None:
         mine = [s for s in scorers if ff.feature in todo[s.name]]
         async with sem:
-            rows = await score_feature(ff, explainer, mine, cfg.fragments.n_shown,
-                                       cfg.explanations_per_feature)
+            rows = await score_feature(ff, explainer, mine, n_shown, n_explanations)
         for name, row in rows.items():
             _save(db, row, run_ids[name])
-        progress.feature_done(any(r["status"] == "failed" for r in rows.values()))
+        feature_done(any(r["status"] == "failed" for r in rows.values()))
 
     await asyncio.gather(*(run(ff) for ff in features))
-    return tuple(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
-                           seed=cfg.fragments.seed) for s in scorers)
 
 
 async def score_dictionary_async(cfg: ScoreConfig, explainer, simulator,

@@ -1,0 +1,149 @@
+"""`score --workers N`: one dictionary's features scored by N processes at once.
+
+Against an endpoint the harness's own work is CPU-bound Python (reading each call's
+logprob answer, ~350 kB from vLLM for a simulation prompt), so one process uses one
+core. With N workers the parent scores every N-th pending feature itself and hands
+the others, in N - 1 shards, to processes of a `concurrent.futures` pool (spawned,
+not forked: the parent runs an event loop and holds connections). Each worker opens
+the same database, builds its own clients (their probes are cached, so it makes no
+extra calls), scores its features with its share of --concurrency and writes their
+rows as the parent does; SQLite in WAL mode serialises the writes. Setup (self-test,
+fragment sets, run rows) and the summary stay in the parent, and the parent's progress
+bar counts the workers' features too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import multiprocessing
+import queue as queue_module
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autointerp.scoring.fragments import FeatureFragments
+    from autointerp.scoring.verdicts import JudgeSettings
+
+
+def fewer_collections() -> None:
+    """Scoring parses a large JSON answer per call, many short-lived objects, and at
+    Python's default thresholds the collector rescans everything alive that often
+    (bench/throughput.py took about a third less CPU with it off). What is loaded
+    before scoring starts is frozen out of the scans and the youngest generation grows."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What a worker needs to score its features and write their rows."""
+    db_path: str
+    make_llms: Callable
+    """Picklable (a module-level function or a partial of one): database -> (explainer,
+    simulator, clients), built as the parent built its own."""
+    scorers: tuple[str, ...]
+    judge: JudgeSettings
+    run_ids: dict[str, str]
+    todo: dict[str, frozenset[int]]
+    features: tuple[FeatureFragments, ...]
+    n_shown: int
+    n_explanations: int
+    concurrency: int
+
+
+class Workers:
+    """The pool of N - 1 worker processes of one `score` command, started on first use."""
+
+    def __init__(self, n: int, db_path: str, make_llms: Callable):
+        self.n, self.db_path, self.make_llms = n, db_path, make_llms
+        self._pool: ProcessPoolExecutor | None = None
+        self.done = None
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self.done = ctx.Queue()
+            self._pool = ProcessPoolExecutor(self.n - 1, mp_context=ctx,
+                                             initializer=_init, initargs=(self.done,))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def split(self, features: list[FeatureFragments], order: list[int]) -> list[list[FeatureFragments]]:
+        """N shards of the pending features, by each feature's place in the run's fixed
+        order (so a feature's shard does not depend on what is done already)."""
+        place = {f: i for i, f in enumerate(order)}
+        shards: list[list[FeatureFragments]] = [[] for _ in range(self.n)]
+        for ff in features:
+            shards[place[ff.feature] % self.n].append(ff)
+        return shards
+
+    async def run(self, shards: list[Shard], feature_done: Callable[[bool], None]) -> None:
+        """Score the shards in the pool; each finished feature is reported to feature_done."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.run_in_executor(self.pool(), run_shard, s) for s in shards]
+
+        async def relay() -> None:
+            while True:
+                finished = all(f.done() for f in futures)
+                try:
+                    while True:
+                        feature_done(self.done.get_nowait())
+                except queue_module.Empty:
+                    pass
+                if finished:
+                    return
+                await asyncio.sleep(0.2)
+
+        await asyncio.gather(relay(), *futures)
+
+    def share(self, concurrency: int) -> int:
+        """Each process's share of --concurrency."""
+        return max(1, math.ceil(concurrency / self.n))
+
+
+_DONE = None
+
+
+def _init(done) -> None:
+    global _DONE
+    _DONE = done
+    fewer_collections()
+
+
+def run_shard(shard: Shard) -> int:
+    """In a worker: score the shard's features, write their rows; the number scored."""
+    return asyncio.run(_score_shard(shard))
+
+
+async def _score_shard(shard: Shard) -> int:
+    from autointerp.db import open_db
+    from autointerp.scoring.pipeline import score_features
+    from autointerp.scoring.scorers import make_scorers
+    from autointerp.scoring.usage import metered
+
+    db = open_db(shard.db_path)
+    explainer, simulator, _ = shard.make_llms(db)
+    metered(explainer)
+    metered(simulator)
+    scorers = make_scorers(shard.scorers, simulator, shard.judge)
+    for scorer in scorers:
+        await scorer.prepare()
+    await score_features(shard.features, explainer, scorers, shard.todo, shard.run_ids, db,
+                         shard.n_shown, shard.n_explanations, shard.concurrency,
+                         lambda failed: _DONE.put(failed))
+    return len(shard.features)
