@@ -10,7 +10,10 @@ import sqlite3
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from autointerp.db import open_db
+from autointerp.errors import AutointerpError
 from autointerp.scoring.fragments import FragmentConfig
 from autointerp.scoring.pipeline import NullProgress, ScoreConfig, score_dictionary_runs
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
@@ -28,6 +31,10 @@ def lexical_llms(pid_file: Path, db):
     with open(pid_file, "a") as f:
         f.write(f"{os.getpid()}\n")
     return LexicalExplainer(), LexicalSimulator(), []
+
+
+def dying_llms(db):
+    os._exit(3)  # a worker killed (out of memory, a signal) before it scores anything
 
 
 class Counting(NullProgress):
@@ -57,6 +64,20 @@ def test_workers_write_the_rows_of_one_process(tmp_path):
     assert rows[3] == rows[1] and len(rows[1]) == 3 * progress.total  # three scorers
     workers_seen = set(pids.read_text().split())
     assert len(workers_seen) == 2 and str(os.getpid()) not in workers_seen
+
+
+def test_a_dead_worker_is_one_clear_error(tmp_path):
+    _, dict_path = sparse_planted(tmp_path, n_fragments=200, lexical=True)
+    cfg = ScoreConfig(dict_path, selftest=False, fragments=FragmentConfig(n_features=6))
+    db_path = tmp_path / "r.db"
+    with pytest.raises(AutointerpError, match="--workers process died.*rerun"):
+        with Workers(2, str(db_path), dying_llms) as workers:
+            asyncio.run(score_dictionary_runs(cfg, LexicalExplainer(), LexicalSimulator(),
+                                              open_db(db_path), NullProgress(), workers))
+    # Whatever was written stays; a rerun in one process completes the run.
+    asyncio.run(score_dictionary_runs(cfg, LexicalExplainer(), LexicalSimulator(),
+                                      open_db(db_path)))
+    assert len(check_db(db_path).execute(ROWS).fetchall()) == 4
 
 
 def test_score_with_workers_against_an_endpoint(tmp_path_factory, tmp_path):

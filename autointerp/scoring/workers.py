@@ -21,8 +21,11 @@ import multiprocessing
 import queue as queue_module
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from autointerp.errors import AutointerpError
 
 if TYPE_CHECKING:
     from autointerp.scoring.fragments import FeatureFragments
@@ -72,16 +75,23 @@ class Workers:
                                              initializer=_init, initargs=(self.done,))
         return self._pool
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, failed: bool = False) -> None:
+        """Wait for the workers; after a failure stop them instead (a worker would
+        otherwise finish its whole shard first)."""
+        if self._pool is None:
+            return
+        if failed:
+            # No public way to stop a running task before Python 3.14's terminate_workers.
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+        self._pool.shutdown(wait=not failed, cancel_futures=True)
+        self._pool = None
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(failed=exc_type is not None)
 
     def split(self, features: list[FeatureFragments], order: list[int]) -> list[list[FeatureFragments]]:
         """N shards of the pending features, by each feature's place in the run's fixed
@@ -109,7 +119,11 @@ class Workers:
                     return
                 await asyncio.sleep(0.2)
 
-        await asyncio.gather(relay(), *futures)
+        try:
+            await asyncio.gather(relay(), *futures)
+        except BrokenProcessPool as e:
+            raise AutointerpError(f"a --workers process died ({e}); rerun to score the "
+                                  f"features it left (rows already written are kept)") from None
 
     def share(self, concurrency: int) -> int:
         """Each process's share of --concurrency."""
