@@ -12,7 +12,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 from autointerp.types import Fragment, Score, Simulation
 
@@ -75,6 +74,8 @@ def mean_ci(values: Sequence[float], seed: int = 0, confidence: float = 0.95,
         return mean, math.nan, math.nan
     if np.ptp(x) <= 1e-12 * max(1.0, abs(mean)):  # identical up to rounding: BCa is undefined
         return mean, mean, mean
+    from scipy import stats  # here: its import takes ~0.5 s that workers never need
+
     res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
                           rng=np.random.default_rng(seed), vectorized=True)
     return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
