@@ -94,6 +94,9 @@ class RichProgress:
     def __init__(self, progress: RichBar, clients: list):
         self.progress, self.clients = progress, clients
         self.failed, self.task, self.t0 = 0, None, time.perf_counter()
+        self.worker_counts: dict = {}
+        """(cache hits, calls) of each `--workers` process's clients, kept up to date by
+        scoring/workers.py, so the bar counts every process's calls."""
 
     def fragments_task(self, total: int):
         task = self.progress.add_task("fragments (2 passes)", total=total, stats="")
@@ -107,6 +110,8 @@ class RichProgress:
         self.failed += failed
         hits = sum(getattr(c, "hits", 0) for c in self.clients)
         calls = sum(getattr(c, "calls", 0) for c in self.clients)
+        hits += sum(h for h, _ in self.worker_counts.values())
+        calls += sum(n for _, n in self.worker_counts.values())
         rate = calls / max(time.perf_counter() - self.t0, 1e-9)
         self.progress.update(self.task, advance=1, stats=f"failed {self.failed}  cache hits "
                              f"{hits}  calls {calls} ({rate:.1f}/s)")

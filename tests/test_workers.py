@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 from functools import partial
 from pathlib import Path
@@ -90,6 +91,9 @@ def test_score_with_workers_against_an_endpoint(tmp_path_factory, tmp_path):
         assert two.returncode == 0, two.stderr
         assert endpoint.requests == 2 * served  # no call made twice, none left out
         assert "20/20" in two.stdout + two.stderr
+        # The progress line counts the workers' calls too: as many as one process made.
+        calls = [re.findall(r"calls (\d+)", r.stdout + r.stderr)[-1] for r in (one, two)]
+        assert calls[0] == calls[1] != "0"
     dbs = [sqlite3.connect(tmp_path / f"{n}.db") for n in ("one", "two")]
     assert dbs[0].execute(ROWS).fetchall() == dbs[1].execute(ROWS).fetchall()
     calls = [sorted(d.execute("select key, response from llm_calls")) for d in dbs]

@@ -277,7 +277,7 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
         await asyncio.gather(
             score_features(mine, explainer, scorers, todo, run_ids, db, *args, share,
                            progress.feature_done),
-            workers.run(shards, progress.feature_done))
+            workers.run(shards, progress.feature_done, getattr(progress, "worker_counts", None)))
     return tuple(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
                            seed=cfg.fragments.seed) for s in scorers)
 

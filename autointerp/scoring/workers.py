@@ -9,7 +9,7 @@ the same database, builds its own clients (their probes are cached, so it makes 
 extra calls), scores its features with its share of --concurrency and writes their
 rows as the parent does; SQLite in WAL mode serialises the writes. Setup (self-test,
 fragment sets, run rows) and the summary stay in the parent, and the parent's progress
-bar counts the workers' features too.
+bar counts the workers' features and LLM calls too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import asyncio
 import gc
 import math
 import multiprocessing
+import os
 import queue as queue_module
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -102,8 +104,10 @@ class Workers:
             shards[place[ff.feature] % self.n].append(ff)
         return shards
 
-    async def run(self, shards: list[Shard], feature_done: Callable[[bool], None]) -> None:
-        """Score the shards in the pool; each finished feature is reported to feature_done."""
+    async def run(self, shards: list[Shard], feature_done: Callable[[bool], None],
+                  counts: dict | None = None) -> None:
+        """Score the shards in the pool; each finished feature is reported to feature_done,
+        after `counts[shard]` is set to the (cache hits, calls) of that shard's clients."""
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(self.pool(), run_shard, s) for s in shards]
 
@@ -112,7 +116,10 @@ class Workers:
                 finished = all(f.done() for f in futures)
                 try:
                     while True:
-                        feature_done(self.done.get_nowait())
+                        shard, failed, hits, calls = self.done.get_nowait()
+                        if counts is not None:
+                            counts[shard] = (hits, calls)
+                        feature_done(failed)
                 except queue_module.Empty:
                     pass
                 if finished:
@@ -151,13 +158,18 @@ async def _score_shard(shard: Shard) -> int:
     from autointerp.scoring.usage import metered
 
     db = open_db(shard.db_path)
-    explainer, simulator, _ = shard.make_llms(db)
+    explainer, simulator, clients = shard.make_llms(db)
+    me = (os.getpid(), uuid.uuid4().hex)
+
+    def done(failed: bool) -> None:
+        _DONE.put((me, failed, sum(getattr(c, "hits", 0) for c in clients),
+                   sum(getattr(c, "calls", 0) for c in clients)))
+
     metered(explainer)
     metered(simulator)
     scorers = make_scorers(shard.scorers, simulator, shard.judge)
     for scorer in scorers:
         await scorer.prepare()
     await score_features(shard.features, explainer, scorers, shard.todo, shard.run_ids, db,
-                         shard.n_shown, shard.n_explanations, shard.concurrency,
-                         lambda failed: _DONE.put(failed))
+                         shard.n_shown, shard.n_explanations, shard.concurrency, done)
     return len(shard.features)
