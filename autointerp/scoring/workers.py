@@ -111,20 +111,27 @@ class Workers:
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(self.pool(), run_shard, s) for s in shards]
 
+        expected = sum(len(s.features) for s in shards)
+
         async def relay() -> None:
-            while True:
-                finished = all(f.done() for f in futures)
+            # A worker's last reports can reach the queue just after its result: once
+            # every shard is done, wait a little for what is still on its way.
+            received, deadline = 0, None
+            while received < expected:
                 try:
                     while True:
                         shard, failed, hits, calls = self.done.get_nowait()
+                        received += 1
                         if counts is not None:
                             counts[shard] = (hits, calls)
                         feature_done(failed)
                 except queue_module.Empty:
                     pass
-                if finished:
+                if deadline is None and all(f.done() for f in futures):
+                    deadline = loop.time() + 5
+                if deadline is not None and loop.time() > deadline:
                     return
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.05 if deadline else 0.2)
 
         try:
             await asyncio.gather(relay(), *futures)
