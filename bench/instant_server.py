@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import resource
 import sys
@@ -37,22 +38,32 @@ def usage(prompt: int, completion: int) -> dict:
             "total_tokens": prompt + completion}
 
 
-def _alternatives(k: int) -> str:
-    """The k alternatives after the own token, as a JSON fragment (same at every position)."""
+VARIANTS = 7
+"""Alternatives come in this many orders, chosen by position, so simulated activations and
+verdicts vary and a run's scores differ from feature to feature (the summary then runs
+its bootstrap, as a real run does)."""
+
+
+def _alternatives(k: int, variant: int) -> str:
+    """The k alternatives after the own token, as a JSON fragment."""
     alts = (DIGITS + FILLERS)[:k]
-    return "".join(f', "{1000 + j}": {{"logprob": {-0.5 - 0.25 * j}, "rank": {j + 2}, '
-                   f'"decoded_token": {json.dumps(t)}}}' for j, t in enumerate(alts))
+    order = list(range(k))
+    random.Random(variant).shuffle(order)  # which alternative is how likely
+    return "".join(f', "{1000 + j}": {{"logprob": {-0.5 - 0.25 * order[j]}, '
+                   f'"rank": {order[j] + 2}, "decoded_token": {json.dumps(t)}}}'
+                   for j, t in enumerate(alts))
 
 
-_ALTS: dict[int, str] = {}
+_ALTS: dict[int, list[str]] = {}
 
 
 def prompt_logprobs_json(prompt: str, k: int) -> tuple[str, int]:
     """vLLM's `prompt_logprobs` list (None at position 0) as JSON text, and the token count."""
-    alts = _ALTS.setdefault(k, _alternatives(k))
+    alts = _ALTS.setdefault(k, [_alternatives(k, v) for v in range(VARIANTS)])
     toks = tokens(prompt)
     rows = ",".join(f'{{"9{i}": {{"logprob": -0.25, "rank": 1, "decoded_token": '
-                    f'{json.dumps(t)}}}{alts}}}' for i, t in enumerate(toks[1:]))
+                    f'{json.dumps(t)}}}{alts[(3 * i + len(t)) % VARIANTS]}}}'
+                    for i, t in enumerate(toks[1:]))
     return f"[null,{rows}]", len(toks)
 
 
