@@ -214,10 +214,10 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
                         force=force, scorers=scorers) for d in dict_]
-    from autointerp.scoring.workers import Workers, fewer_collections
+    from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
 
     fewer_collections()
-    share = math.ceil(concurrency / workers)
+    share = concurrency_share(concurrency, workers)
     with Workers(workers, str(db), partial(make_llms, concurrency=share, **llm_args)) as pool:
         summaries = asyncio.run(_score_all(cfgs, expl, sim, database, clients, pool))
     console = Console()

@@ -38,12 +38,6 @@ def request_key(client_name: str, request: CompletionRequest, text: str | None =
     return hashlib.sha256(f"[{dumps(client_name)},{text}]".encode()).hexdigest()
 
 
-def _tokens_to_json(tokens: tuple[TokenLogprob, ...] | None) -> list | None:
-    if tokens is None:
-        return None
-    return [[t.token, t.logprob, [list(a) for a in t.top]] for t in tokens]
-
-
 def _tokens_from_json(rows: list | None) -> tuple[TokenLogprob, ...] | None:
     if rows is None:
         return None
@@ -57,11 +51,12 @@ def _tokens_from_json(rows: list | None) -> tuple[TokenLogprob, ...] | None:
 
 
 def completion_to_json(c: Completion) -> dict:
-    """Compact form: one [token, logprob, [[alt, logprob], ...]] triple per position."""
+    """Compact form: one [token, logprob, [[alt, logprob], ...]] triple per position (the
+    named tuples themselves, which JSON encoders write as arrays)."""
     return {
         "text": c.text,
-        "tokens": _tokens_to_json(c.tokens),
-        "prompt_tokens": _tokens_to_json(c.prompt_tokens),
+        "tokens": c.tokens,
+        "prompt_tokens": c.prompt_tokens,
         "finish_reason": c.finish_reason,
         "meta": c.meta,
         "usage": None if c.usage is None else [c.usage.prompt_tokens, c.usage.completion_tokens],
@@ -85,17 +80,14 @@ _ENCODER = msgspec.json.Encoder()
 
 
 def _response_text(c: Completion) -> str:
-    """The stored row, completion_to_json's form written by msgspec straight from the
-    named tuples (several times faster than building the lists for orjson on long
-    logprob lists; same text), or by the standard library for what msgspec refuses."""
+    """The stored row, written by msgspec straight from the named tuples (several times
+    faster than building lists for orjson on long logprob lists; the same text), or by
+    the standard library for what msgspec refuses."""
+    d = completion_to_json(c)
     try:
-        return _ENCODER.encode({
-            "text": c.text, "tokens": c.tokens, "prompt_tokens": c.prompt_tokens,
-            "finish_reason": c.finish_reason, "meta": c.meta,
-            "usage": None if c.usage is None else [c.usage.prompt_tokens,
-                                                   c.usage.completion_tokens]}).decode()
+        return _ENCODER.encode(d).decode()
     except (TypeError, msgspec.EncodeError):
-        return dumps(completion_to_json(c))
+        return dumps(d)
 
 
 def _incomplete(request: CompletionRequest, c: Completion) -> bool:

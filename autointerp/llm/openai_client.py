@@ -190,9 +190,10 @@ class OpenAIClient:
             c = self._parsed(parse_completion, data, request, style if k else "none")
         else:
             c = self._parsed(parse_vllm_completion, data, request)
-        if c.prompt_tokens and request.prompt_logprobs_after:
+        if c.prompt_tokens and request.prompt_logprobs_after and style != "vllm":
             # The endpoint sends alternatives at every prompt position; only those after
-            # the marker are read, and dropping the rest keeps the cache rows small.
+            # the marker are read, and dropping the rest keeps the cache rows small (the
+            # vLLM readers keep only those already).
             c = replace(c, prompt_tokens=alternatives_after(c.prompt_tokens,
                                                             request.prompt_logprobs_after))
         return c

@@ -44,6 +44,11 @@ def fewer_collections() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def concurrency_share(concurrency: int, n_processes: int) -> int:
+    """Each process's share of --concurrency."""
+    return max(1, math.ceil(concurrency / n_processes))
+
+
 @dataclass(frozen=True)
 class Shard:
     """What a worker needs to score its features and write their rows."""
@@ -140,8 +145,7 @@ class Workers:
                                   f"features it left (rows already written are kept)") from None
 
     def share(self, concurrency: int) -> int:
-        """Each process's share of --concurrency."""
-        return max(1, math.ceil(concurrency / self.n))
+        return concurrency_share(concurrency, self.n)
 
 
 _DONE = None
