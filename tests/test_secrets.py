@@ -5,7 +5,7 @@ A recognisable key is planted in the variable named by --api-key-env. The real
 requires that key (some answers are 400s that echo the Authorization header back),
 compares and reports; then fails against a server that rejects the key with a 401
 echoing it, and against an unreachable endpoint, each with --debug off and on. Every
-run logs at DEBUG (the project's loggers, the openai SDK's and httpx's) to stderr.
+run logs at DEBUG (the project's loggers and aiohttp's) to stderr.
 The key's bytes are then searched for in every output: stdout and stderr of every
 run, and every file under the test's folder, which holds the database with its
 -wal/-shm files, the results folder (table.md, table.csv, differences.md, scores.png,
@@ -27,13 +27,13 @@ from tests.test_concurrency import OracleEndpoint
 
 SECRET = "sk-live-PLANTED-abc123XYZ"
 KEY_ENV = "AUTOINTERP_TEST_KEY"
-# The console script's entry, with every logger (ours, openai's, httpx's) at DEBUG on stderr.
+# The console script's entry, with every logger (ours, aiohttp's) at DEBUG on stderr.
 LOGGED_ENTRY = [sys.executable, "-c", "import logging; logging.basicConfig(level=logging.DEBUG); "
                 "from autointerp.cli import main; main()"]
 
 
 def run(args: list, cwd: Path, outputs: dict[str, str], name: str) -> subprocess.CompletedProcess:
-    env = cli_env(**{KEY_ENV: SECRET, "OPENAI_LOG": "debug"})
+    env = cli_env(**{KEY_ENV: SECRET})
     result = subprocess.run(LOGGED_ENTRY + [str(a) for a in args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=240)
     outputs[f"{name} stdout"], outputs[f"{name} stderr"] = result.stdout, result.stderr
@@ -110,4 +110,4 @@ def test_planted_key_appears_in_no_output(planted):
     # reason; the debug logs of every request.
     assert b"bad request from Bearer ***" in b"".join(
         data for name, data in files.items() if name.startswith("results/secrets.db"))
-    assert "DEBUG" in outputs["score stderr"] and "HTTP Request: POST" in outputs["score stderr"]
+    assert "DEBUG" in outputs["score stderr"] and "/completions: HTTP 200" in outputs["score stderr"]

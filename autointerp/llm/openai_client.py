@@ -1,6 +1,11 @@
-"""Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, Ollama) through `openai`.
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, Ollama), over aiohttp.
 
-Retries are ours (tenacity), not the SDK's: 429 (honouring Retry-After), 5xx,
+The requests are posted with aiohttp, not the `openai` SDK: the SDK (with httpx) cost
+2.4-3.8 ms of CPU per vLLM prompt-logprob answer against 0.4-0.5 ms for aiohttp, which
+made the client, not the server, the limit of a scoring run (bench/throughput.py).
+The client uses two routes and reads the JSON itself, so the SDK's types bought nothing.
+
+Retries are ours (tenacity): 429 (honouring Retry-After), 5xx,
 timeouts, dropped connections and unreadable bodies are retried with exponential
 backoff and jitter, bounded in attempts and in total time; 401 and other 4xx
 fail at once. The API key is read from the environment at call time and never
@@ -21,6 +26,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import msgspec
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -48,7 +54,7 @@ from autointerp.llm.wire import (
 )
 
 if TYPE_CHECKING:
-    import openai
+    import aiohttp
 
 log = logging.getLogger("autointerp.llm")
 
@@ -76,9 +82,9 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(response) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms or Retry-After), if any."""
-    headers = getattr(response, "headers", None) or {}
+def _retry_after(headers) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms or Retry-After), if any;
+    `headers`: a case-insensitive mapping (the response's)."""
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         value = headers.get(name)
         if value is not None:
@@ -87,6 +93,47 @@ def _retry_after(response) -> float | None:
             except ValueError:
                 continue  # an HTTP date: rare, fall back to our own backoff
     return None
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def _close_with_loop(session: aiohttp.ClientSession):
+    """Closes `session` when its event loop ends: asyncio.run closes every open async
+    generator (loop.shutdown_asyncgens) before it closes the loop, and a generator whose
+    owner is dropped earlier is closed on the loop by its finaliser."""
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY and NO_PROXY name for `url`, looked up once (aiohttp's
+    trust_env looks it up, and reads ~/.netrc, in a thread for every request)."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(url)
+    if proxy_bypass(parts.netloc):
+        return None
+    return getproxies().get(parts.scheme)
+
+
+def _error_message(body: bytes) -> str:
+    """What an error answer says: its `error.message` (OpenAI's and vLLM's form), `message`
+    or `detail`, else the body's text."""
+    try:
+        data = loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return body.decode("utf-8", "replace")
+    if isinstance(data, dict):
+        error = data.get("error")
+        for found in (error.get("message") if isinstance(error, dict) else error,
+                      data.get("message"), data.get("detail")):
+            if isinstance(found, str) and found:
+                return found
+    return body.decode("utf-8", "replace")
 
 
 def _one_line(text: str, limit: int = 160) -> str:
@@ -130,23 +177,23 @@ class OpenAIClient:
         """Take capabilities found earlier (e.g. a cached probe) instead of probing again."""
         self.capabilities = {**capabilities, **self.capabilities}
 
-    def _session(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore, asyncio.Lock]:
-        # The SDK's connection pool and asyncio primitives belong to one event loop;
-        # a new loop (another asyncio.run) gets fresh ones.
+    async def _session(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore, asyncio.Lock]:
+        # The connection pool and asyncio primitives belong to one event loop; a new
+        # loop (another asyncio.run) gets fresh ones, and the pool is closed with its loop.
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            self._loop = loop
-            # A plain pool (not the SDK's default wrapper, whose finaliser schedules a
-            # close on whatever loop runs next) may simply be dropped with its loop.
-            import openai  # here, not at the top: a fully cached rerun never needs it
+            import aiohttp  # here, not at the top: a fully cached rerun never needs it
 
-            pool = openai.DefaultAsyncHttpxClient(timeout=self.timeout_s)
-            self._sdk = openai.AsyncOpenAI(api_key=PLACEHOLDER_KEY, base_url=self.base_url,
-                                           max_retries=0, timeout=self.timeout_s,
-                                           http_client=pool)
+            self._loop = loop
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=0))  # the semaphore bounds requests
+            self._proxy = _env_proxy(self.base_url)
+            self._closer = _close_with_loop(self._http)
+            await anext(self._closer)
             self._sem = asyncio.Semaphore(self.concurrency)
             self._probe_lock = asyncio.Lock()
-        return self._sdk, self._sem, self._probe_lock
+        return self._http, self._sem, self._probe_lock
 
     def _key(self) -> str | None:
         return os.environ.get(self.api_key_env) or None
@@ -181,11 +228,10 @@ class OpenAIClient:
             params["logprobs"] = request.top_logprobs
         k = request.prompt_logprobs
         if k and style == "vllm":
-            params["extra_body"] = {"prompt_logprobs": k}
+            params["prompt_logprobs"] = k
         elif k:
             params.update(echo=True, logprobs=max(k, request.top_logprobs))
-        typed = bool(k) and style == "vllm"
-        data = await self._post("completions", params, typed)
+        data = await self._post("completions", params, request if k and style == "vllm" else None)
         if isinstance(data, dict):
             c = self._parsed(parse_completion, data, request, style if k else "none")
         else:
@@ -215,10 +261,11 @@ class OpenAIClient:
             raise LLMCallError(f"endpoint {self.base_url} sent an unusable response: "
                                f"{type(e).__name__} {_one_line(e, 80)}") from None
 
-    async def _post(self, kind: str, params: dict, typed: bool = False):
-        """The answer's JSON as a dict; with `typed`, a vLLM completion is decoded into
-        typed records instead when it fits them (wire.decode_vllm_completion)."""
-        sdk, sem, _ = self._session()
+    async def _post(self, kind: str, params: dict, vllm: CompletionRequest | None = None):
+        """The answer's JSON as a dict; with `vllm` (the request of a vLLM prompt-logprob
+        call), the answer is decoded into typed records instead when it fits them
+        (wire.decode_vllm_completion)."""
+        http, sem, _ = await self._session()
         t0 = time.monotonic()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Transient),
@@ -228,7 +275,7 @@ class OpenAIClient:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        return await self._attempt(sdk, kind, params, typed)
+                        return await self._attempt(http, kind, params, vllm)
             except _Transient as e:
                 n = attempt.retry_state.attempt_number
                 raise LLMCallError(
@@ -236,26 +283,34 @@ class OpenAIClient:
                     f"{time.monotonic() - t0:.1f}s: {e.reason}") from None
         raise AssertionError("unreachable")
 
-    async def _attempt(self, sdk: openai.AsyncOpenAI, kind: str, params: dict, typed: bool):
-        import openai  # loaded by _session already
+    async def _attempt(self, http: aiohttp.ClientSession, kind: str, params: dict,
+                       vllm: CompletionRequest | None):
+        import aiohttp  # loaded by _session already
 
         self.attempts += 1
         key = self._key()
-        client = sdk.with_options(api_key=key or PLACEHOLDER_KEY)
-        api = client.chat.completions if kind == "chat" else client.completions
+        url = f"{self.base_url}/{'chat/completions' if kind == 'chat' else 'completions'}"
+        headers = {"Authorization": f"Bearer {key or PLACEHOLDER_KEY}",
+                   "Content-Type": "application/json", "Accept": "application/json"}
         try:
-            raw = await api.with_raw_response.create(**params)
-            body = raw.http_response.content
-            if typed and (fast := decode_vllm_completion(body)) is not None:
+            async with http.post(url, data=_encode(params), headers=headers,
+                                 proxy=self._proxy) as response:
+                body = await response.read()
+        except TimeoutError:
+            raise _Transient(f"no answer within {self.timeout_s:g}s") from None
+        except aiohttp.ClientConnectorError as e:
+            cause = type(e.__cause__ or e.os_error).__name__
+            raise _Transient(f"cannot connect ({cause})") from None
+        except aiohttp.ClientError as e:  # dropped connection, body cut short
+            raise _Transient(f"connection broken ({type(e).__name__})") from None
+        log.debug("%s: POST %s: HTTP %d, %d bytes", self.name, url, response.status, len(body))
+        if response.status >= 300:
+            raise self._status_error(response.status, response.headers, body, key)
+        try:
+            if vllm and (fast := decode_vllm_completion(
+                    body, vllm.prompt_logprobs_after, vllm.prompt_logprobs_slots)) is not None:
                 return fast
             data = loads(body)
-        except openai.APIStatusError as e:
-            raise self._status_error(e, key) from None
-        except openai.APITimeoutError:
-            raise _Transient(f"no answer within {self.timeout_s:g}s") from None
-        except openai.APIConnectionError as e:
-            cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
-            raise _Transient(f"cannot connect ({cause})") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _Transient("truncated or invalid JSON body") from None
         choices = data.get("choices") if isinstance(data, dict) else None
@@ -264,14 +319,13 @@ class OpenAIClient:
             raise _Transient(f"response without a choice's {field}")
         return data
 
-    def _status_error(self, e: openai.APIStatusError, key: str | None) -> Exception:
-        status = e.status_code
+    def _status_error(self, status: int, headers, body: bytes, key: str | None) -> Exception:
         if status == 429 or status == 408 or status >= 500:
-            return _Transient(f"HTTP {status}", _retry_after(e.response))
+            return _Transient(f"HTTP {status}", _retry_after(headers))
         if status == 401:
             where = f"from ${self.api_key_env}" if key else f"(${self.api_key_env} is not set)"
             return EndpointAuthError(f"endpoint {self.base_url} rejected the API key (401) {where}")
-        detail = _one_line(getattr(e, "message", "") or "")
+        detail = _one_line(_error_message(body))
         if key:
             detail = detail.replace(key, "***")
         return EndpointRefused(f"endpoint {self.base_url} refused the request for model "
@@ -294,7 +348,7 @@ class OpenAIClient:
     async def probe(self) -> dict:
         """Find which prompt-logprob dialect the endpoint speaks, and whether chat gives
         top logprobs. Results go to `capabilities` (recorded in runs by the caller)."""
-        _, _, lock = self._session()
+        _, _, lock = await self._session()
         async with lock:
             if "prompt_logprobs_style" not in self.capabilities:
                 self.capabilities["prompt_logprobs_style"] = await self._probe_prompt_style()
@@ -305,7 +359,7 @@ class OpenAIClient:
     async def _probe_prompt_style(self) -> str:
         base = {"model": self.model, "prompt": PROBE_PROMPT, "max_tokens": 1, "temperature": 0}
         for _ in range(PROBE_TRIES):
-            data = await self._post_or_none("completions", {**base, "extra_body": {"prompt_logprobs": 5}})
+            data = await self._post_or_none("completions", {**base, "prompt_logprobs": 5})
             if data and data["choices"][0].get("prompt_logprobs"):
                 return "vllm"
             echo = await self._post_or_none("completions", {**base, "echo": True, "logprobs": 5})
