@@ -70,6 +70,34 @@ def test_round_trip_through_json(planted):
     fs = collect_fragments(dictionary, store, FragmentConfig(n_features=3))
     import json
     assert fr.fragment_set_from_json(json.loads(json.dumps(fr.fragment_set_to_json(fs)))) == fs
+    # sets stored by earlier versions (every fragment in full) still read the same
+    first = {"n_features": fs.n_features, "n_eligible": fs.n_eligible, "n_skipped": fs.n_skipped,
+             "n_fragments": fs.n_fragments,
+             "features": [[ff.feature, ff.n_nonzero, *([[f.index, list(f.tokens), list(f.activations)]
+                                                       for f in part] for part in
+                                                      (ff.top, ff.random, ff.held_out, ff.negatives))]
+                          for ff in fs.features]}
+    assert fr.fragment_set_from_json(json.loads(json.dumps(first))) == fs
+    assert any(a and a != 1 for ff in fs.features for f in ff.top for a in f.activations)
+
+
+def test_dense_sparse_and_silent_fragments_round_trip():
+    import json
+
+    from autointerp.types import Fragment
+    toks = ("a", " b", "\tc", "é")
+    dense = Fragment(toks, (0.5, 0.25, 1e-7, 3.0), 4)  # a PCA direction's: written in full
+    silent = Fragment(toks[:2], (0.0, 0.0), 2)
+    sparse = Fragment(toks, (0.0, 0.0, float(np.float32(0.1)), 0.0), 9)
+    loose = [Fragment(toks[i:], (1.0,) * (4 - i)) for i in range(2)]  # index -1: no store's
+    other = Fragment(("z",) * 4, (0.0,) * 4, 9)  # index 9 with other tokens: kept as they are
+    fs = fr.FragmentSet((fr.FeatureFragments(7, 3, (dense, sparse), (sparse,), (dense,), (silent,)),
+                         fr.FeatureFragments(8, 1, (sparse, *loose), (other,), (), (silent,))),
+                        16, 2, 0, 12)
+    stored = json.loads(json.dumps(fr.fragment_set_to_json(fs)))
+    assert fr.fragment_set_from_json(stored) == fs
+    assert stored["features"][0][2] == [[4, [0.5, 0.25, 1e-7, 3.0]], [9, [[2, float(np.float32(0.1))]]]]
+    assert stored["tokens"] == {"4": list(toks), "9": list(toks), "2": ["a", " b"]}
 
 
 def test_config_is_validated():

@@ -243,9 +243,11 @@ def collect_fragments(dictionary, store: ActivationStore, cfg: FragmentConfig = 
     sampled, chosen, n_eligible = _choose(s, cfg)
     acts, tokens = _second_pass(dictionary, store, chosen, tick)
     strings = {frag: tuple(decode(ids)) for frag, ids in tokens.items()}
+    values: dict[float, float] = {}  # one object per value (see fragment_set_from_json)
 
     def fragment(frag: int, feat: int) -> Fragment:
-        return Fragment(strings[frag], tuple(float(a) for a in acts[frag, feat]), frag)
+        return Fragment(strings[frag], tuple([values.setdefault(a, a) for a in
+                                              acts[frag, feat].tolist()]), frag)
 
     def frags(ids) -> tuple[Fragment, ...]:
         return tuple(fragment(i, feat) for i in ids)
@@ -312,22 +314,58 @@ def token_decoder(tokenizer) -> Callable[[np.ndarray], list[str]]:
     return decode
 
 
-def _frag_json(f: Fragment) -> list:
-    return [f.index, list(f.tokens), list(f.activations)]
-
-
 def fragment_set_to_json(fs: FragmentSet) -> dict:
-    """Exact round trip: float32 activations are exact as Python floats in JSON."""
-    return {"n_features": fs.n_features, "n_eligible": fs.n_eligible, "n_skipped": fs.n_skipped,
-            "n_fragments": fs.n_fragments,
-            "features": [[ff.feature, ff.n_nonzero, *([_frag_json(f) for f in part] for part in
+    """Exact round trip (float32 activations are exact as Python floats in JSON). Each
+    fragment's tokens are written once (a fragment recurs across features), and a
+    feature's activations on it as its nonzero [position, value] pairs when most are
+    zero (a sparse dictionary's), else in full (a dense baseline's)."""
+    tokens: dict[str, tuple[str, ...]] = {}
+
+    def frag(f: Fragment) -> list:
+        nonzero = [[i, a] for i, a in enumerate(f.activations) if a]
+        row = [f.index, nonzero if 3 * len(nonzero) < len(f.activations) else list(f.activations)]
+        if f.index < 0 or tokens.setdefault(str(f.index), f.tokens) != f.tokens:
+            row.append(list(f.tokens))  # not a store's fragment: its tokens go with it
+        return row
+
+    return {"format": 2, "n_features": fs.n_features, "n_eligible": fs.n_eligible,
+            "n_skipped": fs.n_skipped, "n_fragments": fs.n_fragments, "tokens": tokens,
+            "features": [[ff.feature, ff.n_nonzero, *([frag(f) for f in part] for part in
                                                       (ff.top, ff.random, ff.held_out, ff.negatives))]
                          for ff in fs.features]}
 
 
 def fragment_set_from_json(d: dict) -> FragmentSet:
-    def frag(row) -> Fragment:
-        return Fragment(tuple(row[1]), tuple(row[2]), row[0])
+    """The set written by fragment_set_to_json (or by its first format: every fragment's
+    tokens and activations in full). One object per distinct token and activation value,
+    shared by every fragment: a set of 600 features held ~1 GB as separate objects, and a
+    process holding them spent 1.5x the CPU on every later allocation (decoding each
+    answer of a scoring run)."""
+    strings: dict[str, str] = {}
+    values: dict[float, float] = {0.0: 0.0}
+    zero = values[0.0]
+
+    def shared_tokens(toks: list) -> tuple[str, ...]:
+        return tuple([strings.setdefault(t, t) for t in toks])
+
+    def shared_values(acts: list) -> tuple[float, ...]:
+        return tuple([values.setdefault(a, a) for a in acts])
+
+    if d.get("format") == 2:
+        tokens = {int(i): shared_tokens(t) for i, t in d["tokens"].items()}
+
+        def frag(row) -> Fragment:
+            index, stored, *inline = row
+            toks = shared_tokens(inline[0]) if inline else tokens[index]
+            if stored and not isinstance(stored[0], list):  # in full
+                return Fragment(toks, shared_values(stored), index)
+            acts = [zero] * len(toks)
+            for i, a in stored:
+                acts[i] = values.setdefault(a, a)
+            return Fragment(toks, tuple(acts), index)
+    else:
+        def frag(row) -> Fragment:
+            return Fragment(shared_tokens(row[1]), shared_values(row[2]), row[0])
 
     features = tuple(FeatureFragments(feat, n, *(tuple(map(frag, part)) for part in parts))
                      for feat, n, *parts in d["features"])
