@@ -76,8 +76,10 @@ def test_key_covers_client_and_every_request_field():
     assert len(keys) == len(changed) and base not in keys
     # answer_decided only lets a backend end early; it never changes what is read
     assert request_key("fake:m", dataclasses.replace(REQ, answer_decided=r"\.")) == base
+    # nor does prompt_logprobs_slots: the positions it lets a backend leave out are unread
+    assert request_key("fake:m", dataclasses.replace(REQ, prompt_logprobs_slots=3)) == base
     assert {f.name for f in dataclasses.fields(CompletionRequest)} - set(changed) == {
-        "prompt", "answer_decided"}
+        "prompt", "answer_decided", "prompt_logprobs_slots"}
 
 
 def test_second_identical_request_makes_no_call(tmp_path):

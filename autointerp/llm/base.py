@@ -35,6 +35,13 @@ class CompletionRequest:
     tab), and the in-process one leaves out the logprob there too (None): it reads the
     vocabulary only where it will be read. Keeps responses and the cache small; backends
     that cannot filter ignore it."""
+    prompt_logprobs_slots: int = 0
+    """With `prompt_logprobs_after`: how many slots (positions right after a token ending
+    in that text) the caller reads, all of them the prompt's last. A backend may then
+    return only the prompt's last positions, from the one before the first of those
+    slots on: a vLLM answer holds every position, most of them a few-shot prefix nobody
+    reads, and the client decodes only the tail. Not part of the cache key (see
+    `canonical`): it never changes what the caller reads."""
     stop: tuple[str, ...] = ()
     sample_index: int = 0
     """Distinguishes repeated samples of the same request in the cache."""
@@ -52,9 +59,9 @@ class CompletionRequest:
 
 def canonical(request: CompletionRequest) -> dict:
     """The request as the cache keys it and the in-process sampler seeds from it: every
-    field but `answer_decided`."""
+    field but `answer_decided` and `prompt_logprobs_slots`."""
     out = asdict(request)
-    del out["answer_decided"]
+    del out["answer_decided"], out["prompt_logprobs_slots"]
     return out
 
 

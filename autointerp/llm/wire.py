@@ -19,7 +19,7 @@ caller can fail that feature with a reason or fall back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -177,33 +177,70 @@ class _VllmEntry(msgspec.Struct, gc=False):
     decoded_token: str
 
 
-class _VllmChoice(msgspec.Struct, gc=False):
+_Row = TypeVar("_Row")
+"""A position's entry: typed records, or msgspec.Raw where only the tail is decoded."""
+
+
+class _VllmChoice(msgspec.Struct, Generic[_Row], gc=False):
     text: str
-    prompt_logprobs: list[dict[str, _VllmEntry] | None] | None = None
+    prompt_logprobs: list[_Row] | None = None
     logprobs: Any = None
     finish_reason: str | None = None
 
 
-class _VllmBody(msgspec.Struct, gc=False):
-    choices: list[_VllmChoice]
+class _VllmBody(msgspec.Struct, Generic[_Row], gc=False):
+    choices: list[_VllmChoice[_Row]]
     usage: Any = None
 
 
-_VLLM_DECODER = msgspec.json.Decoder(_VllmBody)
+_VllmRow = dict[str, _VllmEntry] | None
+_VLLM_DECODER = msgspec.json.Decoder(_VllmBody[_VllmRow])
+_TAIL_DECODER = msgspec.json.Decoder(_VllmBody[msgspec.Raw])
+_ROWS_DECODER = msgspec.json.Decoder(list[_VllmRow])
 
 
-def decode_vllm_completion(body: bytes) -> _VllmBody | None:
+def decode_vllm_completion(body: bytes, after: str = "", slots: int = 0):
     """The typed answer, or None when the body is not one (the caller then reads it the
-    general way, which also reports what is wrong with it)."""
+    general way, which also reports what is wrong with it). With `after` and `slots`
+    (the request's prompt_logprobs_after and prompt_logprobs_slots), only the positions
+    from the one before the last `slots` slots on are decoded into records (the others
+    are only scanned; roughly half of a simulation answer's decoding)."""
     try:
-        data = _VLLM_DECODER.decode(body)
+        if not (after and slots):
+            data = _VLLM_DECODER.decode(body)
+        else:
+            data = _TAIL_DECODER.decode(body)
+            for choice in data.choices[:1]:
+                if choice.prompt_logprobs is not None:
+                    choice.prompt_logprobs = _tail(choice.prompt_logprobs, after, slots)
     except msgspec.MsgspecError:
         return None
     return data if data.choices else None
 
 
+def _tail(rows: list, after: str, slots: int) -> list:
+    """The rows (still JSON) decoded from the one before the last `slots` slots on; all of
+    them when there are fewer slots. Decoded a chunk at a time from the end."""
+    part: list = []
+    end, found, chunk = len(rows), 0, 2 * slots + 8
+    while end > 0:
+        start = max(0, end - chunk)
+        part = _ROWS_DECODER.decode(b"[" + b",".join(rows[start:end]) + b"]") + part
+        # position j is a slot when row j - 1's own token ends with `after`; the first
+        # chunk's positions end at its last row, a later chunk's at the row after it
+        for j in range(end - start - (end == len(rows)), 0, -1):
+            prev = part[j - 1]
+            if prev and next(iter(prev.values())).decoded_token.endswith(after):
+                found += 1
+                if found == slots:
+                    return part[j - 1:]
+        end = start
+    return part
+
+
 def parse_vllm_completion(data: _VllmBody, request: CompletionRequest) -> Completion:
-    """`parse_completion(..., "vllm")` for a typed answer: the same Completion."""
+    """`parse_completion(..., "vllm")` for a typed answer: the same Completion (its last
+    positions only, for an answer decoded with `slots`)."""
     choice = data.choices[0]
     prompt_tokens = tokens = None
     if choice.prompt_logprobs:

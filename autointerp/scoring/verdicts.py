@@ -271,7 +271,8 @@ class LLMJudge:
         prompt = slot_prompt(self.task, explanation, batch)
         k = 1 if self.simulator.client.supports("candidate_tokens") else self.simulator.top_logprobs
         req = CompletionRequest(model="", prompt=prompt, max_tokens=1, prompt_logprobs=k,
-                                candidate_tokens=("0", "1"), prompt_logprobs_after="\t")
+                                candidate_tokens=("0", "1"), prompt_logprobs_after="\t",
+                                prompt_logprobs_slots=len(batch))
         c = await self.simulator.ask(req)
         if not c.prompt_tokens:
             raise ScoringFailed("the endpoint returned no prompt logprobs for the verdict slots")

@@ -263,7 +263,7 @@ class LLMSimulator:
         k = 1 if self.client.supports("candidate_tokens") else self.top_logprobs
         req = CompletionRequest(model="", prompt=all_at_once_prompt(explanation, tokens, self.scale_max),
                                 max_tokens=1, prompt_logprobs=k, candidate_tokens=self._digits(),
-                                prompt_logprobs_after="\t")
+                                prompt_logprobs_after="\t", prompt_logprobs_slots=len(tokens))
         return read_all_at_once(await self.ask(req), len(tokens), self.scale_max)
 
     async def _chat(self, explanation: str, tokens) -> list[float]:
