@@ -82,6 +82,8 @@ class OracleEndpoint:
 
     def __init__(self):
         self.requests = 0
+        self.distinct: set[str] = set()
+        """Every distinct request body served."""
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -123,6 +125,7 @@ class OracleEndpoint:
                 req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests += 1
+                    server.distinct.add(json.dumps(req, sort_keys=True))
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "no completions here"}})
                 choice = {"index": 0, "finish_reason": "stop", "message": {

@@ -86,14 +86,20 @@ def test_score_with_workers_against_an_endpoint(tmp_path_factory, tmp_path):
     with OracleEndpoint() as endpoint:
         one = run_cli(llm(dictionary, tmp_path / "one.db", endpoint.url))
         assert one.returncode == 0, one.stderr
-        served = endpoint.requests
+        served, distinct = endpoint.requests, set(endpoint.distinct)
+        endpoint.distinct.clear()
         two = run_cli(llm(dictionary, tmp_path / "two.db", endpoint.url) + ["--workers", "2"])
         assert two.returncode == 0, two.stderr
-        assert endpoint.requests == 2 * served  # no call made twice, none left out
+        assert endpoint.distinct == distinct  # the same requests, none left out
+        # A request shared by features in different processes (one process's cache hits:
+        # the oracle explains many features alike) may be made by each of them; nothing
+        # else is made twice.
+        hits = int(re.findall(r"cache hits (\d+)", one.stdout + one.stderr)[-1])
+        assert served <= endpoint.requests - served <= served + hits
         assert "20/20" in two.stdout + two.stderr
-        # The progress line counts the workers' calls too: as many as one process made.
-        calls = [re.findall(r"calls (\d+)", r.stdout + r.stderr)[-1] for r in (one, two)]
-        assert calls[0] == calls[1] != "0"
+        # The progress line counts the workers' calls too.
+        calls = [int(re.findall(r"calls (\d+)", r.stdout + r.stderr)[-1]) for r in (one, two)]
+        assert calls[0] <= calls[1] <= calls[0] + hits and calls[0] > 0
     dbs = [sqlite3.connect(tmp_path / f"{n}.db") for n in ("one", "two")]
     assert dbs[0].execute(ROWS).fetchall() == dbs[1].execute(ROWS).fetchall()
     calls = [sorted(d.execute("select key, response from llm_calls")) for d in dbs]

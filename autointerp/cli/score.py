@@ -219,6 +219,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     fewer_collections()
     share = concurrency_share(concurrency, workers)
     with Workers(workers, str(db), partial(make_llms, concurrency=share, **llm_args)) as pool:
+        pool.start()
         summaries = asyncio.run(_score_all(cfgs, expl, sim, database, clients, pool))
     console = Console()
     from autointerp.dictionaries.sources import dictionary_id

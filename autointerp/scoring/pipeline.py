@@ -37,7 +37,7 @@ from autointerp.scoring.fragments import (
     fragment_set_to_json,
 )
 from autointerp.scoring.scorers import make_scorers, parse_scorers
-from autointerp.scoring.stats import mean_ci
+from autointerp.scoring.stats import import_bootstrap, mean_ci
 from autointerp.scoring.usage import metered
 from autointerp.scoring.verdicts import JudgeSettings
 
@@ -274,9 +274,14 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
                         {k: frozenset(ff.feature for ff in part if ff.feature in v)
                          for k, v in todo.items()}, tuple(part), *args, share)
                   for part in rest if part]
+
+        async def own_share() -> None:
+            await score_features(mine, explainer, scorers, todo, run_ids, db, *args, share,
+                                 progress.feature_done)
+            import_bootstrap()  # for the summary, while the workers finish theirs
+
         await asyncio.gather(
-            score_features(mine, explainer, scorers, todo, run_ids, db, *args, share,
-                           progress.feature_done),
+            own_share(),
             workers.run(shards, progress.feature_done, getattr(progress, "worker_counts", None)))
     return tuple(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
                            seed=cfg.fragments.seed) for s in scorers)

@@ -61,6 +61,12 @@ def score_simulation(fragments: Sequence[Fragment], simulation: Simulation,
     return Score(r_all, r_top, r_rnd, const_all or const_top or const_rnd)
 
 
+def import_bootstrap() -> None:
+    """Import what mean_ci needs (scipy.stats: ~0.5 s), e.g. while other processes
+    finish their features, so that the summary does not wait for it."""
+    from scipy import stats  # noqa: F401
+
+
 def mean_ci(values: Sequence[float], seed: int = 0, confidence: float = 0.95,
             n_resamples: int = N_RESAMPLES) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean with its bootstrap CI (scipy's BCa), seeded. With fewer

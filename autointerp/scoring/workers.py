@@ -7,7 +7,9 @@ the others, in N - 1 shards, to processes of a `concurrent.futures` pool (spawne
 not forked: the parent runs an event loop and holds connections). Each worker opens
 the same database, builds its own clients (their probes are cached, so it makes no
 extra calls), scores its features with its share of --concurrency and writes their
-rows as the parent does; SQLite in WAL mode serialises the writes. Setup (self-test,
+rows as the parent does; SQLite in WAL mode serialises the writes. A request shared by
+features in different processes (the same explanation on the same fragment) may be made
+by each; the first answer stored is the one every process reads. Setup (self-test,
 fragment sets, run rows) and the summary stay in the parent, and the parent's progress
 bar counts the workers' features and LLM calls too.
 """
@@ -72,6 +74,7 @@ class Workers:
     def __init__(self, n: int, db_path: str, make_llms: Callable):
         self.n, self.db_path, self.make_llms = n, db_path, make_llms
         self._pool: ProcessPoolExecutor | None = None
+        self._used = False
         self.done = None
 
     def pool(self) -> ProcessPoolExecutor:
@@ -82,16 +85,23 @@ class Workers:
                                              initializer=_init, initargs=(self.done,))
         return self._pool
 
+    def start(self) -> None:
+        """Start the worker processes now, so that their start-up (a Python process and
+        the scoring modules, ~0.7 s of CPU each) overlaps the parent's setup."""
+        for _ in range(self.n - 1):
+            self.pool().submit(_warm)
+
     def close(self, failed: bool = False) -> None:
-        """Wait for the workers; after a failure stop them instead (a worker would
-        otherwise finish its whole shard first)."""
+        """Wait for the workers; after a failure, or when they were given no shard, stop
+        them instead (a worker would otherwise finish its whole shard first)."""
         if self._pool is None:
             return
-        if failed:
+        stop = failed or not self._used  # nothing to finish when they only started up
+        if stop:
             # No public way to stop a running task before Python 3.14's terminate_workers.
             for proc in list(getattr(self._pool, "_processes", {}).values()):
                 proc.terminate()
-        self._pool.shutdown(wait=not failed, cancel_futures=True)
+        self._pool.shutdown(wait=not stop, cancel_futures=True)
         self._pool = None
 
     def __enter__(self):
@@ -114,6 +124,7 @@ class Workers:
         """Score the shards in the pool; each finished feature is reported to feature_done,
         after `counts[shard]` is set to the (cache hits, calls) of that shard's clients."""
         loop = asyncio.get_running_loop()
+        self._used = True
         futures = [loop.run_in_executor(self.pool(), run_shard, s) for s in shards]
 
         expected = sum(len(s.features) for s in shards)
@@ -155,6 +166,12 @@ def _init(done) -> None:
     global _DONE
     _DONE = done
     fewer_collections()
+
+
+def _warm() -> None:
+    """The modules a shard needs, imported while the parent sets up."""
+    import autointerp.llm.openai_client  # noqa: F401
+    import autointerp.scoring.pipeline  # noqa: F401
 
 
 def run_shard(shard: Shard) -> int:
