@@ -6,7 +6,7 @@ and then `k` alternatives at every prompt position, the digits "0".."10" among t
 chat answers with `logprobs.content` when asked; `usage` on every answer. Its
 "tokenizer" cuts text into whitespace-led words and ends a token at a tab, so the
 simulator's `token<TAB>unknown` slots line up as they do with a real tokenizer.
-Answers are built from precomputed JSON pieces: the server should cost little next to
+Answers are joined from JSON pieces built once: the server should cost little next to
 the harness it measures, and reports its own CPU seconds at /stats.
 
     python bench/instant_server.py --port 0     # prints the URL, serves until killed
@@ -55,16 +55,27 @@ def _alternatives(k: int, variant: int) -> str:
 
 
 _ALTS: dict[int, list[str]] = {}
+_ROWS: dict[tuple, str] = {}
+"""A row's JSON text after its token id, by (k, token, variant): prompts share most of
+their tokens, so the server mostly joins strings it has built before."""
+
+
+def _row(k: int, i: int, t: str) -> str:
+    key = (k, t, (3 * i + len(t)) % VARIANTS)
+    rest = _ROWS.get(key)
+    if rest is None:
+        if k not in _ALTS:
+            _ALTS[k] = [_alternatives(k, v) for v in range(VARIANTS)]
+        alts = _ALTS[k]
+        rest = _ROWS[key] = (f'{{"logprob": -0.25, "rank": 1, "decoded_token": '
+                             f'{json.dumps(t)}}}{alts[key[2]]}}}')
+    return f'{{"9{i}": {rest}'
 
 
 def prompt_logprobs_json(prompt: str, k: int) -> tuple[str, int]:
     """vLLM's `prompt_logprobs` list (None at position 0) as JSON text, and the token count."""
-    alts = _ALTS.setdefault(k, [_alternatives(k, v) for v in range(VARIANTS)])
     toks = tokens(prompt)
-    rows = ",".join(f'{{"9{i}": {{"logprob": -0.25, "rank": 1, "decoded_token": '
-                    f'{json.dumps(t)}}}{alts[(3 * i + len(t)) % VARIANTS]}}}'
-                    for i, t in enumerate(toks[1:]))
-    return f"[null,{rows}]", len(toks)
+    return f"[null,{','.join(_row(k, i, t) for i, t in enumerate(toks[1:]))}]", len(toks)
 
 
 def completion_answer(req: dict) -> str:
@@ -136,6 +147,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0, help="Port on 127.0.0.1 (0: any free one).")
     args = ap.parse_args()
+    ThreadingHTTPServer.request_queue_size = 1024  # as uvicorn's backlog: bursts of connections
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(f"http://127.0.0.1:{server.server_address[1]}/v1", flush=True)

@@ -126,8 +126,8 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
 
 def json_floor(db: Path) -> float:
     """CPU seconds to decode the server's answers to one feature's simulation calls, as
-    the client decodes them (wire.decode_vllm_completion), timed on stored requests:
-    what no change of the client's other work removes."""
+    the client decodes them (wire.decode_vllm_completion, the slots' tail), timed on
+    stored requests: what no change of the client's other work removes."""
     sys.path.insert(0, str(HERE))
     from instant_server import completion_answer
 
@@ -136,11 +136,12 @@ def json_floor(db: Path) -> float:
 
     rows = list(open_db(db).query("select request from llm_calls where request like ? limit 10",
                                   ['%"prompt_logprobs_after":"\\t"%']))
-    bodies = [completion_answer({**json.loads(r["request"]), "model": "instant"}).encode()
-              for r in rows]
+    requests = [json.loads(r["request"]) for r in rows]
+    bodies = [(completion_answer({**r, "model": "instant"}).encode(),
+               r["prompt"].count("\tunknown")) for r in requests]  # the slots read
     t0 = time.process_time()  # CPU time: the machine may be shared
-    for body in bodies:
-        assert decode_vllm_completion(body) is not None
+    for body, slots in bodies:
+        assert decode_vllm_completion(body, "\t", slots) is not None
     return (time.process_time() - t0) / max(len(bodies), 1) * 10  # 10 scored fragments
 
 
