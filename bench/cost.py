@@ -16,7 +16,8 @@ or json; OpenAI-style endpoints).
 
 delphi (its defaults: 50 activating + 50 non-activating examples of 32 tokens per
 scorer, 5 per prompt, its detection and fuzzing prompts with 3 few-shot examples each)
-is counted on the same examples with its own prompt functions, loaded from the checkout.
+is counted on the same held-out examples (its 32-token windows of them, ours of
+--example-tokens) with its own prompt functions, loaded from the checkout.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ DELPHI_CALLS = 41
 """delphi's default run per latent: 1 explanation + 100 detection and 100 fuzzing
 examples at 5 per prompt (its config: n_examples_test 50, n_non_activating 50,
 num_examples_per_scorer_prompt 5)."""
+
+
+DELPHI_EXAMPLE_TOKENS = 32
+"""delphi's example windows (its config: example_ctx_len 32)."""
 
 
 def synthetic_feature(fragments, seed: int) -> FeatureFragments:
@@ -88,9 +93,9 @@ class Counter:
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
 
 
-def our_requests(ff: FeatureFragments, c: Counter) -> dict[str, list[tuple[int, int]]]:
+def our_requests(ff: FeatureFragments, c: Counter,
+                 s: JudgeSettings = JudgeSettings()) -> dict[str, list[tuple[int, int]]]:
     """(prompt tokens, completion tokens) of every request, by scorer and style."""
-    s = JudgeSettings()
     out = {"explanation": [(c.chat(explainer_messages(ff.explainer_fragments())),
                             c.text(EXPLANATION))]}
     scoring = ff.scoring_fragments()
@@ -125,7 +130,7 @@ def delphi_requests(ff: FeatureFragments, c: Counter, src: Path) -> dict[str, li
     held-out examples, 5 per prompt, as its chat scorers send them."""
     prompts = src / "delphi" / "scorers" / "classifier" / "prompts"
     out = {}
-    s = JudgeSettings(batch_size=5)
+    s = JudgeSettings(batch_size=5, example_len=DELPHI_EXAMPLE_TOKENS)
     for task, make, module in (("detection", detection_examples, "detection_prompt"),
                                ("fuzzing", fuzzing_examples, "fuzz_prompt")):
         prompt = _load(prompts / f"{module}.py", f"delphi_{module}").prompt
@@ -145,7 +150,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--delphi-src", type=Path, help="A checkout of EleutherAI/delphi.")
     ap.add_argument("--n-features", type=int, default=5, help="Synthetic features averaged over.")
+    ap.add_argument("--examples-per-prompt", type=int, default=JudgeSettings.batch_size,
+                    help="Our detection and fuzzing: examples per prompt (score's option).")
+    ap.add_argument("--example-tokens", type=int, default=JudgeSettings.example_len,
+                    help="Our detection and fuzzing: tokens per example (score's option; "
+                         "delphi's stay 32).")
     args = ap.parse_args()
+    ours = JudgeSettings(batch_size=args.examples_per_prompt, example_len=args.example_tokens)
     tok = smollm2_tokenizer()
     from autointerp.harvest.corpus import open_corpus
 
@@ -154,7 +165,7 @@ def main() -> None:
     totals: dict[str, list] = {}
     for seed in range(args.n_features):
         ff = synthetic_feature(fragments, seed)
-        rows = our_requests(ff, c)
+        rows = our_requests(ff, c, ours)
         if args.delphi_src:
             rows |= delphi_requests(ff, c, args.delphi_src)
         for k, v in rows.items():
@@ -162,7 +173,8 @@ def main() -> None:
                                              len(ff.held_out) + min(len(ff.negatives),
                                                                     len(ff.held_out))))
     print(f"per feature, mean over {args.n_features} synthetic features on the builtin corpus "
-          "(SmolLM2 tokenizer):")
+          f"(SmolLM2 tokenizer); our detection and fuzzing: {ours.batch_size} examples per "
+          f"prompt, {ours.example_len} tokens each:")
     print(f"{'requests':36s} {'calls':>6s} {'prompt tok':>11s} {'completion':>11s} {'total':>8s}")
     for k, v in totals.items():
         calls, p, q = (float(np.mean([x[i] for x in v])) for i in range(3))
@@ -173,8 +185,10 @@ def main() -> None:
     for task in ("detection", "fuzzing"):
         theirs = totals.get(f"delphi {task}")
         if theirs:
-            print(f"{task}: our chat tokens / delphi's on the same examples = "
-                  f"{tokens(totals[f'{task}, chat']) / tokens(theirs):.3f} (the example lines "
+            print(f"{task}: our tokens / delphi's, same held-out examples = "
+                  f"{tokens(totals[f'{task}, chat']) / tokens(theirs):.3f} in chat form, "
+                  f"{tokens(totals[f'{task}, prompt logprobs']) / tokens(theirs):.3f} with "
+                  f"prompt logprobs (the example lines "
                   f"and answers alone: {tokens(totals[f'{task}, examples + answers only']) / tokens(theirs):.3f})")
     n = math.ceil(100 / 5)
     print(f"delphi's calls per latent at its defaults: 1 + {n} + {n} = {DELPHI_CALLS}")

@@ -137,6 +137,45 @@ def test_cli_scorer_option(planted, tmp_path):
     assert isinstance(bad.exception, BadInputError) and "unknown scorer 'vibes'" in str(bad.exception)
 
 
+def test_cli_judge_settings(planted, tmp_path):
+    """--examples-per-prompt, --example-tokens and --quantiles reach the scorer and its run."""
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+    from autointerp.errors import BadInputError
+
+    db_path = tmp_path / "r.db"
+    base = ["score", "--dict", str(planted[1]), "--db", str(db_path), "--explainer", "lexical",
+            "--simulator", "lexical", "--scorer", "detection", "--no-selftest"]
+    result = CliRunner().invoke(app, base + ["--examples-per-prompt", "5", "--example-tokens",
+                                             "12", "--quantiles", "4"])
+    assert result.exit_code == 0, result.output
+    db = open_db(db_path)
+    (run,) = db["runs"].rows
+    settings = json.loads(run["config"])["scorer_settings"]
+    assert (settings["batch_size"], settings["example_len"], settings["n_quantiles"]) == (5, 12, 4)
+    rows = list(db.query("select metrics, fragments from features where run_id = ?", [run["id"]]))
+    assert rows
+    for row in rows:  # one explanation per feature: its record is [0]
+        assert len(json.loads(row["metrics"])["recall_per_quantile"][0]) == 4
+        examples = json.loads(row["fragments"])["examples"][0]
+        assert {len(e["tokens"]) for e in examples} == {12}
+    default = CliRunner().invoke(app, base)  # another run: the settings are in its id
+    assert default.exit_code == 0, default.output
+    assert db["runs"].count == 2
+    from dataclasses import asdict
+
+    from autointerp.scoring.verdicts import JudgeSettings
+
+    newest = json.loads(list(db.query("select config from runs order by rowid desc limit 1"))[0]
+                        ["config"])["scorer_settings"]
+    assert {k: newest[k] for k in asdict(JudgeSettings())} == asdict(JudgeSettings())
+    for flag, value in (("--examples-per-prompt", "0"), ("--example-tokens", "1"),
+                        ("--quantiles", "0")):
+        bad = CliRunner().invoke(app, base + [flag, value])
+        assert isinstance(bad.exception, BadInputError) and flag in str(bad.exception)
+
+
 def judge_answer(messages: list[dict]) -> str:
     """OracleEndpoint's answers, and for a judge prompt an array of 1s of the right length."""
     from tests.test_concurrency import OracleEndpoint

@@ -33,7 +33,8 @@ def feature():
 
     fragments = text_fragments((d.text for d in open_corpus("builtin")), smollm2_tokenizer(),
                                max_fragments=120)
-    (planted, ff), = judge_cases(fragments, n_features=1, seed=0, example_len=32)
+    (planted, ff), = judge_cases(fragments, n_features=1, seed=0,
+                                 example_len=SETTINGS.example_len)
     assert planted.name == "the" and len(ff.held_out) == len(ff.negatives) == 10
     return planted.explanation, ff
 

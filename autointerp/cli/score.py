@@ -44,6 +44,9 @@ ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (an
 NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.")]
 ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.")]
+PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detection and fuzzing: held-out examples judged in one prompt (1-50).")]
+ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment around the maximum (SAEBench shows 21, delphi 32).")]
+QuantilesOpt = Annotated[int, typer.Option("--quantiles", help="Detection and fuzzing: activation quantile bins of the activating examples; recall is reported per bin.")]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
 
 
@@ -177,12 +180,14 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           concurrency: ConcurrencyOpt = 8, explanations_per_feature: NExplOpt = 1,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
           hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None,
-          workers: WorkersOpt = 1) -> None:
+          workers: WorkersOpt = 1, examples_per_prompt: PerPromptOpt = 10,
+          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.pipeline import ScoreConfig
     from autointerp.scoring.scorers import parse_scorers
+    from autointerp.scoring.verdicts import JudgeSettings
 
     if random_from not in ("nonzero", "all") or n_features < 1:
         raise BadInputError(f"--random-from must be nonzero or all (got {random_from!r}) and "
@@ -193,6 +198,13 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     if workers < 1 or (workers > 1 and "inprocess" in (explainer, simulator)):
         raise BadInputError(f"--workers must be at least 1, and 1 with an in-process model "
                             f"(each worker would load its own; got {workers})")
+    try:
+        judge = JudgeSettings(n_quantiles=quantiles, batch_size=examples_per_prompt,
+                              example_len=example_tokens)
+    except ValueError:
+        raise BadInputError(f"need --examples-per-prompt 1-50 (got {examples_per_prompt}), "
+                            f"--example-tokens at least 2 (got {example_tokens}) and "
+                            f"--quantiles at least 1 (got {quantiles})") from None
     from autointerp.dictionaries.sources import expand_specs
 
     dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint
@@ -213,7 +225,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
     scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
-                        force=force, scorers=scorers) for d in dict_]
+                        force=force, scorers=scorers, judge=judge) for d in dict_]
     from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
 
     fewer_collections()

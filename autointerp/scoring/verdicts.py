@@ -44,8 +44,10 @@ class JudgeSettings:
     """Activation quantile bins of the held-out activating examples (recall is reported per bin)."""
     batch_size: int = 10
     """Examples per prompt (shuffled, so a batch mixes both classes)."""
-    example_len: int = 32
-    """Tokens per example: a window of the 64-token fragment (delphi shows 32)."""
+    example_len: int = 21
+    """Tokens per example: a window of the 64-token fragment, for an activating one ten
+    tokens either side of its maximum (SAEBench's window; delphi shows 32). Shorter than
+    delphi's so that detection costs under a quarter of its tokens (bench/cost.py)."""
     min_per_class: int = 5
     """Fewer examples of either class fail the feature rather than give a noisy score."""
     seed: int = 0
@@ -255,7 +257,7 @@ class LLMJudge:
 
     def settings(self) -> dict:
         return {"name": self.name, "mode": self.mode, "task": self.task,
-                "retries": self.simulator.retries, "prompt_version": 1}
+                "retries": self.simulator.retries, "prompt_version": 2}
 
     async def prepare(self) -> None:
         await self.simulator.prepare()
