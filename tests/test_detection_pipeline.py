@@ -139,10 +139,13 @@ def test_cli_scorer_option(planted, tmp_path):
 
 def test_cli_judge_settings(planted, tmp_path):
     """--examples-per-prompt, --example-tokens and --quantiles reach the scorer and its run."""
+    from dataclasses import asdict
+
     from typer.testing import CliRunner
 
     from autointerp.cli import app
     from autointerp.errors import BadInputError
+    from autointerp.scoring.verdicts import JudgeSettings
 
     db_path = tmp_path / "r.db"
     base = ["score", "--dict", str(planted[1]), "--db", str(db_path), "--explainer", "lexical",
@@ -162,11 +165,7 @@ def test_cli_judge_settings(planted, tmp_path):
         assert {len(e["tokens"]) for e in examples} == {12}
     default = CliRunner().invoke(app, base)  # another run: the settings are in its id
     assert default.exit_code == 0, default.output
-    assert db["runs"].count == 2
-    from dataclasses import asdict
-
-    from autointerp.scoring.verdicts import JudgeSettings
-
+    assert db["runs"].count == 2  # the CLI's defaults are JudgeSettings':
     newest = json.loads(list(db.query("select config from runs order by rowid desc limit 1"))[0]
                         ["config"])["scorer_settings"]
     assert {k: newest[k] for k in asdict(JudgeSettings())} == asdict(JudgeSettings())
