@@ -173,6 +173,9 @@ def test_cli_judge_settings(planted, tmp_path):
                         ("--quantiles", "0")):
         bad = CliRunner().invoke(app, base + [flag, value])
         assert isinstance(bad.exception, BadInputError) and flag in str(bad.exception)
+    long = CliRunner().invoke(app, base + ["--example-tokens", "65"])
+    assert isinstance(long.exception, BadInputError)
+    assert "longer than the store's 64-token fragments" in str(long.exception)
 
 
 def judge_answer(messages: list[dict]) -> str:

@@ -45,7 +45,7 @@ NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Expla
 ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.")]
 PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detection and fuzzing: held-out examples judged in one prompt (1-50).")]
-ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment around the maximum (SAEBench shows 21, delphi 32).")]
+ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment (at most the store's fragment length, 64) around the maximum (SAEBench shows 21, delphi 32).")]
 QuantilesOpt = Annotated[int, typer.Option("--quantiles", help="Detection and fuzzing: activation quantile bins of the activating examples; recall is reported per bin.")]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
 

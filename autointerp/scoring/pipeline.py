@@ -235,6 +235,9 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
     dict_id = dictionary_id(cfg.dictionary)
     store = ActivationStore(resolve_store(cfg, dictionary.meta))
     forced = check_compatible(dictionary, store, cfg.force)
+    if set(cfg.scorers) - {"simulation"} and cfg.judge.example_len > store.fragment_len:
+        raise BadInputError(f"--example-tokens {cfg.judge.example_len} is longer than the "
+                            f"store's {store.fragment_len}-token fragments")
     metered(explainer)
     metered(simulator)
     scorers = make_scorers(cfg.scorers, simulator, cfg.judge)
