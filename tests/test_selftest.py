@@ -219,6 +219,23 @@ def test_cli_prints_the_verdict_and_warns(store, tmp_path):
     assert "cached" in again.output and "FAIL" in again.output
 
 
+def test_cli_judge_settings(store, tmp_path):
+    """selftest takes score's detection and fuzzing settings; they are part of its key."""
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+    from autointerp.errors import BadInputError
+
+    args = ["selftest", "--acts", str(store.path), "--db", str(tmp_path / "a.db"),
+            "--simulator", "lexical", "--scorer", "detection"]
+    for extra in ([], ["--example-tokens", "12", "--examples-per-prompt", "5"]):
+        out = CliRunner().invoke(app, args + extra, terminal_width=200)
+        assert out.exit_code == 0, out.output
+    assert open_db(tmp_path / "a.db")["selftests"].count == 2  # one per setting
+    bad = CliRunner().invoke(app, args + ["--quantiles", "0"])
+    assert isinstance(bad.exception, BadInputError) and "--quantiles" in str(bad.exception)
+
+
 def test_cli_rejects_a_missing_store(tmp_path):
     from typer.testing import CliRunner
 

@@ -50,6 +50,19 @@ QuantilesOpt = Annotated[int, typer.Option("--quantiles", help="Detection and fu
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
 
 
+def judge_settings(examples_per_prompt: int, example_tokens: int, quantiles: int):
+    """Detection and fuzzing settings from the command's options (score, selftest)."""
+    from autointerp.scoring.verdicts import JudgeSettings
+
+    try:
+        return JudgeSettings(n_quantiles=quantiles, batch_size=examples_per_prompt,
+                             example_len=example_tokens)
+    except ValueError:
+        raise BadInputError(f"need --examples-per-prompt 1-50 (got {examples_per_prompt}), "
+                            f"--example-tokens at least 2 (got {example_tokens}) and "
+                            f"--quantiles at least 1 (got {quantiles})") from None
+
+
 def make_backend(db, backend: str, model: str | None, base_url: str | None, api_key_env: str,
                  concurrency: int, device: str, role: str, cache: dict):
     """A cached LLM client, shared between explainer and simulator when they are the same."""
@@ -187,7 +200,6 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.pipeline import ScoreConfig
     from autointerp.scoring.scorers import parse_scorers
-    from autointerp.scoring.verdicts import JudgeSettings
 
     if random_from not in ("nonzero", "all") or n_features < 1:
         raise BadInputError(f"--random-from must be nonzero or all (got {random_from!r}) and "
@@ -198,13 +210,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     if workers < 1 or (workers > 1 and "inprocess" in (explainer, simulator)):
         raise BadInputError(f"--workers must be at least 1, and 1 with an in-process model "
                             f"(each worker would load its own; got {workers})")
-    try:
-        judge = JudgeSettings(n_quantiles=quantiles, batch_size=examples_per_prompt,
-                              example_len=example_tokens)
-    except ValueError:
-        raise BadInputError(f"need --examples-per-prompt 1-50 (got {examples_per_prompt}), "
-                            f"--example-tokens at least 2 (got {example_tokens}) and "
-                            f"--quantiles at least 1 (got {quantiles})") from None
+    judge = judge_settings(examples_per_prompt, example_tokens, quantiles)
     from autointerp.dictionaries.sources import expand_specs
 
     dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint

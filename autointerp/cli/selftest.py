@@ -17,11 +17,15 @@ from autointerp.cli.score import (
     ApiKeyEnvOpt,
     BaseUrlOpt,
     ConcurrencyOpt,
+    ExampleTokensOpt,
+    PerPromptOpt,
+    QuantilesOpt,
     ScorerOpt,
     SimulatorModelOpt,
     SimulatorModeOpt,
     SimulatorOpt,
     SimulatorUrlOpt,
+    judge_settings,
     make_simulator,
 )
 from autointerp.progress import Progress
@@ -65,7 +69,9 @@ def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedO
              simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",
              base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
              concurrency: ConcurrencyOpt = 8, device: DeviceOpt = "auto",
-             seed: SeedOpt = 0, scorer: ScorerOpt = None) -> None:
+             seed: SeedOpt = 0, scorer: ScorerOpt = None,
+             examples_per_prompt: PerPromptOpt = 10, example_tokens: ExampleTokensOpt = 21,
+             quantiles: QuantilesOpt = 10) -> None:
     """Score planted features with their true and with wrong explanations, for each scorer
     asked for (default simulation); PASS or FAIL per scorer."""
     from autointerp.db import open_db
@@ -73,11 +79,12 @@ def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedO
     from autointerp.scoring.scorers import make_scorers, parse_scorers
 
     names = parse_scorers(scorer or ["simulation"])
+    judge = judge_settings(examples_per_prompt, example_tokens, quantiles)
     store = ActivationStore(acts) if acts is not None else None
     database = open_db(db)
     sim = make_simulator(database, simulator, simulator_model, simulator_mode,
                          simulator_base_url or base_url, api_key_env, concurrency, device, {})
-    for one in make_scorers(names, sim):
+    for one in make_scorers(names, sim, judge):
         _one_selftest(one, sim, database, store, n_features, seed, right_threshold,
                       gap_threshold)
 
