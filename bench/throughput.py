@@ -27,7 +27,7 @@ import argparse
 import json
 import os
 import resource
-import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -96,7 +96,12 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
     db = args.work / f"run-{name}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    shutil.copy(template, db)
+    # SQLite's backup, not a file copy: the template's fragment set may still sit in its
+    # write-ahead log right after setup made it, and a copy of the main file alone would
+    # leave every run to sample the fragments again (and time that too).
+    src, dst = sqlite3.connect(template), sqlite3.connect(db)
+    src.backup(dst)
+    src.close(), dst.close()
     cmd = [str(Path(sys.executable).parent / "autointerp"), "score", "--dict", str(dict_path),
            "--acts", str(store), "--db", str(db), "--n-features", str(args.n_features),
            "--explainer", "openai", "--explainer-model", "instant", "--simulator-model", "instant",
