@@ -110,7 +110,7 @@ def m002_fragment_sets(db: sqlite_utils.Database) -> None:
 
 @migration
 def m003_scorers_and_cost(db: sqlite_utils.Database) -> None:
-    # Several scorers per dictionary (issue 11): a run is one dictionary x scorer. Per
+    # Several scorers per dictionary: a run is one dictionary x scorer. Per
     # feature: AUROC, small metrics (recall per quantile, slots without an answer), and
     # the tokens and calls billed to its explanation and to its scorer.
     db["runs"].add_column("scorer", str)  # simulation | detection | fuzzing (null: simulation)

@@ -2,7 +2,7 @@
 laptop CPU, reusing what exists on a rerun.
 
 harvest SmolLM2-135M (and the same architecture re-initialised: the random-model
-control, issue 7.3) -> train a TopK SAE on each and fit PCA, ICA, neuron and random
+control) -> train a TopK SAE on each and fit PCA, ICA, neuron and random
 baselines -> simulator self-test -> score a sample of features of every dictionary
 with the in-process explainer and simulator, and with the lexical reference ->
 compare -> report.
@@ -200,18 +200,18 @@ SCORERS = ("simulation", "detection")
 
 def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:
     """(label suffix, explainer, simulator): the in-process LLM, then the lexical reference."""
-    from autointerp.llm.cache import CachedClient
-    from autointerp.llm.factory import ClientSpec, make_client
-    from autointerp.scoring.explain import LLMExplainer
-    from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
-    from autointerp.scoring.scorers.simulation import LLMSimulator
+    from autointerp.scoring.llms import make_explainer, make_simulator
 
-    scorers = []
-    if cfg.llm is not None:
-        client = CachedClient(make_client(ClientSpec(model=cfg.llm, device=cfg.device)), db)
-        scorers.append(("", LLMExplainer(client), LLMSimulator(client, cfg.simulator_mode)))
-    if cfg.lexical:
-        scorers.append((" (lexical)", LexicalExplainer(), LexicalSimulator()))
+    scorers, cache = [], {}
+    for backend, suffix, wanted in (("inprocess", "", cfg.llm is not None),
+                                    ("lexical", " (lexical)", cfg.lexical)):
+        if wanted:
+            args = (cfg.concurrency, cfg.device)
+            simulator = make_simulator(db, backend, cfg.llm, cfg.simulator_mode, None,
+                                       "OPENAI_API_KEY", *args, cache)
+            explainer = make_explainer(db, backend, cfg.llm, None, "OPENAI_API_KEY", *args, 1,
+                                       cache)
+            scorers.append((suffix, explainer, simulator))
     return scorers
 
 

@@ -1,4 +1,4 @@
-"""The small frozen records that flow through scoring (DESIGN.md, "The flow").
+"""The small frozen records that flow through scoring (docs/design.md, "The flow").
 Nothing gains fields as it travels; a failure is an exception or a recorded status."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The GPU check (issue 13, item 7): one JSON of figures, measured in one run.
+"""The GPU check: one JSON of figures, measured in one run.
 
     bash bench/gpu.sh                 # on a GPU: about 8 minutes on one H100-class card
     bash bench/gpu.sh --smoke         # anywhere, on CPU, tiny sizes (the test suite runs it)

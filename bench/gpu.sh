@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 13, item 7): harvest ratio, SAE training tokens/s against the bf16
+# The GPU check: harvest ratio, SAE training tokens/s against the bf16
 # matrix-product floor, in-process scoring features/minute; one JSON (--out, default
 # gpu_check.json). `--smoke` runs it on CPU at tiny sizes (the test suite does).
 set -euo pipefail

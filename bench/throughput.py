@@ -1,4 +1,4 @@
-"""Harness throughput (issue 13, item 5): features per hour of the `score` path alone.
+"""Harness throughput: features per hour of the `score` path alone.
 
     python bench/throughput.py                     # 200 features, concurrency 64, 1 and 2 workers
     python bench/throughput.py --n-features 400 --concurrency 128 --workers 4
@@ -15,7 +15,7 @@ fresh   features/hour of the whole command (start-up, explain, every scorer call
         feature; calls per feature and the server's own CPU share.
 rerun   wall time of the identical rerun in a fresh process (every feature done).
 cached  wall time of a fresh process whose every LLM call is a cache hit (feature rows
-        deleted): the cache-only rerun of issue 13, item 6 (target < 5 s).
+        deleted): the cache-only rerun (target < 5 s).
 
 The store is a small SmolLM2 harvest of the builtin corpus and the dictionary a TopK SAE
 trained on it (sparse, so detection has silent fragments); both are kept in --work.

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from autointerp.distributed import World
 from autointerp.errors import BadInputError
 from autointerp.sae.config import TrainConfig
-from autointerp.sae.train import Trainer
+from autointerp.sae.trainer import Trainer
 
 
 class DistributedTrainer(Trainer):

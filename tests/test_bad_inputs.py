@@ -1,4 +1,4 @@
-"""Bad inputs through the real CLI (issue 6, item 4): each gives one `error: ...` line on
+"""Bad inputs through the real CLI: each gives one `error: ...` line on
 stderr, exit code 1, no traceback (unless --debug) and no half-written output."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Two `score` processes on one database (issue 6, item 3): started together on the same
+"""Two `score` processes on one database: started together on the same
 dictionary, or on two dictionaries with a shared LLM-call cache, neither fails on a lock
 nor corrupts the database, and the union of their results is complete: every sampled
 feature has exactly one row, and every LLM call they made is cached once."""

@@ -1,4 +1,4 @@
-"""Crash safety (issue 6, item 2): `harvest`, `train` and `score` are SIGKILLed at seeded
+"""Crash safety: `harvest`, `train` and `score` are SIGKILLed at seeded
 random points of their work, then rerun. After every kill nothing a later run reads is
 partial (only temp-named files can be, and loading either works or fails in one line);
 after the rerun the result equals an uninterrupted run's, the database passes
@@ -30,7 +30,7 @@ from tests.clitools import (
 )
 
 KILLS = 3
-SEED = 6  # issue 6
+SEED = 6
 VOLATILE_META = ("created", "last_run")
 """Store metadata that records when and how fast, not what: it differs between runs."""
 

@@ -1,4 +1,4 @@
-"""Issue 10 as a user meets it, through the real command line: `score --dict` on a sparsify
+"""Dictionaries from other tools as a user meets them, through the real command line: `score --dict` on a sparsify
 checkpoint root and on a sae-lens folder harvests each dictionary's own (translated) hook
 point with its own input transform, and every bad input of the issue ends in one line with
 exit status 1."""

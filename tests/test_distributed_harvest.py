@@ -1,4 +1,4 @@
-"""Data-parallel harvest (issue 13, point 2): 2 ranks (gloo, one thread each) harvest two hook
+"""Data-parallel harvest: 2 ranks (gloo, one thread each) harvest two hook
 points in one pass, each rank its own contiguous share of the documents into its own shards.
 The union reads as one store equal, bit for bit, to a one-process harvest of the same
 documents: the same token ids, activations and eval fragment boundaries in the same order

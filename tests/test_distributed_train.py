@@ -1,4 +1,4 @@
-"""Data-parallel SAE training (issue 13, point 3): 2 ranks on CPU (gloo) with global batch B
+"""Data-parallel SAE training: 2 ranks on CPU (gloo) with global batch B
 train the SAE that one process trains with batch B: the replicas are identical, equal to the
 one-process weights within 1e-5, with the same dead-latent counters; the saved dictionary
 records the world size; a killed `torchrun` training resumes to the uninterrupted result."""

@@ -1,4 +1,4 @@
-"""Fault injection against the OpenAI-compatible backend (issue 6, items 1, 4 and 5):
+"""Fault injection against the OpenAI-compatible backend:
 a faulty server on 127.0.0.1 fails at chosen rates; calls still complete, waits honour
 Retry-After, nothing failed is cached, 401 and unreachable endpoints fail in one line,
 and a planted API key never leaks."""

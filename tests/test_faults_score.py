@@ -1,4 +1,4 @@
-"""A whole score run through a faulty OpenAI-compatible endpoint (issue 6, item 1).
+"""A whole score run through a faulty OpenAI-compatible endpoint.
 
 Explainer and simulator (logprobs mode) are both the real OpenAIClient behind the
 real CachedClient, pointed at tests/servers/faulty.py on 127.0.0.1. The server

@@ -1,5 +1,5 @@
 """bench/gpu.sh --smoke: the GPU check runs end to end on CPU at tiny sizes and writes
-its one JSON of figures (issue 13, item 7), so it is ready the day a GPU is lent."""
+its one JSON of figures, so it is ready the day a GPU is lent."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The LLM-call cache: keys, round trips, hits without calls, failures never stored,
-and two writers of one key (issue 4, item 6)."""
+and two writers of one key."""
 
 from __future__ import annotations
 

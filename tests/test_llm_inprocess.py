@@ -1,5 +1,5 @@
 """The in-process backend on a tiny random Llama built here: batching changes nothing,
-prompt logprobs are a direct forward pass, sampling is reproducible (issue 4, item 5)."""
+prompt logprobs are a direct forward pass, sampling is reproducible."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The OpenAI-compatible client: parsing of the three prompt-logprob dialects, the
-llama.cpp shift correction, probing, the concurrency limit and naming (issue 4, item 5).
+llama.cpp shift correction, probing, the concurrency limit and naming.
 The real llama.cpp server is exercised in test_wire_llamacpp.py."""
 
 from __future__ import annotations

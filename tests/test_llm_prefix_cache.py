@@ -1,4 +1,4 @@
-"""The in-process prefix cache (issue 13, item 6): prompts that share the explainer's or
+"""The in-process prefix cache: prompts that share the explainer's or
 simulator's instructions and few-shot examples run only their own tail, and give the
 same text and logprobs as running every prompt in full."""
 

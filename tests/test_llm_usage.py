@@ -1,4 +1,4 @@
-"""Every client fills `Completion.usage` (issue 11, item 7): the OpenAI-compatible client
+"""Every client fills `Completion.usage`: the OpenAI-compatible client
 from the endpoint's `usage`, the in-process client by counting with its tokenizer, and
 the cache stores it, so a cache hit reports the tokens of the original call."""
 

@@ -1,4 +1,4 @@
-"""Many hook points in one forward pass (issue 13, point 1): one store per hook point, each
+"""Many hook points in one forward pass: one store per hook point, each
 identical, file for file and bit for bit, to the store a single-hook harvest writes; the
 forward stops after the deepest hooked block; `--layers 0-2 --hook resid,mlp` on the command
 line; resuming a multi-hook pass finishes every store."""

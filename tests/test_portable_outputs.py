@@ -1,4 +1,4 @@
-"""Shareable outputs name no folder of the machine that made them (issue 13, item 9):
+"""Shareable outputs name no folder of the machine that made them:
 the demo's provenance and the report record paths relative to the working directory,
 or only a name, and the committed reference run holds no machine path."""
 

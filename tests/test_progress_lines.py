@@ -1,4 +1,4 @@
-"""Runs that outlive a terminal (issue 13, item 8): with stdout not a terminal, long steps
+"""Runs that outlive a terminal: with stdout not a terminal, long steps
 print plain progress lines at intervals (done of total, rate, time left), and the CLI's
 output carries no library deprecation warnings."""
 

@@ -1,4 +1,4 @@
-"""Corpus text cannot break the prompt structure (issue 6, item 6).
+"""Corpus text cannot break the prompt structure.
 
 tests/test_explain.py and tests/test_simulate.py read hostile prompts back with the
 library's own parser. Here a separate reader, written from the format's description

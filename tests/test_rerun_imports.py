@@ -1,4 +1,4 @@
-"""A rerun of `score` imports only what it needs (issue 13, item 6): once a dictionary's
+"""A rerun of `score` imports only what it needs: once a dictionary's
 fragments are stored, reading its header and the stored fragments needs no torch, the
 slowest import of a start-up (about 1 s)."""
 

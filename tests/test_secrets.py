@@ -1,4 +1,4 @@
-"""The API key never leaves the environment (issue 6, item 5).
+"""The API key never leaves the environment.
 
 A recognisable key is planted in the variable named by --api-key-env. The real
 `autointerp` command then scores through a local OpenAI-compatible server that

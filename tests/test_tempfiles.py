@@ -1,4 +1,4 @@
-"""Temporary files of a killed run (issue 6, item 2). Every shard, checkpoint and
+"""Temporary files of a killed run. Every shard, checkpoint and
 dictionary file is written as `.NAME.tmpPID` and renamed into place when whole, so a
 SIGKILL during a write leaves that hidden file behind: never read, but for a real model
 tens of MB. A resumed harvest or train deletes the ones in its own output folder whose

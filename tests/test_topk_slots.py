@@ -1,4 +1,4 @@
-"""Issue 11, point 4: an endpoint that returns only its top-k alternatives (llama.cpp's
+"""An endpoint that returns only its top-k alternatives (llama.cpp's
 echo) can leave every digit out at an all-at-once slot. Such a slot is no evidence of
 activation (0), counted; the feature fails only when most slots are like that."""
 

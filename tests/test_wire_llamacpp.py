@@ -1,6 +1,6 @@
 """Wire tests against a real llama.cpp server (llama-cpp-python) on the shipped SmolLM2
 GGUF: chat logprobs, echo prompt logprobs after the shift correction against
-transformers on the same weights, and the cache counted at the server (issue 4)."""
+transformers on the same weights, and the cache counted at the server."""
 
 from __future__ import annotations
 

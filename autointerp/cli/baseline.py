@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from autointerp.cli import app
-from autointerp.cli.options import OverwriteOpt, SeedOpt
+from autointerp.cli.options import Method, OverwriteOpt, SeedOpt
 
 
 @app.command()
 def baseline(
     acts: Annotated[Path, typer.Option("--acts", help="Activation store folder (from `autointerp harvest`).")],
-    method: Annotated[str, typer.Option("--method", help="pca, ica, neurons or random.")],
+    method: Annotated[Method, typer.Option("--method", help="Baseline directions: principal components, independent components, the neuron basis or random directions.")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dictionary to.")],
     seed: SeedOpt = 0,
     n_fit: Annotated[int, typer.Option(
@@ -26,6 +26,7 @@ def baseline(
     from autointerp.cli.inspect import print_dictionary
     from autointerp.harvest.store import ActivationStore
 
+    method = method.value
     with typer_status(f"fitting {method}"):
         dictionary, reused = fit_from_store(ActivationStore(acts), out, method, seed, n_fit, overwrite)
     if reused:

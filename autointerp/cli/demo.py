@@ -10,7 +10,14 @@ from rich.console import Console
 
 from autointerp.cli import app
 from autointerp.cli.compare import print_verdicts
-from autointerp.cli.options import DeviceOpt, SeedOpt
+from autointerp.cli.options import (
+    DeviceOpt,
+    OldModeOpt,
+    ScoringMode,
+    SeedOpt,
+    deprecated,
+    value,
+)
 from autointerp.demo import DemoConfig as D  # one set of defaults: the library's
 
 Opt = typer.Option
@@ -27,8 +34,8 @@ def demo(
     hook: Annotated[str, Opt("--hook", help="resid (block output), mlp or attn.")] = D.hook,
     tokens: Annotated[int, Opt("--tokens", help="Tokens harvested per model (20% held out "
                                "for scoring fragments).")] = D.n_tokens,
-    n_features: Annotated[int, Opt("--n-features", help="Features scored per dictionary "
-                                   "(the paper: 150).")] = D.n_features,
+    n_sampled: Annotated[int, Opt("--n-sampled", min=1, help="Features sampled and scored per "
+                                  "dictionary (the paper: 150).")] = D.n_features,
     ratio: Annotated[int, Opt("--ratio", help="SAE width as a multiple of d_model.")] = D.sae_ratio,
     k: Annotated[int, Opt("--k", help="Active latents per token of the TopK SAE.")] = D.sae_k,
     train_tokens: Annotated[int, Opt("--train-tokens", help="Activations the SAE trains on "
@@ -37,8 +44,8 @@ def demo(
                               "time grows with it).")] = D.n_fit,
     llm: Annotated[str, Opt("--llm", help="In-process explainer and simulator model; none: "
                             "lexical rows only, no LLM.")] = D.llm,
-    simulator_mode: Annotated[str, Opt("--simulator-mode", help="auto, all-at-once, logprobs "
-                                       "or json.")] = D.simulator_mode,
+    scoring_mode: Annotated[ScoringMode, Opt("--scoring-mode", help="How the scoring model is "
+                                             "read: auto probes it.")] = D.simulator_mode,
     random_model: Annotated[bool, Opt("--random-model/--no-random-model", help="Also score an "
                                       "SAE trained on the re-initialised model (control).")] = D.random_model,
     lexical: Annotated[bool, Opt("--lexical/--no-lexical", help="Also score every dictionary "
@@ -49,14 +56,20 @@ def demo(
                                            "checked negatives.")] = D.detection_examples,
     device: DeviceOpt = D.device,
     seed: SeedOpt = D.seed,
+    n_features: Annotated[int | None, Opt("--n-features", hidden=True, help="Deprecated: --n-sampled.")] = None,
+    simulator_mode: OldModeOpt = None,
 ) -> None:
     """Run the whole experiment: harvest, SAE and baselines, self-test, score, compare, report."""
     from autointerp.demo import run_demo
 
-    cfg = D(out=out, db=db, model=model, layer=layer, hook=hook, n_tokens=tokens, n_features=n_features,
+    n_sampled = deprecated("--n-features", "--n-sampled", n_features, n_sampled, D.n_features)
+    mode = value(deprecated("--simulator-mode", "--scoring-mode", simulator_mode, scoring_mode,
+                            D.simulator_mode))
+
+    cfg = D(out=out, db=db, model=model, layer=layer, hook=hook, n_tokens=tokens, n_features=n_sampled,
             sae_ratio=ratio, sae_k=k, train_tokens=train_tokens, n_fit=n_fit,
             llm=None if llm.lower() == "none" else llm,
-            simulator_mode=simulator_mode, random_model=random_model, lexical=lexical,
+            simulator_mode=mode, random_model=random_model, lexical=lexical,
             concurrency=concurrency, device=device, seed=seed,
             detection_examples=detection_examples)
     console = Console()

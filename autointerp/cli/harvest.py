@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from autointerp.cli import app
-from autointerp.cli.options import DeviceOpt, OverwriteOpt, SeedOpt
+from autointerp.cli.options import (
+    DeviceOpt,
+    InputTransform,
+    ModelDtype,
+    OverwriteOpt,
+    SeedOpt,
+    StoreDtype,
+)
 
 
 @app.command()
@@ -27,9 +34,9 @@ def harvest(
         "or attn (submodule outputs) at each --layer(s); embed (input of block 0); or full names: "
         "resid_mid.3, blocks.3.hook_resid_pre (TransformerLens/sae-lens), layers.3 (sparsify). "
         "A comma-separated list (resid,mlp or embed,resid.3) harvests them all in one pass.")] = "resid",
-    input_transform: Annotated[str, typer.Option(
+    input_transform: Annotated[InputTransform, typer.Option(
         "--input-transform", help="none, or center: subtract each position's mean over d_model, "
-        "as TransformerLens's default weight processing (center_writing_weights) does.")] = "none",
+        "as TransformerLens's default weight processing (center_writing_weights) does.")] = InputTransform.none,
     corpus: Annotated[str, typer.Option(
         "--corpus", help="builtin, a .txt/.jsonl file or folder, or hf:NAME.")] = "builtin",
     tokens: Annotated[int, typer.Option(
@@ -43,11 +50,11 @@ def harvest(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 32,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option(
+    dtype: Annotated[ModelDtype, typer.Option(
         "--dtype", help="Model dtype: auto (bf16 on CUDA and on CPUs with native bf16, else "
-        "fp32), float32, bfloat16, float16.")] = "auto",
-    store_dtype: Annotated[str, typer.Option(
-        "--store-dtype", help="Stored activation dtype: float16 or bfloat16.")] = "float16",
+        "fp32), float32, bfloat16, float16.")] = ModelDtype.auto,
+    store_dtype: Annotated[StoreDtype, typer.Option(
+        "--store-dtype", help="Stored activation dtype.")] = StoreDtype.float16,
     random_init: Annotated[int | None, typer.Option(
         "--random-init", help="Re-initialise the model's weights with this seed (random-model control).")] = None,
     text_field: Annotated[str, typer.Option(
@@ -68,9 +75,9 @@ def harvest(
     cfgs = [HarvestConfig(
         layer=at, hook=kind, out=out / (kind if at is None else f"{kind}.{at}") if nested and out else out,
         model=model, corpus=corpus, n_tokens=tokens, eval_fraction=eval_fraction,
-        batch_size=batch_size, seed=seed, device=device, dtype=dtype, store_dtype=store_dtype,
+        batch_size=batch_size, seed=seed, device=device, dtype=dtype.value, store_dtype=store_dtype.value,
         random_init=random_init, text_field=text_field, overwrite=overwrite,
-        input_transform=input_transform) for kind, at in points]
+        input_transform=input_transform.value) for kind, at in points]
     paths = harvest_many(cfgs)
     if current_world().is_main:
         for path in paths:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from autointerp.cli import app
-from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
+from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, Metric, SeedOpt
 
 
 @app.command()
@@ -24,7 +24,7 @@ def patch(
     counterfactual: Annotated[str, typer.Option(
         "--counterfactual", help="IOI counterfactual: abb-cbb (the paper's: a third name as indirect "
         "object) or abc (the subject's second mention replaced).")] = "abb-cbb",
-    metric: Annotated[str, typer.Option("--metric", help="kl (to the counterfactual, the paper's) or logit-diff.")] = "kl",
+    metric: Annotated[Metric, typer.Option("--metric", help="kl (to the counterfactual, the paper's) or logit-diff.")] = Metric.kl,
     select: Annotated[str, typer.Option(
         "--select", help="Comma-separated selection methods: greedy (the paper's elimination), grad "
         "(attribution patching), ig (integrated gradients).")] = "greedy,grad,ig",
@@ -40,7 +40,7 @@ def patch(
     from autointerp.causal.bar import pass_progress
     from autointerp.causal.run import PatchConfig, run_patch
 
-    cfg = PatchConfig(tuple(dicts), task, str(out), n_prompts, counterfactual, metric,
+    cfg = PatchConfig(tuple(dicts), task, str(out), n_prompts, counterfactual, metric.value,
                       tuple(s.strip() for s in select.split(",") if s.strip()), n_thresholds,
                       ig_steps, seed, model, device, max_batch)
     with pass_progress() as progress:

@@ -14,116 +14,58 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from autointerp.cli import app
-from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
+from autointerp.cli.options import (
+    DEFAULT_DB,
+    EXPLAINER,
+    INPUTS,
+    RUN,
+    SCORERS_PANEL,
+    ApiKeyEnvOpt,
+    Backend,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    DbOpt,
+    DeviceOpt,
+    ExampleTokensOpt,
+    OldBackendOpt,
+    OldModelOpt,
+    OldModeOpt,
+    OldUrlOpt,
+    PerPromptOpt,
+    QuantilesOpt,
+    RandomFrom,
+    ScorerOpt,
+    ScoringBackendOpt,
+    ScoringMode,
+    ScoringModelOpt,
+    ScoringModeOpt,
+    ScoringUrlOpt,
+    SeedOpt,
+    deprecated,
+    scorer_names,
+    scoring_model,
+    value,
+)
 from autointerp.errors import BadInputError
 from autointerp.progress import Progress, RichProgress
 
-BACKENDS = ("inprocess", "openai", "lexical")
-DEFAULT_INPROCESS_MODEL = "smollm2-135m"
-
-DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO or hf:ORG/REPO/PATH (Hugging Face Hub), or saelens:RELEASE/SAE_ID.")]
-ActsOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store with the eval fragments; default: the store named in each dictionary's metadata.")]
-HarvestModelOpt = Annotated[str | None, typer.Option("--model", help="Harvest activations of this model first (no --acts): HF name or path.")]
-LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model); default: each dictionary's own hook point.")]
-HookOpt = Annotated[str | None, typer.Option("--hook", help="Hook point to harvest (with --model): resid, resid_mid, mlp, attn with --layer, or a full name (embed, resid.6, blocks.6.hook_resid_pre, layers.6); default: each dictionary's own.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Score even when the store's model, hook point or input transform differs from the dictionary's (recorded with the run).")]
-CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="Corpus to harvest (with --model): builtin or a path.")]
-TokensOpt = Annotated[int, typer.Option("--tokens", help="Tokens to harvest (with --model).")]
-NFeaturesOpt = Annotated[int, typer.Option("--n-features", help="Features sampled per dictionary (among those non-zero in >= 20 fragments).")]
-RandomFromOpt = Annotated[str, typer.Option("--random-from", help="Random fragments drawn among fragments where the feature is non-zero (nonzero) or among all (all).")]
-ExplainerOpt = Annotated[str, typer.Option("--explainer", help="Explainer backend: inprocess, openai or lexical.")]
-ExplainerModelOpt = Annotated[str | None, typer.Option("--explainer-model", help="Explainer model (default: smollm2-135m in process; required for openai).")]
-ExplainerUrlOpt = Annotated[str | None, typer.Option("--explainer-base-url", help="Explainer endpoint, overriding --base-url.")]
-SimulatorOpt = Annotated[str, typer.Option("--simulator", "--scoring-backend", help="Backend of the scoring model (the simulator, and the judge of detection and fuzzing): inprocess, openai or lexical.")]
-SimulatorModelOpt = Annotated[str | None, typer.Option("--simulator-model", "--scoring-model", help="Scoring model for every scorer (default: smollm2-135m in process; required for openai).")]
-SimulatorUrlOpt = Annotated[str | None, typer.Option("--simulator-base-url", "--scoring-base-url", help="Scoring model's endpoint, overriding --base-url.")]
-SimulatorModeOpt = Annotated[str, typer.Option("--simulator-mode", "--scoring-mode", help="How the scoring model is read: auto (probe the endpoint), all-at-once, logprobs or json.")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, Ollama), e.g. http://127.0.0.1:8080/v1.")]
-ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (read at call time, never stored).")]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (and endpoint requests) in flight at once.")]
-NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.")]
-ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.")]
-PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detection and fuzzing: held-out examples judged in one prompt (1-50).")]
-ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment (at most the store's fragment length, 64) around the maximum (SAEBench shows 21, delphi 32).")]
-QuantilesOpt = Annotated[int, typer.Option("--quantiles", help="Detection and fuzzing: activation quantile bins of the activating examples; recall is reported per bin.")]
-SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
-
-
-def judge_settings(examples_per_prompt: int, example_tokens: int, quantiles: int):
-    """Detection and fuzzing settings from the command's options (score, selftest)."""
-    from autointerp.scoring.verdicts import JudgeSettings
-
-    try:
-        return JudgeSettings(n_quantiles=quantiles, batch_size=examples_per_prompt,
-                             example_len=example_tokens)
-    except ValueError:
-        raise BadInputError(f"need --examples-per-prompt 1-50 (got {examples_per_prompt}), "
-                            f"--example-tokens at least 2 (got {example_tokens}) and "
-                            f"--quantiles at least 1 (got {quantiles})") from None
-
-
-def make_backend(db, backend: str, model: str | None, base_url: str | None, api_key_env: str,
-                 concurrency: int, device: str, role: str, cache: dict):
-    """A cached LLM client, shared between explainer and simulator when they are the same."""
-    if backend not in BACKENDS:
-        raise BadInputError(f"unknown {role} backend {backend!r}; choose {', '.join(BACKENDS)}")
-    if backend == "openai" and not model:
-        raise BadInputError(f"--{role} openai needs --{role}-model (the endpoint's model id)")
-    from autointerp.llm.cache import CachedClient
-    from autointerp.llm.factory import ClientSpec, make_client
-
-    spec = ClientSpec(backend=backend, model=model or DEFAULT_INPROCESS_MODEL,
-                      base_url=base_url if backend == "openai" else None,
-                      api_key_env=api_key_env, concurrency=concurrency, device=device)
-    if spec not in cache:
-        cache[spec] = CachedClient(make_client(spec), db)
-    return cache[spec]
-
-
-def make_explainer(db, backend, model, base_url, api_key_env, concurrency, device,
-                   n_explanations, cache: dict):
-    if backend == "lexical":
-        from autointerp.scoring.scorers.lexical import LexicalExplainer
-        return LexicalExplainer()
-    from autointerp.scoring.explain import LLMExplainer
-
-    client = make_backend(db, backend, model, base_url, api_key_env, concurrency, device,
-                          "explainer", cache)
-    # N > 1 explanations are samples (issue 7.4); one is the greedy answer.
-    return LLMExplainer(client, temperature=0.0 if n_explanations == 1 else 0.7)
-
-
-def make_simulator(db, backend, model, mode, base_url, api_key_env, concurrency, device,
-                   cache: dict):
-    """Also used by `autointerp selftest`, which takes the same simulator options."""
-    from autointerp.scoring.scorers.simulation import LLMSimulator, check_mode
-
-    check_mode(mode)
-    if backend == "lexical":
-        from autointerp.scoring.scorers.lexical import LexicalSimulator
-        return LexicalSimulator()
-    client = make_backend(db, backend, model, base_url, api_key_env, concurrency, device,
-                          "simulator", cache)
-    sim = LLMSimulator(client, mode)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # resolve `auto` now (cached probes), so that cache ids made from
-        asyncio.run(sim.prepare())  # simulator.mode (the self-test's) name the real mode
-    return sim
-
-
-def make_llms(db, explainer, explainer_model, explainer_url, simulator, simulator_model,
-              simulator_mode, simulator_url, api_key_env, concurrency, device,
-              n_explanations) -> tuple:
-    """(explainer, simulator, their clients); module-level, so that `--workers` can
-    send it (with its arguments bound) to the worker processes."""
-    cache: dict = {}
-    sim = make_simulator(db, simulator, simulator_model, simulator_mode, simulator_url,
-                         api_key_env, concurrency, device, cache)
-    expl = make_explainer(db, explainer, explainer_model, explainer_url, api_key_env,
-                          concurrency, device, n_explanations, cache)
-    return expl, sim, list(cache.values())
+DictOpt = Annotated[list[Path], typer.Option("--dict", help="Dictionary to score (repeatable): a folder (ours, sae-lens, sparsify, Gemma Scope; a sparsify checkpoint root scores every hookpoint), hf:ORG/REPO or hf:ORG/REPO/PATH (Hugging Face Hub), or saelens:RELEASE/SAE_ID.", rich_help_panel=INPUTS)]
+ActsOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store with the eval fragments; default: the store named in each dictionary's metadata.", rich_help_panel=INPUTS)]
+HarvestModelOpt = Annotated[str | None, typer.Option("--model", help="Harvest activations of this model first (no --acts): HF name or path.", rich_help_panel=INPUTS)]
+LayerOpt = Annotated[int | None, typer.Option("--layer", help="Layer to harvest (with --model); default: each dictionary's own hook point.", rich_help_panel=INPUTS)]
+HookOpt = Annotated[str | None, typer.Option("--hook", help="Hook point to harvest (with --model): resid, resid_mid, mlp, attn with --layer, or a full name (embed, resid.6, blocks.6.hook_resid_pre, layers.6); default: each dictionary's own.", rich_help_panel=INPUTS)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Score even when the store's model, hook point or input transform differs from the dictionary's (recorded with the run).", rich_help_panel=INPUTS)]
+CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="Corpus to harvest (with --model): builtin or a path.", rich_help_panel=INPUTS)]
+TokensOpt = Annotated[int, typer.Option("--tokens", help="Tokens to harvest (with --model).", rich_help_panel=INPUTS)]
+NSampledOpt = Annotated[int, typer.Option("--n-sampled", min=1, help="Features sampled per dictionary (among those non-zero in >= 20 fragments).", rich_help_panel=RUN)]
+OldNFeaturesOpt = Annotated[int | None, typer.Option("--n-features", hidden=True, help="Deprecated: --n-sampled.")]
+RandomFromOpt = Annotated[RandomFrom, typer.Option("--random-from", help="Random fragments drawn among fragments where the feature is non-zero, or among all.", rich_help_panel=SCORERS_PANEL)]
+ExplainerOpt = Annotated[Backend, typer.Option("--explainer", help="Explainer backend.", rich_help_panel=EXPLAINER)]
+ExplainerModelOpt = Annotated[str | None, typer.Option("--explainer-model", help="Explainer model (default: smollm2-135m in process; required for openai).", rich_help_panel=EXPLAINER)]
+ExplainerUrlOpt = Annotated[str | None, typer.Option("--explainer-base-url", help="Explainer endpoint, overriding --base-url.", rich_help_panel=EXPLAINER)]
+NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", min=1, help="Explanations sampled per feature at temperature > 0; the score is their mean.", rich_help_panel=EXPLAINER)]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.", rich_help_panel=RUN)]
+SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the scoring model's self-test on planted features first (cached).", rich_help_panel=SCORERS_PANEL)]
 
 
 def _ci(s) -> str:
@@ -184,33 +126,41 @@ async def _score_all(cfgs, explainer, simulator, db, clients, workers=None):
 @app.command()
 def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           layer: LayerOpt = None, corpus: CorpusOpt = None, tokens: TokensOpt = 200_000,
-          db: DbOpt = DEFAULT_DB, n_features: NFeaturesOpt = 150,
-          random_from: RandomFromOpt = "nonzero", explainer: ExplainerOpt = "inprocess",
+          db: DbOpt = DEFAULT_DB, n_sampled: NSampledOpt = 150,
+          random_from: RandomFromOpt = RandomFrom.nonzero,
+          explainer: ExplainerOpt = Backend.inprocess,
           explainer_model: ExplainerModelOpt = None, explainer_base_url: ExplainerUrlOpt = None,
-          simulator: SimulatorOpt = "inprocess", simulator_model: SimulatorModelOpt = None,
-          simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",
+          scoring_backend: ScoringBackendOpt = Backend.inprocess,
+          scoring_model_: ScoringModelOpt = None, scoring_base_url: ScoringUrlOpt = None,
+          scoring_mode: ScoringModeOpt = ScoringMode.auto,
           base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
           concurrency: ConcurrencyOpt = 8, explanations_per_feature: NExplOpt = 1,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
           hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None,
           workers: WorkersOpt = 1, examples_per_prompt: PerPromptOpt = 10,
-          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10) -> None:
-    """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
+          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10,
+          simulator: OldBackendOpt = None, simulator_model: OldModelOpt = None,
+          simulator_base_url: OldUrlOpt = None, simulator_mode: OldModeOpt = None,
+          n_features: OldNFeaturesOpt = None) -> None:
+    """Score dictionaries: sample features, explain their top fragments, score each
+    explanation with every scorer asked for."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
+    from autointerp.scoring.llms import judge_settings, make_llms
     from autointerp.scoring.pipeline import ScoreConfig
-    from autointerp.scoring.scorers import parse_scorers
 
-    if random_from not in ("nonzero", "all") or n_features < 1:
-        raise BadInputError(f"--random-from must be nonzero or all (got {random_from!r}) and "
-                            f"--n-features at least 1 (got {n_features})")
-    for role, backend in (("explainer", explainer), ("simulator", simulator)):
-        if backend not in BACKENDS:  # before any model is loaded
-            raise BadInputError(f"unknown {role} backend {backend!r}; choose {', '.join(BACKENDS)}")
-    if workers < 1 or (workers > 1 and "inprocess" in (explainer, simulator)):
+    backend, sim_model, sim_url, mode = scoring_model(
+        scoring_backend, scoring_model_, scoring_base_url, scoring_mode, simulator,
+        simulator_model, simulator_base_url, simulator_mode)
+    n_sampled = deprecated("--n-features", "--n-sampled", n_features, n_sampled, 150)
+    explainer = value(explainer)
+    if n_sampled < 1:
+        raise BadInputError(f"--n-sampled must be at least 1 (got {n_sampled})")
+    if workers < 1 or (workers > 1 and "inprocess" in (explainer, backend)):
         raise BadInputError(f"--workers must be at least 1, and 1 with an in-process model "
                             f"(each worker would load its own; got {workers})")
     judge = judge_settings(examples_per_prompt, example_tokens, quantiles)
+    scorers = scorer_names(scorer)
     from autointerp.dictionaries.sources import expand_specs
 
     dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint
@@ -223,13 +173,12 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     check_stores(stores, force)  # before any LLM is loaded
     database = open_db(db)
     llm_args = dict(explainer=explainer, explainer_model=explainer_model,
-                    explainer_url=explainer_base_url or base_url, simulator=simulator,
-                    simulator_model=simulator_model, simulator_mode=simulator_mode,
-                    simulator_url=simulator_base_url or base_url, api_key_env=api_key_env,
+                    explainer_url=explainer_base_url or base_url, simulator=backend,
+                    simulator_model=sim_model, simulator_mode=mode,
+                    simulator_url=sim_url or base_url, api_key_env=api_key_env,
                     device=device, n_explanations=explanations_per_feature)
     expl, sim, clients = make_llms(database, concurrency=concurrency, **llm_args)
-    frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
-    scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
+    frag_cfg = FragmentConfig(n_features=n_sampled, random_from=value(random_from), seed=seed)
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
                         force=force, scorers=scorers, judge=judge) for d in dict_]
     from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
@@ -237,7 +186,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     fewer_collections()
     share = concurrency_share(concurrency, workers)
     with Workers(workers, str(db), partial(make_llms, concurrency=share, **llm_args)) as pool:
-        pool.start()
+        from autointerp.scoring.pipeline import score_features
+
+        pool.start(score_features)
         summaries = asyncio.run(_score_all(cfgs, expl, sim, database, clients, pool))
     console = Console()
     from autointerp.dictionaries.sources import dictionary_id

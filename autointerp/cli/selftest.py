@@ -12,26 +12,37 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from autointerp.cli import app
-from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
-from autointerp.cli.score import (
+from autointerp.cli.options import (
+    DEFAULT_DB,
     ApiKeyEnvOpt,
+    Backend,
     BaseUrlOpt,
     ConcurrencyOpt,
+    DbOpt,
+    DeviceOpt,
     ExampleTokensOpt,
+    OldBackendOpt,
+    OldModelOpt,
+    OldModeOpt,
+    OldUrlOpt,
     PerPromptOpt,
     QuantilesOpt,
     ScorerOpt,
-    SimulatorModelOpt,
-    SimulatorModeOpt,
-    SimulatorOpt,
-    SimulatorUrlOpt,
-    judge_settings,
-    make_simulator,
+    ScoringBackendOpt,
+    ScoringMode,
+    ScoringModelOpt,
+    ScoringModeOpt,
+    ScoringUrlOpt,
+    SeedOpt,
+    deprecated,
+    scorer_names,
+    scoring_model,
 )
 from autointerp.progress import Progress
 
 StoreOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store whose eval fragments carry the planted features; default: the builtin corpus, tokenized with SmolLM2's tokenizer.")]
-PlantedOpt = Annotated[int, typer.Option("--n-features", min=2, max=12, help="Planted features to simulate, each with its true and with a wrong explanation.")]
+PlantedOpt = Annotated[int, typer.Option("--n-planted", min=2, max=12, help="Planted features to score, each with its true and with a wrong explanation.")]
+OldPlantedOpt = Annotated[int | None, typer.Option("--n-features", hidden=True, min=2, max=12, help="Deprecated: --n-planted.")]
 RightOpt = Annotated[float, typer.Option("--right-threshold", help="The simulator fails below this mean score with the true explanations (simulation; detection and fuzzing need balanced accuracy 0.75).")]
 GapOpt = Annotated[float, typer.Option("--gap-threshold", help="The simulator fails below this mean gap between true and wrong explanations (simulation; detection and fuzzing need 0.2).")]
 
@@ -63,29 +74,37 @@ def details_table(res) -> Table:
 
 
 @app.command()
-def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_features: PlantedOpt = 8,
+def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_planted: PlantedOpt = 8,
              right_threshold: RightOpt = 0.5, gap_threshold: GapOpt = 0.2,
-             simulator: SimulatorOpt = "inprocess", simulator_model: SimulatorModelOpt = None,
-             simulator_base_url: SimulatorUrlOpt = None, simulator_mode: SimulatorModeOpt = "auto",
+             scoring_backend: ScoringBackendOpt = Backend.inprocess,
+             scoring_model_: ScoringModelOpt = None, scoring_base_url: ScoringUrlOpt = None,
+             scoring_mode: ScoringModeOpt = ScoringMode.auto,
              base_url: BaseUrlOpt = None, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
              concurrency: ConcurrencyOpt = 8, device: DeviceOpt = "auto",
              seed: SeedOpt = 0, scorer: ScorerOpt = None,
              examples_per_prompt: PerPromptOpt = 10, example_tokens: ExampleTokensOpt = 21,
-             quantiles: QuantilesOpt = 10) -> None:
+             quantiles: QuantilesOpt = 10, simulator: OldBackendOpt = None,
+             simulator_model: OldModelOpt = None, simulator_base_url: OldUrlOpt = None,
+             simulator_mode: OldModeOpt = None, n_features: OldPlantedOpt = None) -> None:
     """Score planted features with their true and with wrong explanations, for each scorer
     asked for (default simulation); PASS or FAIL per scorer."""
     from autointerp.db import open_db
     from autointerp.harvest.store import ActivationStore
-    from autointerp.scoring.scorers import make_scorers, parse_scorers
+    from autointerp.scoring.llms import judge_settings, make_simulator
+    from autointerp.scoring.scorers import make_scorers
 
-    names = parse_scorers(scorer or ["simulation"])
+    backend, model, url, mode = scoring_model(
+        scoring_backend, scoring_model_, scoring_base_url, scoring_mode, simulator,
+        simulator_model, simulator_base_url, simulator_mode)
+    n_planted = deprecated("--n-features", "--n-planted", n_features, n_planted, 8)
+    names = scorer_names(scorer)
     judge = judge_settings(examples_per_prompt, example_tokens, quantiles)
     store = ActivationStore(acts) if acts is not None else None
     database = open_db(db)
-    sim = make_simulator(database, simulator, simulator_model, simulator_mode,
-                         simulator_base_url or base_url, api_key_env, concurrency, device, {})
+    sim = make_simulator(database, backend, model, mode, url or base_url, api_key_env,
+                         concurrency, device, {})
     for one in make_scorers(names, sim, judge):
-        _one_selftest(one, sim, database, store, n_features, seed, right_threshold,
+        _one_selftest(one, sim, database, store, n_planted, seed, right_threshold,
                       gap_threshold)
 
 

@@ -33,7 +33,7 @@ from autointerp.dictionaries.header import (  # noqa: F401 (their home before he
     declared_hook,
 )
 from autointerp.errors import BadInputError
-from autointerp.harvest.store import atomic_write_json, remove_stale_temp_files
+from autointerp.harvest.store import atomic_write_json, publish, remove_stale_temp_files
 
 ACTIVATIONS = ("relu", "topk", "jumprelu", "gated", "groupmax")
 INPUT_NORMS = ("none", "layer_norm", "constant_norm_rescale")
@@ -177,7 +177,7 @@ class Dictionary:
         path.mkdir(parents=True, exist_ok=True)
         tmp = path / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
         save_file(self.tensors(), str(tmp))
-        os.replace(tmp, path / WEIGHTS_NAME)
+        publish(tmp, path / WEIGHTS_NAME)
         atomic_write_json(path / CONFIG_NAME, self.config())
         return path
 

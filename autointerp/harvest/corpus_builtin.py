@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from autointerp.errors import BadInputError
-from autointerp.harvest.corpus import Corpus, Document, chunk_paragraphs, split_paragraphs
+from autointerp.harvest.documents import Corpus, Document, chunk_paragraphs, split_paragraphs
 
 VERSION = 1  # bump when the extraction changes, so old caches are not reused
 SHUFFLE_SEED = 0

@@ -1,6 +1,6 @@
 """Other tools' hook names, translated into ours.
 
-Ours (DESIGN.md): `embed` (the embedding output, the input of block 0), `resid.L` (the output
+Ours (docs/design.md): `embed` (the embedding output, the input of block 0), `resid.L` (the output
 of block L), `resid_mid.L` (after block L's attention, before its MLP), `mlp.L` and `attn.L`
 (the outputs of block L's MLP and attention submodules). A bare integer L means `resid.L`.
 

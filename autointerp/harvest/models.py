@@ -70,7 +70,7 @@ class LoadedModel:
     device: str
     dtype: str
     random_init_seed: int | None = None
-    """Set when the weights were re-initialised (random-model control, issue 7)."""
+    """Set when the weights were re-initialised (the random-model control)."""
 
 
 def resolve_device(device: str) -> str:

@@ -43,13 +43,27 @@ TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
 """`.NAME.tmpPID`: a file being written by process PID, renamed into place when whole."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file into place with the permissions the user's umask
+    gives a new file (a library may write its file 0600: colleagues sharing a folder
+    could read the config but not the weights)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -87,7 +101,7 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def to_storage(acts: torch.Tensor, dtype: str) -> np.ndarray:

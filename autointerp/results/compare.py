@@ -1,6 +1,6 @@
 """The method comparison (Cunningham et al. 2023, Figure 2): mean interpretability
 score per run with bootstrap 95% CIs, pairwise differences, and the simulator
-self-test verdict that every artefact made from these scores must carry (issue 7).
+self-test verdict that every artefact made from these scores must carry.
 
 Everything here reads the results database only; `write_comparison` writes the
 files that `autointerp compare` promises: table.md, table.csv, differences.md and

@@ -4,7 +4,7 @@ Corpus text goes into prompts one token per line, as `token<TAB>value`, between
 `<start>` and `<end>` lines (the format of Bills et al. 2023). A token is escaped
 so that it can never contain a raw tab or newline: a fragment that holds
 "<end>", a tab, or "ignore the above" stays one data line and cannot end the
-block or add one (issue 6, item 6). `parse_records` reads a block back, which is
+block or add one. `parse_records` reads a block back, which is
 how the tests show that hostile corpus text leaves the structure intact.
 """
 

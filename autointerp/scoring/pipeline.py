@@ -40,6 +40,7 @@ from autointerp.scoring.scorers import make_scorers, parse_scorers
 from autointerp.scoring.stats import import_bootstrap, mean_ci
 from autointerp.scoring.usage import metered
 from autointerp.scoring.verdicts import JudgeSettings
+from autointerp.scoring.workers import Shard
 
 RUN_VERSION = 1
 __all__ = ["CALL_FAILED", "ScoreConfig", "RunSummary", "score_dictionary", "score_dictionary_runs"]
@@ -268,11 +269,10 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
         await score_features(features, explainer, scorers, todo, run_ids, db, *args,
                              cfg.concurrency, progress.feature_done)
     else:
-        from autointerp.scoring.workers import Shard
-
         share = workers.share(cfg.concurrency)
         mine, *rest = workers.split(features, [ff.feature for ff in fs.features])
-        shards = [Shard(workers.db_path, workers.make_llms, tuple(s.name for s in scorers),
+        shards = [Shard(workers.db_path, workers.make_llms, score_features,
+                        tuple(s.name for s in scorers),
                         cfg.judge, run_ids,
                         {k: frozenset(ff.feature for ff in part if ff.feature in v)
                          for k, v in todo.items()}, tuple(part), *args, share)

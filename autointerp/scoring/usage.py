@@ -1,4 +1,4 @@
-"""Tokens and calls per feature per scorer (issue 11, point 7).
+"""Tokens and calls per feature per scorer.
 
 Every completion carries `usage` (prompt and completion tokens: the endpoint's
 `usage`, or counted by the tokenizer in process; None where neither is known). A

@@ -58,6 +58,9 @@ class Shard:
     make_llms: Callable
     """Picklable (a module-level function or a partial of one): database -> (explainer,
     simulator, clients), built as the parent built its own."""
+    score_features: Callable
+    """The pipeline's `score_features`, passed in (pickled by reference) so that this
+    module, which the pipeline uses, does not import the pipeline back."""
     scorers: tuple[str, ...]
     judge: JudgeSettings
     run_ids: dict[str, str]
@@ -85,11 +88,12 @@ class Workers:
                                              initializer=_init, initargs=(self.done,))
         return self._pool
 
-    def start(self) -> None:
+    def start(self, *preload: Callable) -> None:
         """Start the worker processes now, so that their start-up (a Python process and
-        the scoring modules, ~0.7 s of CPU each) overlaps the parent's setup."""
+        the scoring modules, ~0.7 s of CPU each) overlaps the parent's setup. `preload`:
+        functions the shards will call; unpickling each imports its module."""
         for _ in range(self.n - 1):
-            self.pool().submit(_warm)
+            self.pool().submit(_warm, *preload)
 
     def close(self, failed: bool = False) -> None:
         """Wait for the workers; after a failure, or when they were given no shard, stop
@@ -168,10 +172,10 @@ def _init(done) -> None:
     fewer_collections()
 
 
-def _warm() -> None:
-    """The modules a shard needs, imported while the parent sets up."""
+def _warm(*preload: Callable) -> None:
+    """The modules a shard needs, imported while the parent sets up (those of `preload`
+    as its functions were unpickled)."""
     import autointerp.llm.openai_client  # noqa: F401
-    import autointerp.scoring.pipeline  # noqa: F401
 
 
 def run_shard(shard: Shard) -> int:
@@ -181,7 +185,6 @@ def run_shard(shard: Shard) -> int:
 
 async def _score_shard(shard: Shard) -> int:
     from autointerp.db import open_db
-    from autointerp.scoring.pipeline import score_features
     from autointerp.scoring.scorers import make_scorers
     from autointerp.scoring.usage import metered
 
@@ -198,6 +201,6 @@ async def _score_shard(shard: Shard) -> int:
     scorers = make_scorers(shard.scorers, simulator, shard.judge)
     for scorer in scorers:
         await scorer.prepare()
-    await score_features(shard.features, explainer, scorers, shard.todo, shard.run_ids, db,
+    await shard.score_features(shard.features, explainer, scorers, shard.todo, shard.run_ids, db,
                          shard.n_shown, shard.n_explanations, shard.concurrency, done)
     return len(shard.features)

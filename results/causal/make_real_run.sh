@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real causal run in the README (issue 12): SmolLM2-135M (the offline default) on CPU.
+# The real causal run in the README: SmolLM2-135M (the offline default) on CPU.
 #   bash results/causal/make_real_run.sh [WORK]
 # WORK (default .cache/causal-real) keeps the stores and dictionaries; the curves, circuits
 # and costs land in results/causal/. Each step is skipped when its output exists.

@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible server on 127.0.0.1 that fails on purpose (issue 6, item 1).
+"""A small OpenAI-compatible server on 127.0.0.1 that fails on purpose.
 
 Each request draws one fault at the plan's rates (seeded, so a run is
 repeatable), or follows `script` for the first requests. Faults: 429 with

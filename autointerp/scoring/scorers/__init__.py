@@ -1,4 +1,4 @@
-"""One scorer contract, one module per scorer (DESIGN.md, "The flow").
+"""One scorer contract, one module per scorer (docs/design.md, "The flow").
 
 A scorer takes an explanation and one feature's fragments (it picks its own held-out
 examples from them) and returns a `ScoreRecord`, or raises `ScoringFailed` with the

@@ -1,6 +1,6 @@
 """The lexical baseline: explain and simulate a feature by token identity alone.
 
-No LLM, deterministic, offline (issue 7). The explanation lists the few tokens that
+No LLM, deterministic, offline. The explanation lists the few tokens that
 carry most of the activation in the explainer's fragments, each with its mean
 activation on a 0..10 scale; the simulation predicts that weight wherever one of
 the listed tokens occurs and 0 elsewhere. Its score measures how much of a feature
