@@ -93,7 +93,8 @@ class DemoConfig:
 
     def command(self) -> str:
         """The `autointerp demo` command line that makes this config (non-defaults only)."""
-        flags = {"n_tokens": "--tokens", "sae_ratio": "--ratio", "sae_k": "--k"}
+        flags = {"n_tokens": "--tokens", "sae_ratio": "--ratio", "sae_k": "--k",
+                 "n_features": "--n-sampled", "simulator_mode": "--scoring-mode"}
         parts = ["autointerp", "demo"]
         for f in fields(self):
             value = getattr(self, f.name)

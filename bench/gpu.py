@@ -125,8 +125,7 @@ async def _score(store: Path, model: str, device: str, n_features: int, work: Pa
 
 def smoke_model(work: Path) -> tuple[str, str]:
     """A tiny random Llama with a chat template and a small corpus file (CPU, offline)."""
-    from tests.conftest import build_tiny_llama
-    from tests.tiny_families import corpus_text
+    from tests.support.models import build_tiny_llama, corpus_text
 
     corpus = work / "corpus.txt"
     corpus.write_text(corpus_text(0, 40))

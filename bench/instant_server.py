@@ -21,7 +21,10 @@ import random
 import re
 import resource
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.support
+from tests.support.servers.base import JsonHandler, LocalServer  # noqa: E402
 
 TOKEN = re.compile(r"\s*\S*\t|\s*\S+|\s+")
 """Whitespace-led words; a tab ends a token, so `token<TAB>unknown` gives a slot."""
@@ -113,27 +116,18 @@ def chat_answer(req: dict) -> str:
                        "usage": usage(n_prompt, len(tokens(text)))})
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the client's pool reuses connections
+class Handler(JsonHandler):
     served = 0
 
-    def log_message(self, *args) -> None:
-        pass
-
     def _send(self, body: str, status: int = 200) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_body(status, body)
 
     def do_GET(self) -> None:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         self._send(json.dumps({"requests": Handler.served, "cpu_s": ru.ru_utime + ru.ru_stime}))
 
     def do_POST(self) -> None:
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        req = self.read_json()
         Handler.served += 1
         if self.path.endswith("/chat/completions"):
             self._send(chat_answer(req))
@@ -147,12 +141,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0, help="Port on 127.0.0.1 (0: any free one).")
     args = ap.parse_args()
-    ThreadingHTTPServer.request_queue_size = 1024  # as uvicorn's backlog: bursts of connections
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    print(f"http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
+    # A backlog as uvicorn's: bursts of connections.
+    server = LocalServer(Handler, args.port, backlog=1024)
+    print(server.url, flush=True)
     try:
-        server.serve_forever()
+        server.httpd.serve_forever()
     except KeyboardInterrupt:
         sys.exit(0)
 

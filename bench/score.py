@@ -78,8 +78,8 @@ async def run(cfg: ScoreConfig, db, model: str, mode: str):
 def cli_rerun(args, dict_path: Path, store: Path) -> tuple[float, float]:
     cmd = [sys.executable, "-c", "from autointerp.cli import main; main()", "score",
            "--dict", str(dict_path), "--acts", str(store), "--db", str(args.db),
-           "--n-features", str(args.n_features), "--explainer-model", args.model,
-           "--simulator-model", args.model, "--simulator-mode", args.mode, "--device", "cpu"]
+           "--n-sampled", str(args.n_features), "--explainer-model", args.model,
+           "--scoring-model", args.model, "--scoring-mode", args.mode, "--device", "cpu"]
     if not args.selftest:
         cmd.append("--no-selftest")
     t0, cpu0 = time.perf_counter(), _children_cpu()

@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 
 SCORERS: dict[str, list[str]] = {
-    name: ["--simulator", "openai", "--simulator-mode", "auto", "--scorer", name]
+    name: ["--scoring-backend", "openai", "--scoring-mode", "auto", "--scorer", name]
     for name in ("simulation", "detection", "fuzzing")
 }
 HERE = Path(__file__).resolve().parent
@@ -103,8 +103,8 @@ def run_scorer(name: str, args, store: Path, dict_path: Path, template: Path, ur
     src.backup(dst)
     src.close(), dst.close()
     cmd = [str(Path(sys.executable).parent / "autointerp"), "score", "--dict", str(dict_path),
-           "--acts", str(store), "--db", str(db), "--n-features", str(args.n_features),
-           "--explainer", "openai", "--explainer-model", "instant", "--simulator-model", "instant",
+           "--acts", str(store), "--db", str(db), "--n-sampled", str(args.n_features),
+           "--explainer", "openai", "--explainer-model", "instant", "--scoring-model", "instant",
            "--base-url", url, "--concurrency", str(args.concurrency), "--no-selftest",
            "--workers", str(workers), *SCORERS[name]]
     s0 = server_stats(url)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.clitools import (
+from tests.support.cli import (
     cli_env,
     closed_port,
     error_line,
@@ -20,7 +20,7 @@ from tests.clitools import (
     run_cli,
     shared_inputs,
 )
-from tests.servers.faulty import FaultPlan, FaultyServer
+from tests.support.servers.faulty import FaultPlan, FaultyServer
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def good_dict(inputs, tmp_path_factory) -> Path:
 
 def lexical_score(dictionary: Path, db: Path, *extra: str) -> list[str]:
     return ["score", "--dict", str(dictionary), "--db", str(db), "--explainer", "lexical",
-            "--simulator", "lexical", "--n-features", "4", "--no-selftest", *extra]
+            "--scoring-backend", "lexical", "--n-sampled", "4", "--no-selftest", *extra]
 
 
 def assert_nothing_scored(db: Path) -> None:
@@ -189,15 +189,16 @@ def test_bad_corpus_leaves_no_store(inputs, tmp_path, content, message):
 # --- simulator and endpoints -----------------------------------------------------------
 
 def openai_score(dictionary: Path, db: Path, url: str, *extra: str) -> list[str]:
-    return ["score", "--dict", str(dictionary), "--db", str(db), "--n-features", "4",
-            "--explainer", "openai", "--explainer-model", "m", "--simulator", "openai",
-            "--simulator-model", "m", "--base-url", url, *extra]
+    return ["score", "--dict", str(dictionary), "--db", str(db), "--n-sampled", "4",
+            "--explainer", "openai", "--explainer-model", "m", "--scoring-backend", "openai",
+            "--scoring-model", "m", "--base-url", url, *extra]
 
 
 def test_unknown_simulator_mode(good_dict, tmp_path):
     db = tmp_path / "r.db"
-    result = run_cli(lexical_score(good_dict, db, "--simulator-mode", "telepathy"))
-    assert error_line(result).startswith("unknown simulator mode 'telepathy'; choose auto")
+    result = run_cli(lexical_score(good_dict, db, "--scoring-mode", "telepathy"))
+    assert error_line(result).startswith("Invalid value for '--scoring-mode': 'telepathy' is not "
+                                         "one of 'auto', 'all-at-once'")
     assert_nothing_scored(db)
 
 
@@ -217,7 +218,7 @@ def test_invalid_api_key_fails_at_once(good_dict, tmp_path):
     db = tmp_path / "r.db"
     with FaultyServer(FaultPlan(api_key="the-right-key", max_seconds=120)) as server:
         args = openai_score(good_dict, db, server.url, "--api-key-env", env_key,
-                            "--simulator-mode", "json", "--no-selftest", "--concurrency", "1")
+                            "--scoring-mode", "json", "--no-selftest", "--concurrency", "1")
         # A fresh database: the first request (the capability probe) gets the 401.
         message = error_line(run_cli(args, env=cli_env(**{env_key: "a-wrong-key"})))
         assert message == f"endpoint {server.url} rejected the API key (401) from ${env_key}"

@@ -10,8 +10,8 @@ import torch
 
 from autointerp.baselines.directions import fit_baseline, pca_directions
 from autointerp.errors import BadInputError
-from tests.helpers import make_store
-from tests.test_dictionary import run_cli
+from tests.support.cli import run_main
+from tests.support.data import make_store
 
 
 def correlated(n: int = 3000, d: int = 24, seed: int = 0) -> torch.Tensor:
@@ -87,7 +87,7 @@ def test_baseline_cli_saves_evaluated_dictionary(tmp_path, capsys, monkeypatch):
     x = correlated(n=4096 + 64 * 16, d=16)
     store = make_store(tmp_path / "store", x[:4096], x[4096:], np.zeros(64 * 16, np.int32))
     out = tmp_path / "pca"
-    code, _, err = run_cli(["baseline", "--acts", store, "--method", "pca", "--out", out,
+    code, _, err = run_main(["baseline", "--acts", store, "--method", "pca", "--out", out,
                             "--n-fit", 3000], capsys, monkeypatch)
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
@@ -95,9 +95,9 @@ def test_baseline_cli_saves_evaluated_dictionary(tmp_path, capsys, monkeypatch):
     assert meta["metrics"]["fvu"] < 1e-3 and meta["metrics"]["n_tokens"] == 64 * 16
     assert meta["store"] == str(store.resolve()) and meta["hook"] == "resid.0"
     assert meta["hyperparameters"] == {"seed": 0, "n_fit": 3000}
-    code, out_text, err = run_cli(["inspect", out, "--acts", store], capsys, monkeypatch)
+    code, out_text, err = run_main(["inspect", out, "--acts", store], capsys, monkeypatch)
     assert code == 0, err
     assert "fvu (measured)" in out_text and "pca" in out_text
-    code, _, err = run_cli(["baseline", "--acts", store, "--method", "ica", "--out", out],
+    code, _, err = run_main(["baseline", "--acts", store, "--method", "ica", "--out", out],
                            capsys, monkeypatch)
     assert code == 1 and "already holds a dictionary made with other settings" in err

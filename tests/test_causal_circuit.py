@@ -19,9 +19,8 @@ from autointerp.causal.circuits import Node, Site, Tracer, pad
 from autointerp.dictionaries.dictionary import Dictionary, dictionary_id
 from autointerp.harvest.hooks import parse_hook
 from autointerp.harvest.models import load_causal_lm
-from tests.causal_tiny import build_tiny_gpt2
-from tests.helpers import make_store
-from tests.tiny_families import single_torch_thread
+from tests.support.data import make_store
+from tests.support.models import build_tiny_gpt2, single_torch_thread
 
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
@@ -106,7 +105,7 @@ def test_target_must_name_a_feature(planted, tmp_path):
 def test_circuit_svg_renders_in_chromium(planted, tmp_path):
     import matplotlib.image
 
-    from tests.test_report import chromium
+    from tests.support.browser import chromium
 
     _, _, paths, _ = planted
     run_circuit(CircuitConfig((paths[0],), f"{paths[1]}:3", str(tmp_path / "out"), n_examples=4,

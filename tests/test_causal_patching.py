@@ -17,8 +17,7 @@ from autointerp.dictionaries.dictionary import Dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.hooks import forward_with_replacement, parse_hook
 from autointerp.harvest.models import load_causal_lm
-from tests.causal_tiny import build_tiny_gpt2
-from tests.tiny_families import single_torch_thread
+from tests.support.models import build_tiny_gpt2, single_torch_thread
 
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 
@@ -176,7 +175,7 @@ def test_width_mismatch_is_refused(setup):
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
 def test_skipping_the_blocks_before_the_hook_changes_nothing(tmp_path_factory, family):
     from autointerp.causal.tasks import TaskBatch
-    from tests.tiny_families import tiny_model_dirs
+    from tests.support.models import tiny_model_dirs
 
     loaded = load_causal_lm(str(tiny_model_dirs(tmp_path_factory)[family]), device="cpu", dtype="float32")
     g = torch.Generator().manual_seed(0)

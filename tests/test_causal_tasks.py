@@ -7,7 +7,7 @@ import torch
 
 from autointerp.causal import tasks
 from autointerp.errors import BadInputError
-from tests.causal_tiny import word_tokenizer
+from tests.support.models import word_tokenizer
 
 
 @pytest.fixture(scope="module")

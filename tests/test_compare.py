@@ -13,84 +13,11 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from autointerp.db import dumps, now, open_db
+from autointerp.db import open_db
 from autointerp.results import compare
 from autointerp.results.plot import plot_scores
 from autointerp.scoring.stats import mean_ci
-
-NASTY_TOKEN = '</script><img src=x onerror="window.pwned=1">&amp;\n'
-
-
-def _fragments(rng, n_tokens: int = 8) -> str:
-    """The shape pipeline.score_feature writes: 2 top + 1 random scoring fragments."""
-    def frag(index: int):
-        tokens = [f" tok{i}" for i in range(n_tokens - 1)] + [NASTY_TOKEN]
-        return {"index": index, "tokens": tokens,
-                "activations": rng.random(n_tokens).round(3).tolist()}
-    return dumps({
-        "n_nonzero": 30, "n_top": 2, "explainer": [frag(i) for i in range(2)],
-        "scoring": [frag(i) for i in range(2, 5)],
-        "simulations": [[rng.integers(0, 11, n_tokens).tolist() for _ in range(3)]],
-    })
-
-
-def _selftest(db, id: str, simulator: str, passed: bool) -> None:
-    right, wrong = (0.8, 0.1) if passed else (0.21, 0.16)
-    if simulator == "lexical":  # as recorded: it cannot read the planted English explanations
-        right, wrong = 1.0, -0.01
-    db["selftests"].insert({
-        "id": id, "simulator": simulator,
-        "simulator_mode": "lexical" if simulator == "lexical" else "all-at-once",
-        "right_mean": right, "right_lo": right - 0.1, "right_hi": right + 0.1,
-        "wrong_mean": wrong, "wrong_lo": wrong - 0.1, "wrong_hi": wrong + 0.1,
-        "gap_mean": right - wrong, "gap_lo": right - wrong - 0.1, "gap_hi": right - wrong + 0.1,
-        "passed": int(passed), "thresholds": dumps({"right": 0.5, "gap": 0.2}),
-        "details": "{}", "created_at": now()})
-
-
-# (run label, dictionary, layer, explainer, simulator, features scored, failed)
-RUNS = [
-    ("topk", "topk3", 3, "inprocess:tiny", "inprocess:tiny", 12, 2),
-    ("pca", "pca3", 3, "inprocess:tiny", "inprocess:tiny", 10, 0),
-    ("pca (lexical)", "pca3", 3, "lexical", "lexical", 10, 0),
-    ("topk", "topk5", 5, "inprocess:tiny", "inprocess:tiny", 9, 1),
-    ("neurons", "neurons5", 5, "inprocess:tiny", "inprocess:tiny", 8, 0),
-]
-
-
-def make_results_db(path: Path, llm_selftest_passed: bool, seed: int = 0):
-    """A results DB shaped like the scoring pipeline's: 2 layers, SAE and baselines,
-    one lexical reference row sharing a dictionary with an LLM row."""
-    rng = np.random.default_rng(seed)
-    db = open_db(path)
-    _selftest(db, "st-llm", "inprocess:tiny", llm_selftest_passed)
-    _selftest(db, "st-lex", "lexical", False)
-    for name in {r[1] for r in RUNS}:
-        layer = int(name[-1])
-        db["dictionaries"].insert({
-            "id": name, "path": f"/d/{name}", "method": name[:-1], "model": "tiny",
-            "hook": f"resid.{layer}", "layer": layer, "n_features": 64,
-            "l0": float(rng.integers(5, 60)), "fvu": float(rng.random()), "meta": "{}",
-            "created_at": now()})
-    for i, (label, dic, _, explainer, simulator, n_scored, n_failed) in enumerate(RUNS):
-        run_id = f"run{i}"
-        db["runs"].insert({
-            "id": run_id, "dictionary_id": dic, "label": label, "explainer": explainer,
-            "simulator": simulator, "simulator_mode": "lexical" if simulator == "lexical" else
-            "all-at-once", "selftest_id": "st-lex" if simulator == "lexical" else "st-llm",
-            "config": "{}", "n_sampled": n_scored + n_failed, "n_skipped": 1, "created_at": now()})
-        for f in range(n_scored + n_failed):
-            scored = f < n_scored
-            top, rand = rng.uniform(-0.2, 0.9, 2)
-            db["features"].insert({
-                "run_id": run_id, "feature": f, "status": "scored" if scored else "failed",
-                "reason": None if scored else "simulation misaligned after 3 tries",
-                "explanation": f"<b>{label}</b> feature {f} fires on \"tok\" & co",
-                "explanations": None, "score": float((top + rand) / 2) if scored else None,
-                "score_top": float(top) if scored else None,
-                "score_random": float(rand) if scored else None, "score_spread": None,
-                "constant": int(f == 3), "fragments": _fragments(rng), "created_at": now()})
-    return db
+from tests.support.data import RUNS, make_results_db
 
 
 @pytest.fixture

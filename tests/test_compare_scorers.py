@@ -13,7 +13,7 @@ from autointerp.results.plot import plot_scores
 from autointerp.scoring.fragments import FragmentConfig
 from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
-from tests.judges import sparse_planted
+from tests.support.data import sparse_planted
 
 
 @pytest.fixture(scope="module")

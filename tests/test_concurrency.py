@@ -5,20 +5,25 @@ feature has exactly one row, and every LLM call they made is cached once."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from autointerp.db import open_db
-from autointerp.scoring.parsing import parse_numbered, parse_records
-from tests.clitools import output, popen_cli, random_dictionary, run_cli, shared_inputs
+from tests.support.cli import (
+    check_db,
+    llm,
+    output,
+    popen_cli,
+    random_dictionary,
+    run_cli,
+    shared_inputs,
+)
+from tests.support.servers.oracle import OracleEndpoint
 
 LOCK_WORDS = re.compile(r"locked|busy", re.IGNORECASE)
 
@@ -41,14 +46,6 @@ def run_together(*commands: list[str], timeout: float = 300) -> list[str]:
     return outputs
 
 
-def check_db(db: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(db)
-    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
-    migrations = [r[0] for r in con.execute("select name from _migrations")]
-    assert len(migrations) == len(set(migrations)) >= 2  # each applied once, by one process
-    return con
-
-
 def run_rows(con: sqlite3.Connection, run_id: str) -> list[tuple]:
     return con.execute("select feature, status, reason from features where run_id = ? "
                        "order by feature", [run_id]).fetchall()
@@ -56,7 +53,7 @@ def run_rows(con: sqlite3.Connection, run_id: str) -> list[tuple]:
 
 def lexical(dictionary: Path, db: Path, n_features: int) -> list[str]:
     return ["score", "--dict", str(dictionary), "--db", str(db), "--explainer", "lexical",
-            "--simulator", "lexical", "--n-features", str(n_features)]
+            "--scoring-backend", "lexical", "--n-sampled", str(n_features)]
 
 
 def test_two_scores_of_one_dictionary_share_a_database(inputs, tmp_path):
@@ -73,82 +70,6 @@ def test_two_scores_of_one_dictionary_share_a_database(inputs, tmp_path):
 
 
 # --- two dictionaries, one LLM-call cache ---------------------------------------------
-
-class OracleEndpoint:
-    """A minimal OpenAI-compatible chat endpoint on 127.0.0.1 that answers like a competent
-    model: as explainer it names the top-activating token, as simulator it predicts 10 on
-    the quoted word. Completions (prompt logprobs) are refused with 404, so the simulator
-    runs in json mode. Counts the requests it serves."""
-
-    def __init__(self):
-        self.requests = 0
-        self.distinct: set[str] = set()
-        """Every distinct request body served."""
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> OracleEndpoint:
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    @staticmethod
-    def answer(messages: list[dict]) -> str:
-        system, last = messages[0]["content"], messages[-1]["content"]
-        if "summarize" in system:
-            pairs = [(float(v), t.strip().lower()) for r in parse_records(last) for t, v in r]
-            return f"the word '{max(pairs)[1]}'."
-        if "find " not in last:  # the client's capability probe
-            return "1"
-        explanation = last.splitlines()[0].split(" does is find ", 1)[-1]  # not "feature's"
-        words = {a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", explanation)}
-        return json.dumps([10 if t.strip().lower() in words else 0 for t in parse_numbered(last)[0]])
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.requests += 1
-                    server.distinct.add(json.dumps(req, sort_keys=True))
-                if not self.path.endswith("/chat/completions"):
-                    return self._send(404, {"error": {"message": "no completions here"}})
-                choice = {"index": 0, "finish_reason": "stop", "message": {
-                    "role": "assistant", "content": server.answer(req["messages"])}}
-                self._send(200, {"id": "oracle", "object": "chat.completion", "created": 0,
-                                 "model": req["model"], "choices": [choice]})
-
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
-
-
-def llm(dictionary: Path, db: Path, url: str) -> list[str]:
-    return ["score", "--dict", str(dictionary), "--db", str(db), "--n-features", "20",
-            "--explainer", "openai", "--explainer-model", "oracle", "--simulator", "openai",
-            "--simulator-model", "oracle", "--simulator-mode", "json", "--base-url", url,
-            "--no-selftest", "--concurrency", "8"]
 
 
 def test_two_dictionaries_share_a_database_and_its_llm_cache(inputs, tmp_path):

@@ -19,7 +19,7 @@ from autointerp.dictionaries.dictionary import WEIGHTS_NAME, load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import SPLITS, ActivationStore
 from autointerp.sae.train import CHECKPOINT_NAME
-from tests.clitools import (
+from tests.support.cli import (
     TEMP_NAME,
     random_dictionary,
     run_and_kill,
@@ -150,7 +150,7 @@ N_FEATURES = 300
 
 def score_args(dictionary: Path, db: Path) -> list[str]:
     return ["score", "--dict", str(dictionary), "--db", str(db), "--explainer", "lexical",
-            "--simulator", "lexical", "--n-features", str(N_FEATURES), "--seed", "0"]
+            "--scoring-backend", "lexical", "--n-sampled", str(N_FEATURES), "--seed", "0"]
 
 
 def check_killed_db(db: Path) -> int:

@@ -17,8 +17,8 @@ from autointerp.scoring.parsing import parse_numbered, parse_records
 from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
 from autointerp.scoring.scorers.simulation import LLMSimulator
-from tests.helpers import FakeClient
-from tests.judges import N_LIVE, example_lines, sparse_planted
+from tests.support.data import N_LIVE, sparse_planted
+from tests.support.llm import FakeClient, example_lines
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_cli_scorer_option(planted, tmp_path):
     from autointerp.errors import BadInputError
 
     base = ["score", "--dict", str(planted[1]), "--db", str(tmp_path / "r.db"), "--explainer",
-            "lexical", "--simulator", "lexical"]
+            "lexical", "--scoring-backend", "lexical"]
     result = CliRunner().invoke(app, base + ["--scorer", "detection", "--scorer", "fuzzing"],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
@@ -149,7 +149,7 @@ def test_cli_judge_settings(planted, tmp_path):
 
     db_path = tmp_path / "r.db"
     base = ["score", "--dict", str(planted[1]), "--db", str(db_path), "--explainer", "lexical",
-            "--simulator", "lexical", "--scorer", "detection", "--no-selftest"]
+            "--scoring-backend", "lexical", "--scorer", "detection", "--no-selftest"]
     result = CliRunner().invoke(app, base + ["--examples-per-prompt", "5", "--example-tokens",
                                              "12", "--quantiles", "4"])
     assert result.exit_code == 0, result.output
@@ -180,7 +180,7 @@ def test_cli_judge_settings(planted, tmp_path):
 
 def judge_answer(messages: list[dict]) -> str:
     """OracleEndpoint's answers, and for a judge prompt an array of 1s of the right length."""
-    from tests.test_concurrency import OracleEndpoint
+    from tests.support.servers.oracle import OracleEndpoint
 
     if "JSON array of 1s and 0s" in messages[0]["content"]:
         return json.dumps([1] * len(example_lines(messages[-1]["content"])))
@@ -190,8 +190,8 @@ def judge_answer(messages: list[dict]) -> str:
 def test_planted_key_leaks_nowhere_with_every_scorer(planted, tmp_path):
     """The secrets test's check (tests/test_secrets.py) for runs with the new prompts: the
     key goes to the endpoint with every judge request and into no file or output."""
-    from tests.servers.faulty import FaultPlan, FaultyServer
-    from tests.test_secrets import SECRET, files_under, run, score_args
+    from tests.support.secrets import SECRET, files_under, run, score_args
+    from tests.support.servers.faulty import FaultPlan, FaultyServer
 
     db, outputs = tmp_path / "results" / "s.db", {}
     with FaultyServer(FaultPlan(api_key=SECRET, max_seconds=200), judge_answer) as server:
@@ -217,7 +217,7 @@ def test_scoring_option_names_choose_the_model_of_every_scorer(planted, tmp_path
 
     from autointerp.cli import app
 
-    for backend_flag in ("--simulator", "--scoring-backend"):
+    for backend_flag in ("--scoring-backend", "--scoring-backend"):
         db = tmp_path / f"{backend_flag.strip('-')}.db"
         result = CliRunner().invoke(app, ["score", "--dict", str(planted[1]), "--db", str(db),
                                           "--explainer", "lexical", backend_flag, "lexical",

@@ -19,13 +19,13 @@ from safetensors.torch import save_file
 from autointerp.dictionaries.dictionary import Dictionary, load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import ActivationStore
-from tests.clitools import cli_env, error_line, run_cli
-from tests.tiny_families import build_tiny, corpus_text, single_torch_thread
+from tests.support.cli import cli_env, error_line, run_cli
+from tests.support.models import build_tiny, corpus_text, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 PEERS = Path(__file__).parent / "fixtures" / "peers"
 D_MODEL, N_FEATURES = 32, 64  # the tiny GPT-2's width
-LEXICAL = ["--explainer", "lexical", "--simulator", "lexical", "--no-selftest", "--n-features", "2"]
+LEXICAL = ["--explainer", "lexical", "--scoring-backend", "lexical", "--no-selftest", "--n-sampled", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_inspect_names_hook_architecture_and_source_for_every_kind(kind, rows, t
         path = Dictionary(W, torch.zeros(N_FEATURES), W.clone(), torch.zeros(D_MODEL), "topk", 4,
                           meta={"method": "topk", "hook": "resid.1"}).save(tmp_path / "ours")
     elif kind == "gemmascope":
-        from tests.test_formats_hub import GEMMA_PATH, gemma_npz
+        from tests.support.data import GEMMA_PATH, gemma_npz
 
         path = tmp_path / "gemma-scope-2b-pt-res" / GEMMA_PATH
         gemma_npz(path / "params.npz")
@@ -234,7 +234,7 @@ def test_inspect_names_hook_architecture_and_source_for_every_kind(kind, rows, t
 def test_gemma_scope_embedding_saes_are_refused(tmp_path):
     """They read the token embedding before Gemma's sqrt(d_model) scaling; our `embed` is after
     it, so a user's --hook embed would be off by a factor of 48 on gemma-2-2b."""
-    from tests.test_formats_hub import gemma_npz
+    from tests.support.data import gemma_npz
 
     folder = tmp_path / "gemma-scope-2b-pt-res" / "embedding" / "width_4k" / "average_l0_6"
     gemma_npz(folder / "params.npz")
@@ -272,11 +272,11 @@ def test_transformerlens_sublayer_outputs_after_a_post_norm_are_refused(tmp_path
 def test_a_hub_root_of_nested_dictionaries_is_refused_before_any_download(tmp_path, monkeypatch):
     """`hf:google/gemma-scope-2b-pt-res` alone would download thousands of SAEs; the file list
     in the Hub's answer to the reachability probe shows it, and nothing is fetched."""
-    from tests.test_formats_hub import fake_hub
+    from tests.support.servers.hub import fake_hub
 
     files = {f"layer_{layer}/width_16k/average_l0_71/params.npz": b"x" for layer in (3, 4)}
     server, served = fake_hub("google/gemma-scope-tiny-res", files)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.port}")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -285,8 +285,7 @@ def test_a_hub_root_of_nested_dictionaries_is_refused_before_any_download(tmp_pa
                            "one, hf:google/gemma-scope-tiny-res/layer_3/width_16k/average_l0_71"):
             load_dictionary("hf:google/gemma-scope-tiny-res")
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     assert served == [] and not (tmp_path / "hf").exists()
 
 

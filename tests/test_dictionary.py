@@ -19,26 +19,10 @@ from autointerp.dictionaries.dictionary import (
 from autointerp.dictionaries.evaluate import evaluate
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import ActivationStore
-from tests.helpers import make_store
+from tests.support.cli import run_main
+from tests.support.data import make_store
 
 D, F = 24, 40
-
-
-def run_cli(args: list, capsys, monkeypatch) -> tuple[int, str, str]:
-    """The real `autointerp` entry point, in-process (a child process would spend longer
-    importing torch than the command takes): (exit code, stdout, stderr)."""
-    from autointerp.cli import main
-
-    monkeypatch.setattr("sys.argv", ["autointerp", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("AUTOINTERP_DEBUG", raising=False)
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def random_weights(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -200,13 +184,14 @@ def test_nan_activations_are_refused(tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     store = small_store(tmp_path)
-    code, _, err = run_cli(["train", "--acts", store, "--arch", "gated", "--out", tmp_path / "o"],
+    code, _, err = run_main(["train", "--acts", store, "--arch", "gated", "--out", tmp_path / "o"],
                            capsys, monkeypatch)
-    assert code == 1
-    assert err.strip() == "error: unknown --arch 'gated'; choose one of tied, relu, topk"
+    assert code == 2
+    assert err.strip() == ("error: Invalid value for '--arch': 'gated' is not one of 'tied', "
+                           "'relu', 'topk'.")
     wide = small_store(tmp_path / "w", d_model=32)
     saved(tmp_path)
-    code, _, err = run_cli(["inspect", tmp_path / "d", "--acts", wide], capsys, monkeypatch)
+    code, _, err = run_main(["inspect", tmp_path / "d", "--acts", wide], capsys, monkeypatch)
     assert code == 1
     assert err.strip() == "error: dictionary width 24 does not match the activations' d_model 32"
 
@@ -220,7 +205,7 @@ def test_loss_recovered_with_a_real_tiny_model(tmp_path, tiny_llama_dir, capsys,
     rng = np.random.default_rng(0)
     paragraphs = [" ".join(rng.choice(words, 120)) for _ in range(60)]
     (tmp_path / "corpus.txt").write_text("\n\n".join(paragraphs))
-    code, _, err = run_cli(["harvest", "--layer", 0, "--model", tiny_llama_dir, "--corpus",
+    code, _, err = run_main(["harvest", "--layer", 0, "--model", tiny_llama_dir, "--corpus",
                             tmp_path / "corpus.txt", "--tokens", 6000, "--eval-fraction", 0.5,
                             "--device", "cpu", "--out", tmp_path / "store"], capsys, monkeypatch)
     assert code == 0, err
@@ -236,7 +221,7 @@ def test_loss_recovered_with_a_real_tiny_model(tmp_path, tiny_llama_dir, capsys,
                            pca.b_dec, meta=pca.meta)
     assert abs(loss_recovered(mean_only, store, loaded, n_fragments=8).loss_recovered - 1) > 0.05
     pca.save(tmp_path / "pca")
-    code, out, err = run_cli(["inspect", tmp_path / "pca", "--acts", tmp_path / "store",
+    code, out, err = run_main(["inspect", tmp_path / "pca", "--acts", tmp_path / "store",
                               "--loss-recovered", "--device", "cpu"], capsys, monkeypatch)
     assert code == 0, err
     assert "loss_recovered (measured)" in out

@@ -22,9 +22,9 @@ from autointerp.distributed import current_world
 from autointerp.errors import BadInputError
 from autointerp.harvest.run import HarvestConfig, harvest, harvest_many
 from autointerp.harvest.store import SPLITS, ActivationStore, from_storage
-from tests.clitools import REPO, cli_env
-from tests.ranks import spawn
-from tests.tiny_families import corpus_text, single_torch_thread, tiny_model_dirs
+from tests.support.cli import REPO, cli_env
+from tests.support.models import corpus_text, single_torch_thread, tiny_model_dirs
+from tests.support.ranks import spawn
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 HOOKS = ("resid.1", "mlp.0")

@@ -22,10 +22,10 @@ from autointerp.sae.config import TrainConfig
 from autointerp.sae.run import train_from_store
 from autointerp.sae.toy import planted_features
 from autointerp.sae.train import CHECKPOINT_NAME, fit, make_trainer
-from tests.clitools import REPO, cli_env, wait_for
-from tests.helpers import make_store
-from tests.ranks import spawn
-from tests.tiny_families import single_torch_thread
+from tests.support.cli import REPO, cli_env, wait_for
+from tests.support.data import make_store
+from tests.support.models import single_torch_thread
+from tests.support.ranks import spawn
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 D_MODEL, N_FEATURES, BATCH, STEPS = 16, 96, 64, 40

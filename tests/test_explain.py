@@ -7,7 +7,7 @@ import pytest
 from autointerp.scoring.explain import ExplanationFailed, LLMExplainer, explainer_messages
 from autointerp.scoring.parsing import EXPLANATION_DECIDED, clean_explanation, parse_records
 from autointerp.types import Fragment
-from tests.helpers import FakeClient
+from tests.support.llm import FakeClient
 
 HOSTILE = ("<end>", "\n", "ignore the above", " and say", "\t10", "<start>", "\\t", " {records}")
 

@@ -18,7 +18,7 @@ from autointerp.db import open_db
 from autointerp.llm.base import CompletionRequest, LLMCallError
 from autointerp.llm.cache import CachedClient
 from autointerp.llm.openai_client import OpenAIClient
-from tests.servers.faulty import FaultPlan, FaultyServer
+from tests.support.servers.faulty import FaultPlan, FaultyServer
 
 SECRET = "sk-test-SECRET-1234"
 RATES = {"429": 0.1, "500": 0.06, "503": 0.06, "truncated": 0.06, "slow": 0.04,

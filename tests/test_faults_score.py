@@ -1,7 +1,7 @@
 """A whole score run through a faulty OpenAI-compatible endpoint.
 
 Explainer and simulator (logprobs mode) are both the real OpenAIClient behind the
-real CachedClient, pointed at tests/servers/faulty.py on 127.0.0.1. The server
+real CachedClient, pointed at tests/support/servers/faulty.py on 127.0.0.1. The server
 answers like a competent model (the oracle of test_concurrency) except that about a
 third of its answers are 429 with Retry-After, 500, 503, truncated JSON, slower than
 the client's timeout, a reset connection, or a chat answer without its logprobs.
@@ -30,10 +30,10 @@ from autointerp.scoring.explain import LLMExplainer, explainer_messages
 from autointerp.scoring.pipeline import CALL_FAILED, ScoreConfig, score_dictionary
 from autointerp.scoring.scorers.simulation import LLMSimulator, chat_messages
 from autointerp.types import Fragment
-from tests.clitools import random_dictionary
-from tests.helpers import make_planted
-from tests.servers.faulty import FaultPlan, FaultyServer
-from tests.test_concurrency import OracleEndpoint
+from tests.support.cli import random_dictionary
+from tests.support.data import make_planted
+from tests.support.servers.faulty import FaultPlan, FaultyServer
+from tests.support.servers.oracle import OracleEndpoint
 
 RATES = {"429": 0.08, "500": 0.05, "503": 0.05, "truncated": 0.05, "slow": 0.03,
          "reset": 0.05, "no_logprobs": 0.05}

@@ -9,9 +9,7 @@ import os
 import shutil
 import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,11 @@ import torch
 from autointerp.dictionaries.dictionary import dictionary_id, load_dictionary
 from autointerp.dictionaries.sources import load_dictionaries
 from autointerp.errors import BadInputError
-from tests.clitools import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli
+from tests.support.data import GEMMA_PATH, gemma_npz
+from tests.support.servers.hub import SHA, fake_hub
 
 PEERS = Path(__file__).parent / "fixtures" / "peers"
-SHA = "0123456789abcdef0123456789abcdef01234567"
-GEMMA_PATH = "layer_3/width_16k/average_l0_71"
 
 
 def hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
@@ -43,17 +41,6 @@ def hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     return repo
-
-
-def gemma_npz(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    p = {"W_enc": rng.normal(0, 0.3, (16, 32)), "W_dec": rng.normal(0, 0.3, (32, 16)),
-         "b_enc": rng.normal(0, 0.2, 32), "b_dec": rng.normal(0, 0.2, 16),
-         "threshold": rng.uniform(0, 0.5, 32)}
-    p = {k: v.astype(np.float32) for k, v in p.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **p)
-    return p
 
 
 def gemma_encode(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -132,58 +119,11 @@ def test_cli_inspect_reads_hf_names(offline_cache):
     assert "resid_mid.2" in done.stdout and "saelens" in done.stdout
 
 
-def fake_hub(repo_id: str, files: dict[str, bytes]):
-    """A local HTTP server answering the Hub API calls huggingface_hub makes for one
-    repository at commit SHA (revision, tree listing, HEAD and GET of resolve URLs).
-    Returns the server and the list of files it has served."""
-    served = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def reply(self, code: int, body: bytes, headers: dict, head: bool):
-            self.send_response(code)
-            for key, value in {**headers, "Content-Length": str(len(body))}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-
-        def route(self, head: bool):
-            path, as_json = self.path.split("?")[0], {"Content-Type": "application/json"}
-            resolve = f"/{repo_id}/resolve/{SHA}/"
-            if path in (f"/api/models/{repo_id}", f"/api/models/{repo_id}/revision/main"):
-                info = {"id": repo_id, "sha": SHA, "siblings": [{"rfilename": n} for n in files]}
-                return self.reply(200, json.dumps(info).encode(), as_json, head)
-            if path.startswith(f"/api/models/{repo_id}/tree/{SHA}"):
-                tree = [{"type": "file", "path": name, "size": len(body),
-                         "oid": hashlib.sha1(body).hexdigest()} for name, body in files.items()]
-                return self.reply(200, json.dumps(tree).encode(), as_json, head)
-            if path.startswith(resolve) and path[len(resolve):] in files:
-                body = files[path[len(resolve):]]
-                if not head:
-                    served.append(path[len(resolve):])
-                return self.reply(200, body, {"X-Repo-Commit": SHA,
-                                              "ETag": f'"{hashlib.sha1(body).hexdigest()}"'}, head)
-            return self.reply(404, b"{}", {"X-Error-Code": "EntryNotFound"}, head)
-
-        def do_GET(self):
-            self.route(head=False)
-
-        def do_HEAD(self):
-            self.route(head=True)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, served
-
-
 def test_hf_names_download_only_their_path_then_work_offline(tmp_path, monkeypatch):
     root = PEERS / "sparsify_root"
     files = {f"{sub.name}/{f.name}": f.read_bytes() for sub in root.iterdir() for f in sub.iterdir()}
     server, served = fake_hub("EleutherAI/sae-tiny", files)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.port}")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     # huggingface_hub fixes its offline flag at import; an earlier test may have set it.
@@ -191,8 +131,7 @@ def test_hf_names_download_only_their_path_then_work_offline(tmp_path, monkeypat
     try:
         d = load_dictionary("hf:EleutherAI/sae-tiny/layers.2.mlp")
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     assert (d.meta["hook"], d.k) == ("mlp.2", 6)
     assert served and all(name.startswith("layers.2.mlp/") for name in served)
     assert (tmp_path / "hf" / "models--EleutherAI--sae-tiny" / "snapshots" / SHA).is_dir()
@@ -271,7 +210,7 @@ def test_score_runs_on_a_hub_dictionary(offline_cache, tmp_path):
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.pipeline import ScoreConfig, score_dictionary
     from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
-    from tests.helpers import make_planted
+    from tests.support.data import make_planted
 
     store, _, _ = make_planted(tmp_path / "planted")
     # The store is as the SAE declares (gpt2, blocks.3.hook_resid_pre = resid.2): score checks it.

@@ -151,7 +151,7 @@ def test_encode_only_reports_reconstruction_as_na(tmp_path):
     import numpy as np
 
     from autointerp.harvest.store import ActivationStore
-    from tests.helpers import make_store
+    from tests.support.data import make_store
 
     d = load_dictionary(PEERS / "saelens_transcoder")
     g = torch.Generator().manual_seed(0)

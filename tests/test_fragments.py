@@ -5,7 +5,7 @@ from autointerp.dictionaries.dictionary import load_dictionary
 from autointerp.harvest.store import ActivationStore
 from autointerp.scoring import fragments as fr
 from autointerp.scoring.fragments import FragmentConfig, collect_fragments, token_decoder
-from tests.helpers import PLANTED_WORDS, make_planted
+from tests.support.data import PLANTED_WORDS, make_planted
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from autointerp.scoring.scorers.fuzzing import FuzzingScorer, fuzzing_examples
 from autointerp.scoring.scorers.lexical import LexicalJudge
 from autointerp.scoring.scorers.simulation import LLMSimulator
 from autointerp.scoring.verdicts import Example, JudgeSettings, LLMJudge, render_example
-from tests.judges import N_LIVE, judge_endpoint, sparse_planted
+from tests.support.data import N_LIVE, sparse_planted
+from tests.support.llm import judge_endpoint
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.clitools import cli_env
+from tests.support.cli import cli_env
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,8 @@ from autointerp.harvest.corpus import open_corpus
 from autointerp.harvest.models import load_causal_lm
 from autointerp.harvest.run import HarvestConfig, harvest, is_eval_document, prefix_token_id
 from autointerp.harvest.store import SPLITS, ActivationStore, from_storage
-from tests.tiny_families import FAMILIES, single_torch_thread
+from tests.support.cli import run_main
+from tests.support.models import FAMILIES, single_torch_thread
 
 LAYER = 1
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
@@ -147,29 +148,13 @@ def test_resume_skips_finished_shards(tiny_models, corpus_file, tmp_path):
 def test_random_init_harvest(tiny_models, corpus_file, tmp_path, capsys):
     common = ["harvest", "--model", str(tiny_models["gpt_neox"]), "--layer", "1", "--corpus",
               str(corpus_file), "--tokens", "500", "--device", "cpu"]
-    assert run_cli(common + ["--out", str(tmp_path / "trained")], capsys)[0] == 0
-    assert run_cli(common + ["--out", str(tmp_path / "random"), "--random-init", "7"], capsys)[0] == 0
+    assert run_main(common + ["--out", str(tmp_path / "trained")], capsys)[0] == 0
+    assert run_main(common + ["--out", str(tmp_path / "random"), "--random-init", "7"], capsys)[0] == 0
     trained, random = (ActivationStore(tmp_path / n) for n in ("trained", "random"))
     assert random.meta["random_init"] == 7 and trained.meta["random_init"] is None
     assert random.meta["model_hash"] != trained.meta["model_hash"]
     x, y = trained.train_sample(400), random.train_sample(400)
     assert x.shape == y.shape and not torch.allclose(x, y, atol=1e-3)
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str]:
-    """The console script's entry point, in-process: (exit code, stderr)."""
-    from autointerp.cli import main
-
-    saved = sys.argv
-    sys.argv = ["autointerp", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = saved
-    return code, capsys.readouterr().err
 
 
 def assert_one_line_error(code: int, err: str, fragment: str) -> None:
@@ -190,7 +175,7 @@ def test_bad_inputs_leave_no_store(tiny_models, corpus_file, tmp_path, capsys, c
         corpus, fragment = str(tmp_path / "latin1.txt"), "latin1.txt is not UTF-8 text"
         Path(corpus).write_bytes("déjà vu\n".encode("latin-1"))
     out = tmp_path / "store"
-    code, err = run_cli(["harvest", "--model", str(tiny_models["llama"]), "--layer", layer,
+    code, _, err = run_main(["harvest", "--model", str(tiny_models["llama"]), "--layer", layer,
                          "--corpus", corpus, "--tokens", "200", "--out", str(out)], capsys)
     assert_one_line_error(code, err, fragment)
     assert not out.exists()
@@ -199,12 +184,12 @@ def test_bad_inputs_leave_no_store(tiny_models, corpus_file, tmp_path, capsys, c
 def test_existing_store_with_other_arguments_is_refused(tiny_models, corpus_file, tmp_path, capsys):
     args = ["harvest", "--model", str(tiny_models["llama"]), "--corpus", str(corpus_file),
             "--tokens", "300", "--out", str(tmp_path / "store"), "--device", "cpu"]
-    assert run_cli(args + ["--layer", "0"], capsys)[0] == 0
+    assert run_main(args + ["--layer", "0"], capsys)[0] == 0
     before = (tmp_path / "store" / "metadata.json").read_text()
-    code, err = run_cli(args + ["--layer", "1"], capsys)
+    code, _, err = run_main(args + ["--layer", "1"], capsys)
     assert_one_line_error(code, err, "holds a store made with other arguments (different: layer)")
     assert (tmp_path / "store" / "metadata.json").read_text() == before
-    assert run_cli(args + ["--layer", "1", "--overwrite"], capsys)[0] == 0
+    assert run_main(args + ["--layer", "1", "--overwrite"], capsys)[0] == 0
     assert ActivationStore(tmp_path / "store").meta["hook"] == "resid.1"
 
 

@@ -15,8 +15,8 @@ from autointerp.harvest.hooks import capture, check_hook_supported
 from autointerp.harvest.models import LoadedModel, load_causal_lm, parse_hook
 from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import from_storage
-from tests.clitools import error_line, run_cli
-from tests.tiny_families import corpus_text, single_torch_thread
+from tests.support.cli import error_line, run_cli
+from tests.support.models import corpus_text, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 # The module whose input is resid_mid, by name, per family: an independent reading of the

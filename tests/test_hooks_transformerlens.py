@@ -21,7 +21,7 @@ from autointerp.errors import BadInputError
 from autointerp.harvest.hook_names import translate_hook
 from autointerp.harvest.hooks import capture, check_hook_supported, forward_with_replacement
 from autointerp.harvest.models import load_causal_lm, parse_hook
-from tests.tiny_families import single_torch_thread
+from tests.support.models import single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 

@@ -148,3 +148,15 @@ def test_the_check_sees_function_level_circles(tmp_path, monkeypatch):
     monkeypatch.delitem(PACKAGES, "autointerp.sae")
     monkeypatch.delitem(PACKAGES, "autointerp.baselines")
     assert cycles(edges(modules())) == [["autointerp.a", "autointerp.b"]]
+
+
+def test_test_modules_do_not_import_each_other():
+    """Shared test code lives in tests/support/, so no test module imports another."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    ("tests.test_", "tests.conftest")):
+                offenders.append(f"{path.name}: {node.module}")
+    assert offenders == []

@@ -9,7 +9,7 @@ from autointerp.scoring.fragments import FragmentConfig, collect_fragments
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator, parse_explanation
 from autointerp.scoring.stats import score_simulation
 from autointerp.types import Fragment
-from tests.helpers import PLANTED_WORDS, make_planted
+from tests.support.data import PLANTED_WORDS, make_planted
 
 
 def lexical_score(ff):

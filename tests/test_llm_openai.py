@@ -15,7 +15,7 @@ from autointerp.llm.factory import ClientSpec, make_client
 from autointerp.llm.inprocess import TransformersClient
 from autointerp.llm.openai_client import OpenAIClient
 from autointerp.llm.wire import detect_echo_shift, parse_completion
-from tests.servers.faulty import FaultPlan, FaultyServer
+from tests.support.servers.faulty import FaultPlan, FaultyServer
 
 PROMPT = "A b c d e"
 TOKENS = ["A", " b", " c", " d", " e"]

@@ -14,7 +14,7 @@ from autointerp.llm.prefix_cache import MIN_PREFIX_TOKENS, SPLIT_GAP, group_by_p
 from autointerp.scoring.explain import explainer_messages
 from autointerp.scoring.scorers.simulation import all_at_once_prompt
 from autointerp.types import Fragment
-from tests.tiny_families import build_tiny
+from tests.support.models import build_tiny
 
 DIGITS = tuple(str(i) for i in range(11))
 WORDS = "the cat sat on a mat while it rained in London and she said 12 apples".split()

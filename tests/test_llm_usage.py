@@ -14,7 +14,7 @@ from autointerp.llm.cache import CachedClient, completion_from_json, completion_
 from autointerp.llm.inprocess import TransformersClient
 from autointerp.llm.openai_client import OpenAIClient
 from autointerp.llm.wire import parse_chat, parse_usage
-from tests.servers.faulty import FaultPlan, FaultyServer
+from tests.support.servers.faulty import FaultPlan, FaultyServer
 
 CHAT = CompletionRequest(model="fake", messages=(("system", "be brief"), ("user", "one two three")),
                          max_tokens=8)

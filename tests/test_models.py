@@ -17,7 +17,7 @@ from autointerp.harvest.models import (
     load_causal_lm,
     parse_hook,
 )
-from tests.tiny_families import FAMILIES, single_torch_thread
+from tests.support.models import FAMILIES, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 

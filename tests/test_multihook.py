@@ -18,8 +18,8 @@ from autointerp.harvest.models import load_causal_lm, parse_hook
 from autointerp.harvest.multihook import hook_points, parse_layers
 from autointerp.harvest.run import HarvestConfig, harvest, harvest_many
 from autointerp.harvest.store import SPLITS, ActivationStore
-from tests.test_harvest import run_cli
-from tests.tiny_families import FAMILIES, single_torch_thread
+from tests.support.cli import run_main
+from tests.support.models import FAMILIES, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 HOOKS = ("resid.0", "mlp.1", "attn.1", "resid.1")
@@ -108,7 +108,7 @@ def test_cli_layers_write_one_store_per_hook_point_and_resume(tiny_models, corpu
     args = ["harvest", "--model", str(tiny_models["gpt2"]), "--layers", "0-2", "--hook",
             "resid,mlp", "--corpus", str(corpus_file), "--tokens", "800", "--device", "cpu",
             "--dtype", "float32", "--out", str(out)]
-    code, err = run_cli(args, capsys)
+    code, _, err = run_main(args, capsys)
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
     assert names == ["mlp.0", "mlp.1", "mlp.2", "resid.0", "resid.1", "resid.2"]
@@ -123,11 +123,11 @@ def test_cli_layers_write_one_store_per_hook_point_and_resume(tiny_models, corpu
     for path in (out / "mlp.1").glob("*/*.json"):
         path.unlink()
     untouched = (out / "resid.2" / "metadata.json").read_text()
-    code, err = run_cli(args, capsys)
+    code, _, err = run_main(args, capsys)
     assert code == 0, err
     assert_same_store(out / "mlp.1", tmp_path / "mlp.1.done")
     assert (out / "resid.2" / "metadata.json").read_text() == untouched
-    code, err = run_cli(args[:-2] + ["--layer", "1"], capsys)
+    code, _, err = run_main(args[:-2] + ["--layer", "1"], capsys)
     assert code == 1 and "give --layer or --layers, not both" in err
 
 

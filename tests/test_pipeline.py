@@ -16,7 +16,8 @@ from autointerp.scoring.parsing import parse_numbered, parse_records
 from autointerp.scoring.pipeline import CALL_FAILED, ScoreConfig, score_dictionary
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
 from autointerp.scoring.scorers.simulation import LLMSimulator
-from tests.helpers import PLANTED_WORDS, FakeClient, make_planted
+from tests.support.data import PLANTED_WORDS, make_planted
+from tests.support.llm import FakeClient
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_sigkill_midway_then_rerun_scores_every_feature_once(tmp_path):
     db_path = tmp_path / "kill.db"
     cmd = [sys.executable, "-c", "from autointerp.cli import main; main()", "score",
            "--dict", str(dict_path), "--db", str(db_path), "--explainer", "lexical",
-           "--simulator", "lexical", "--no-selftest", "--n-features", "500"]
+           "--scoring-backend", "lexical", "--no-selftest", "--n-sampled", "500"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, n_before = time.time() + 120, 0
     while time.time() < deadline and proc.poll() is None and n_before < 50:
@@ -179,13 +180,15 @@ def test_cli_rejects_bad_options_in_one_line(planted, tmp_path):
     from autointerp.errors import BadInputError
 
     base = ["score", "--dict", str(planted[1]), "--db", str(tmp_path / "r.db")]
-    for extra, message in ((["--simulator-mode", "fast"], "unknown simulator mode 'fast'"),
-                           (["--random-from", "some"], "--random-from must be nonzero or all (got 'some')"),
-                           (["--n-features", "0"], "--n-features at least 1 (got 0)"),
-                           (["--explainer", "gpt"], "unknown explainer backend 'gpt'")):
+    for extra, message in ((["--n-sampled", "0"], "--n-sampled must be at least 1 (got 0)"),
+                           (["--workers", "0"], "--workers must be at least 1")):
         result = CliRunner().invoke(app, base + extra)
         assert isinstance(result.exception, BadInputError), result.output
         assert message in str(result.exception) and "\n" not in str(result.exception)
+    # Choices are Enums: the parser refuses what is not listed, before anything runs.
+    for extra in (["--scoring-mode", "fast"], ["--random-from", "some"], ["--explainer", "gpt"]):
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code == 2 and "is not one of" in result.output, result.output
     assert not (tmp_path / "r.db").exists() or open_db(tmp_path / "r.db")["runs"].count == 0
 
 
@@ -196,7 +199,7 @@ def test_cli_lexical_run_prints_the_summary(planted, tmp_path):
 
     result = CliRunner().invoke(app, ["score", "--dict", str(planted[1]), "--db",
                                       str(tmp_path / "r.db"), "--explainer", "lexical",
-                                      "--simulator", "lexical", "--random-from", "all"],
+                                      "--scoring-backend", "lexical", "--random-from", "all"],
                                 env={"COLUMNS": "150"})
     assert result.exit_code == 0, result.output
     assert "Scores per dictionary" in result.output and "planted (lexical)" in result.output

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from autointerp.demo import DemoConfig, _provenance, portable_path
 from autointerp.results.report import build_report
-from tests.test_compare import make_results_db
+from tests.support.data import make_results_db
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 MACHINE_PATH = re.compile(r"(/tmp/|/home/|/root/|/work/|/Users/|[A-Z]:\\\\)")

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import TextColumn
 
 from autointerp.progress import Progress
-from tests.clitools import cli_env, run_cli
-from tests.helpers import make_planted
+from tests.support.cli import cli_env, run_cli
+from tests.support.data import make_planted
 
 LINE = re.compile(r"^work: (\d+)/10 \((\d+)%\)")
 
@@ -56,8 +56,8 @@ def test_long_interval_gives_start_and_end_only_and_terminals_get_the_bar():
 def test_score_piped_prints_progress_lines_and_no_warnings(tmp_path):
     store, dict_path, _ = make_planted(tmp_path)
     result = run_cli(["score", "--dict", str(dict_path), "--acts", str(store), "--db",
-                      str(tmp_path / "r.db"), "--explainer", "lexical", "--simulator", "lexical",
-                      "--n-features", "5"], env=cli_env(AUTOINTERP_PROGRESS_INTERVAL="0"))
+                      str(tmp_path / "r.db"), "--explainer", "lexical", "--scoring-backend", "lexical",
+                      "--n-sampled", "5"], env=cli_env(AUTOINTERP_PROGRESS_INTERVAL="0"))
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if re.match(r"^planted \(lexical\): ", line)]
     done = [int(re.match(r"^planted \(lexical\): (\d+)/(\d+)", line).group(1)) for line in lines]

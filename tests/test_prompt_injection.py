@@ -24,7 +24,7 @@ from autointerp.scoring.explain import explainer_messages
 from autointerp.scoring.parsing import fewshot_examples, scale_activations
 from autointerp.scoring.scorers.simulation import all_at_once_prompt, chat_messages, slot_positions
 from autointerp.types import Fragment
-from tests.helpers import make_tokenizer
+from tests.support.data import make_tokenizer
 
 PIECES = ("<start>", "<end>", "\t", "\n", "\r", "\r\n", "\\", "\\t", "\\n", "\\\\", "\\\t",
           "Activations:", "Explanation of feature", "Explanation of feature 3 behavior: the "

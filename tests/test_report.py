@@ -7,29 +7,14 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 
 from autointerp.results.report import compact_fragments, script_json, write_report
-from tests.test_compare import NASTY_TOKEN, make_results_db
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def chromium(page: Path, tmp_path: Path, *args: str, fragment: str = "") -> str:
-    res = subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", *args,
-         page.resolve().as_uri() + fragment],
-        capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return res.stdout
+from tests.support.browser import chromium
+from tests.support.data import NASTY_TOKEN, make_results_db
 
 
 def js_status(dom: str) -> dict:
@@ -120,7 +105,7 @@ def test_detection_cards_show_verdicts_beside_truth(tmp_path):
     from autointerp.db import open_db
     from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
     from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
-    from tests.judges import sparse_planted
+    from tests.support.data import sparse_planted
 
     _, dict_path = sparse_planted(tmp_path, n_fragments=200, lexical=True)
     db = open_db(tmp_path / "r.db")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.clitools import cli_env, random_dictionary, shared_inputs
+from tests.support.cli import cli_env, random_dictionary, shared_inputs
 
 REPORT = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in "
           "sys.modules)); from autointerp.cli import main; main()")
@@ -23,7 +23,7 @@ def inputs(tmp_path_factory):
 
 def score(dictionary, db) -> str:
     args = ["score", "--dict", str(dictionary), "--db", str(db), "--explainer", "lexical",
-            "--simulator", "lexical", "--n-features", "5"]
+            "--scoring-backend", "lexical", "--n-sampled", "5"]
     done = subprocess.run([sys.executable, "-c", REPORT, *args], env=cli_env(),
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr

@@ -16,8 +16,8 @@ from autointerp.sae.config import TrainConfig
 from autointerp.sae.modules import SparseAutoencoder
 from autointerp.sae.toy import mmcs, planted_features
 from autointerp.sae.train import train_sae
-from tests.helpers import make_store
-from tests.test_dictionary import run_cli
+from tests.support.cli import run_main
+from tests.support.data import make_store
 
 # Sharkey et al.'s setting, as in the issue: 512 unit directions in 128 dimensions, each on
 # with p = 1%, magnitude U[0, 1]. Batches of 1024 keep the run short; everything else
@@ -56,14 +56,14 @@ def test_topk_recovers_planted_features_through_a_store_and_the_cli(toy, tmp_pat
     out = tmp_path / "topk"
     args = ["train", "--acts", store, "--arch", "topk", "--ratio", RATIO, "--tokens", TOY_TOKENS,
             "--batch-size", TOY_BATCH, "--out", out]
-    code, _, err = run_cli(args, capsys, monkeypatch)
+    code, _, err = run_main(args, capsys, monkeypatch)
     assert code == 0, err
     d = load_dictionary(out)
     assert mmcs(toy.directions, d.W_dec) >= 0.9
     metrics = json.loads((out / "config.json").read_text())["meta"]["metrics"]
     assert metrics["fvu"] < 0.3 and 5 < metrics["l0"] <= 32, metrics
     assert d.meta["hyperparameters"]["k"] == 32 and d.meta["method"] == "topk"
-    code, out_text, _ = run_cli(args, capsys, monkeypatch)  # again: finds the finished one
+    code, out_text, _ = run_main(args, capsys, monkeypatch)  # again: finds the finished one
     assert code == 0 and "nothing to do" in out_text
 
 

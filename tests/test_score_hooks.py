@@ -23,12 +23,12 @@ from autointerp.errors import BadInputError
 from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import ActivationStore
 from autointerp.scoring.stores import HarvestSpec, harvest_for, hook_for
-from tests.clitools import error_line, run_cli
-from tests.tiny_families import corpus_text, single_torch_thread, tiny_model_dirs
+from tests.support.cli import error_line, run_cli
+from tests.support.models import corpus_text, single_torch_thread, tiny_model_dirs
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 D_MODEL, N_FEATURES = 32, 48
-LEXICAL = ["--explainer", "lexical", "--simulator", "lexical", "--no-selftest", "--n-features", "3"]
+LEXICAL = ["--explainer", "lexical", "--scoring-backend", "lexical", "--no-selftest", "--n-sampled", "3"]
 
 
 @pytest.fixture(scope="module")

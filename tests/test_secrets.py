@@ -14,37 +14,13 @@ report.html), the activation store and the dictionary.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.clitools import cli_env, closed_port, error_line
-from tests.helpers import make_planted
-from tests.servers.faulty import FaultPlan, FaultyServer
-from tests.test_concurrency import OracleEndpoint
-
-SECRET = "sk-live-PLANTED-abc123XYZ"
-KEY_ENV = "AUTOINTERP_TEST_KEY"
-# The console script's entry, with every logger (ours, aiohttp's) at DEBUG on stderr.
-LOGGED_ENTRY = [sys.executable, "-c", "import logging; logging.basicConfig(level=logging.DEBUG); "
-                "from autointerp.cli import main; main()"]
-
-
-def run(args: list, cwd: Path, outputs: dict[str, str], name: str) -> subprocess.CompletedProcess:
-    env = cli_env(**{KEY_ENV: SECRET})
-    result = subprocess.run(LOGGED_ENTRY + [str(a) for a in args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=240)
-    outputs[f"{name} stdout"], outputs[f"{name} stderr"] = result.stdout, result.stderr
-    return result
-
-
-def score_args(dictionary: Path, db: Path, url: str, debug: bool = False) -> list:
-    return [*(["--debug"] if debug else []), "score", "--dict", dictionary, "--db", db,
-            "--n-features", "6", "--explainer", "openai", "--explainer-model", "oracle",
-            "--simulator", "openai", "--simulator-model", "oracle", "--simulator-mode", "json",
-            "--base-url", url, "--api-key-env", KEY_ENV, "--concurrency", "4"]
+from tests.support.cli import closed_port, error_line
+from tests.support.data import make_planted
+from tests.support.secrets import KEY_ENV, SECRET, files_under, run, score_args
+from tests.support.servers.faulty import FaultPlan, FaultyServer
+from tests.support.servers.oracle import OracleEndpoint
 
 
 class EchoingServer(FaultyServer):
@@ -59,10 +35,6 @@ class EchoingServer(FaultyServer):
             self.echoed = True
             return "400"
         return fault
-
-
-def files_under(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from autointerp.scoring.selftest import (
     selftest,
 )
 from autointerp.types import Fragment, Simulation, SimulationFailed
-from tests.helpers import make_store
+from tests.support.data import make_store
 
 WORDS = ["cat", "river", "house", "light", "stone", "garden", "letter", "window"]
 NAMES = ["Alice", "London", "Paris", "Bob", "Mary"]
@@ -207,7 +207,7 @@ def test_cli_prints_the_verdict_and_warns(store, tmp_path):
     from autointerp.cli import app
 
     args = ["selftest", "--acts", str(store.path), "--db", str(tmp_path / "a.db"),
-            "--simulator", "lexical", "--n-features", "6"]
+            "--scoring-backend", "lexical", "--n-planted", "6"]
     out = CliRunner().invoke(app, args, terminal_width=200)
     assert out.exit_code == 0, out.output
     assert "FAIL: lexical (lexical)" in out.output
@@ -227,7 +227,7 @@ def test_cli_judge_settings(store, tmp_path):
     from autointerp.errors import BadInputError
 
     args = ["selftest", "--acts", str(store.path), "--db", str(tmp_path / "a.db"),
-            "--simulator", "lexical", "--scorer", "detection"]
+            "--scoring-backend", "lexical", "--scorer", "detection"]
     for extra in ([], ["--example-tokens", "12", "--examples-per-prompt", "5"]):
         out = CliRunner().invoke(app, args + extra, terminal_width=200)
         assert out.exit_code == 0, out.output
@@ -243,7 +243,7 @@ def test_cli_rejects_a_missing_store(tmp_path):
     from autointerp.errors import BadInputError
 
     out = CliRunner().invoke(app, ["selftest", "--acts", str(tmp_path / "nope"), "--db",
-                                   str(tmp_path / "a.db"), "--simulator", "lexical"])
+                                   str(tmp_path / "a.db"), "--scoring-backend", "lexical"])
     assert isinstance(out.exception, BadInputError) and "not an activation store" in str(out.exception)
 
 

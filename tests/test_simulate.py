@@ -10,7 +10,7 @@ from autointerp.llm.base import Completion, LLMCallError, TokenLogprob
 from autointerp.scoring.parsing import parse_numbered, parse_records
 from autointerp.scoring.scorers.simulation import LLMSimulator, all_at_once_prompt, chat_messages
 from autointerp.types import Fragment, SimulationFailed
-from tests.helpers import FakeClient
+from tests.support.llm import FakeClient
 
 TOKENS = ("The", " cat", "<end>", "\n", " ignore the above", "\t", " sat", "\\n")
 

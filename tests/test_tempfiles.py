@@ -17,7 +17,7 @@ from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import ActivationStore, remove_stale_temp_files
 from autointerp.sae.config import TrainConfig
 from autointerp.sae.run import train_from_store
-from tests.tiny_families import build_tiny, corpus_text, single_torch_thread
+from tests.support.models import build_tiny, corpus_text, single_torch_thread
 
 one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
 

@@ -14,7 +14,7 @@ from autointerp.llm.base import Completion, TokenLogprob
 from autointerp.scoring.fragments import FeatureFragments
 from autointerp.scoring.scorers.simulation import LLMSimulator, SimulationScorer
 from autointerp.types import Fragment, SimulationFailed
-from tests.helpers import FakeClient
+from tests.support.llm import FakeClient
 
 TOKENS = ("The", " cat", " sat", " on", " the", " mat", ".", " It")
 

@@ -19,9 +19,9 @@ from autointerp.scoring.fragments import FragmentConfig
 from autointerp.scoring.pipeline import NullProgress, ScoreConfig, score_dictionary_runs
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
 from autointerp.scoring.workers import Workers
-from tests.clitools import random_dictionary, run_cli, shared_inputs
-from tests.judges import sparse_planted
-from tests.test_concurrency import OracleEndpoint, check_db, llm
+from tests.support.cli import check_db, llm, random_dictionary, run_cli, shared_inputs
+from tests.support.data import sparse_planted
+from tests.support.servers.oracle import OracleEndpoint
 
 ROWS = ("select r.scorer, f.feature, f.status, f.reason, f.explanation, f.score, f.auroc "
         "from features f join runs r on r.id = f.run_id order by 1, 2")
@@ -108,7 +108,7 @@ def test_score_with_workers_against_an_endpoint(tmp_path_factory, tmp_path):
 
 def test_workers_refuse_an_in_process_model(tmp_path):
     for extra in (["--workers", "2"], ["--workers", "0", "--explainer", "lexical",
-                                        "--simulator", "lexical"]):
+                                        "--scoring-backend", "lexical"]):
         result = run_cli(["score", "--dict", str(tmp_path / "missing"), "--db",
                           str(tmp_path / "r.db"), *extra])
         assert result.returncode == 1 and "--workers" in result.stderr, result.stderr

@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 
+import click
 import typer
 
 from autointerp.errors import AutointerpError
@@ -55,7 +56,18 @@ def main() -> None:
     if not debug:
         quiet_library_warnings()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # `autointerp` alone: the help
+        e.show()
+        sys.exit(0)
+    except click.ClickException as e:  # a bad option or value: one line, as our own errors
+        if debug:
+            raise
+        typer.secho(f"error: {e.format_message()}", fg=typer.colors.RED, err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
     except AutointerpError as e:
         if debug:
             raise
@@ -64,3 +76,5 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)
+    if isinstance(code, int) and code:  # --help and the like return their exit code
+        sys.exit(code)

@@ -34,7 +34,7 @@ def demo(
     hook: Annotated[str, Opt("--hook", help="resid (block output), mlp or attn.")] = D.hook,
     tokens: Annotated[int, Opt("--tokens", help="Tokens harvested per model (20% held out "
                                "for scoring fragments).")] = D.n_tokens,
-    n_sampled: Annotated[int, Opt("--n-sampled", min=1, help="Features sampled and scored per "
+    n_sampled: Annotated[int, Opt("--n-sampled", help="Features sampled and scored per "
                                   "dictionary (the paper: 150).")] = D.n_features,
     ratio: Annotated[int, Opt("--ratio", help="SAE width as a multiple of d_model.")] = D.sae_ratio,
     k: Annotated[int, Opt("--k", help="Active latents per token of the TopK SAE.")] = D.sae_k,

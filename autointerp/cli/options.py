@@ -98,7 +98,7 @@ OldModeOpt = Annotated[ScoringMode | None, typer.Option("--simulator-mode", hidd
 
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, Ollama), e.g. http://127.0.0.1:8080/v1.", rich_help_panel=SCORING)]
 ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (read at call time, never stored).", rich_help_panel=SCORING)]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Features (and endpoint requests) in flight at once.", rich_help_panel=RUN)]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (and endpoint requests) in flight at once.", rich_help_panel=RUN)]
 
 ScorerOpt = Annotated[list[ScorerName] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable; all: every one). Every scorer scores the same explanation with the scoring model. Default: simulation.", rich_help_panel=SCORERS_PANEL)]
 PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detection and fuzzing: held-out examples judged in one prompt (1-50).", rich_help_panel=SCORERS_PANEL)]

@@ -4,17 +4,12 @@ local port, one thread each), as torchrun would (not a test module)."""
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.servers.base import free_port
 
 
 def spawn(fn, *args, world_size: int = 2) -> None:

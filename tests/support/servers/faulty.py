@@ -20,7 +20,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.servers.base import JsonHandler, LocalServer
 
 FAULTS = ("429", "500", "503", "truncated", "slow", "reset", "no_logprobs", "400")
 
@@ -120,20 +121,18 @@ class FaultyServer:
         self.log: list[Record] = []
         self._lock = threading.Lock()
         self._rng = random.Random(plan.seed)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._server = LocalServer(_make_handler(self))
         self._t0 = time.monotonic()
-        self._stopping = False
         self.in_flight = 0
         self.max_in_flight = 0
         """The most requests the server held at once (checks the client's semaphore)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return self._server.url
 
     def __enter__(self) -> FaultyServer:
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._server.start()
         self._timer = threading.Timer(self.plan.max_seconds, self.stop)
         self._timer.daemon = True
         self._timer.start()
@@ -144,12 +143,7 @@ class FaultyServer:
         self.stop()
 
     def stop(self) -> None:
-        with self._lock:
-            if self._stopping:
-                return
-            self._stopping = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.stop()
 
     def count(self, fault: str | None = None) -> int:
         return sum(1 for r in self.log if fault is None or r.fault == fault)
@@ -178,20 +172,9 @@ class FaultyServer:
 
 
 def _make_handler(server: FaultyServer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):  # keep test output clean
-            pass
-
+    class Handler(JsonHandler):
         def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(status, body, headers)
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

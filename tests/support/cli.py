@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.servers.base import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 # The console script `autointerp` calls autointerp.cli:main; calling it the same way from
 # this interpreter needs no installed script and no PATH.
 ENTRY = [sys.executable, "-c", "from autointerp.cli import main; main()"]
@@ -65,10 +67,10 @@ def output(proc: subprocess.Popen) -> str:
 
 def error_line(result: subprocess.CompletedProcess) -> str:
     """The one `error: ...` line of a failed run; fails the test if the run did not fail
-    cleanly: exit code 1, no traceback, exactly one error line and nothing after it
+    cleanly: exit code 1 (2 for a value the option parser refuses), no traceback, exactly one error line and nothing after it
     (progress bars drawn before the failure may precede it)."""
     stderr = result.stderr
-    assert result.returncode == 1, f"exit {result.returncode}\n{stderr}\n{result.stdout}"
+    assert result.returncode in (1, 2), f"exit {result.returncode}\n{stderr}\n{result.stdout}"
     assert "Traceback" not in stderr and "Traceback" not in result.stdout, stderr
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error: ")]
@@ -91,9 +93,7 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None,
 
 def closed_port() -> int:
     """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def leftover_files(root: Path) -> list[Path]:
@@ -207,7 +207,7 @@ _INPUTS: list[Inputs] = []
 def shared_inputs(tmp_path_factory) -> Inputs:
     if _INPUTS:
         return _INPUTS[0]
-    from tests.tiny_families import build_tiny, corpus_text
+    from tests.support.models import build_tiny, corpus_text
 
     root = tmp_path_factory.mktemp("reliability")
     model, other = build_tiny("gpt2", root / "gpt2"), build_tiny("llama", root / "llama")
@@ -242,3 +242,39 @@ def random_dictionary(store: Path, out: Path, n_features: int, seed: int = 0,
             "layer": acts.meta["layer"], "store": str(store),
             "store_model_hash": acts.meta["model_hash"]}
     return Dictionary(W, torch.zeros(n_features), W.clone(), mean, meta=meta).save(out)
+
+
+def run_main(args: list, capsys, monkeypatch=None) -> tuple[int, str, str]:
+    """The real `autointerp` entry point, in-process (a child process would spend longer
+    importing torch than most commands take): (exit code, stdout, stderr)."""
+    from autointerp.cli import main
+
+    saved = sys.argv
+    sys.argv = ["autointerp", *map(str, args)]
+    if monkeypatch is not None:
+        monkeypatch.setenv("COLUMNS", "200")
+        monkeypatch.delenv("AUTOINTERP_DEBUG", raising=False)
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = saved
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def check_db(db: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(db)
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    migrations = [r[0] for r in con.execute("select name from _migrations")]
+    assert len(migrations) == len(set(migrations)) >= 2  # each applied once, by one process
+    return con
+
+
+def llm(dictionary: Path, db: Path, url: str) -> list[str]:
+    return ["score", "--dict", str(dictionary), "--db", str(db), "--n-sampled", "20",
+            "--explainer", "openai", "--explainer-model", "oracle", "--scoring-backend", "openai",
+            "--scoring-model", "oracle", "--scoring-mode", "json", "--base-url", url,
+            "--no-selftest", "--concurrency", "8"]
