@@ -8,7 +8,6 @@ import os
 import sys
 import warnings
 
-import click
 import typer
 
 from autointerp.errors import AutointerpError
@@ -51,21 +50,25 @@ def quiet_library_warnings() -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
+# The parser's errors: typer's own since it vendors click, click's before that.
+USAGE_ERRORS = getattr(typer, "TyperException", None) or importlib.import_module("click").ClickException
+
+
 def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("AUTOINTERP_DEBUG") == "1"
     if not debug:
         quiet_library_warnings()
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as e:  # `autointerp` alone: the help
-        e.show()
-        sys.exit(0)
-    except click.ClickException as e:  # a bad option or value: one line, as our own errors
+    except USAGE_ERRORS as e:  # a bad option or value: one line, as our own errors
+        if type(e).__name__ == "NoArgsIsHelpError":  # `autointerp` alone: the help
+            e.show()
+            sys.exit(0)
         if debug:
             raise
         typer.secho(f"error: {e.format_message()}", fg=typer.colors.RED, err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.secho("interrupted", err=True)
         sys.exit(130)
     except AutointerpError as e:
