@@ -148,3 +148,27 @@ def plant(fragments: list[tuple[int, tuple[str, ...]]], n_features: int, seed: i
         cases.append(PlantedCase(feature, tuple(
             Fragment(fragments[i][1], acts[i], fragments[i][0]) for i in chosen)))
     return cases
+
+
+@dataclass(frozen=True)
+class PlantedOutcome:
+    """One planted feature's two simulations."""
+
+    feature: str
+    explanation: str
+    wrong_explanation: str
+    """The true explanation of another planted feature."""
+    right: float | None
+    """Pooled correlation with the true explanation (None: the simulation failed)."""
+    wrong: float | None
+    failure: str | None = None
+    """Why a simulation failed; failures are reported, never scored."""
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation with no fixed point: feature i gets feature out[i]'s explanation."""
+    order = np.random.default_rng(seed).permutation(n)
+    out = [0] * n
+    for k in range(n):  # a cyclic shift along a shuffled order never maps i to itself
+        out[int(order[k])] = int(order[(k + 1) % n])
+    return out

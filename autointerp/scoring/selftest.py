@@ -17,7 +17,6 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import sqlite_utils
 
 from autointerp import db as dbm
@@ -25,6 +24,8 @@ from autointerp.errors import BadInputError
 from autointerp.scoring.planted import (
     PLANTED_VERSION,
     PlantedCase,
+    PlantedOutcome,
+    derangement,
     plant,
     smollm2_tokenizer,
     store_fragments,
@@ -59,21 +60,6 @@ class SelftestSettings:
                              "explanation is another's true one)")
         if self.n_top < 1 or self.n_random < 0:
             raise ValueError("the self-test needs n_top >= 1 and n_random >= 0")
-
-
-@dataclass(frozen=True)
-class PlantedOutcome:
-    """One planted feature's two simulations."""
-
-    feature: str
-    explanation: str
-    wrong_explanation: str
-    """The true explanation of another planted feature."""
-    right: float | None
-    """Pooled correlation with the true explanation (None: the simulation failed)."""
-    wrong: float | None
-    failure: str | None = None
-    """Why a simulation failed; failures are reported, never scored."""
 
 
 @dataclass(frozen=True)
@@ -147,15 +133,6 @@ def fragment_source(store, tokenizer=None) -> str:
         return f"builtin:{open_corpus('builtin').fingerprint}:{tok}"
     meta = hashlib.sha256(dbm.dumps(store.meta).encode()).hexdigest()
     return f"store:{meta}"
-
-
-def derangement(n: int, seed: int) -> list[int]:
-    """A seeded permutation with no fixed point: feature i gets feature out[i]'s explanation."""
-    order = np.random.default_rng(seed).permutation(n)
-    out = [0] * n
-    for k in range(n):  # a cyclic shift along a shuffled order never maps i to itself
-        out[int(order[k])] = int(order[(k + 1) % n])
-    return out
 
 
 async def _score(simulator: Simulator, explanation: str, fragments: tuple[Fragment, ...],

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from autointerp.scoring.fragments import FeatureFragments
-from autointerp.scoring.planted import PLANTED, PlantedFeature
+from autointerp.scoring.planted import PLANTED, PlantedFeature, PlantedOutcome, derangement
 from autointerp.types import Fragment, ScoringFailed
 
 RIGHT_THRESHOLD = 0.75
@@ -59,7 +59,6 @@ async def judge_outcomes(scorer, fragments, settings, on_total: Callable[[int], 
                          tick: Callable[[], None]):
     """PlantedOutcome per planted feature: balanced accuracy with its true and a wrong
     explanation (another planted feature's)."""
-    from autointerp.scoring.selftest import PlantedOutcome, derangement
 
     scorer = replace_settings(scorer)
     cases = judge_cases(fragments, settings.n_features, settings.seed, scorer.s.example_len)

@@ -167,7 +167,7 @@ def batches(examples: list[Example], s: JudgeSettings, feature: int) -> list[lis
 
 def score_verdicts(examples: list[Example], verdicts: list[Verdict], s: JudgeSettings):
     """The feature's ScoreRecord from its examples' verdicts."""
-    from autointerp.scoring.scorers import ScoreRecord
+    from autointerp.scoring.scorers.base import ScoreRecord
     from autointerp.scoring.scorers.simulation import check_format
 
     check_format(sum(v.no_answer for v in verdicts), len(verdicts), "0 or 1")
@@ -211,14 +211,6 @@ def chat_messages(task: str, explanation: str, batch: list[Example]) -> tuple[tu
     user = render(template("judge_chat_user.txt"), explanation=" ".join(explanation.split()),
                   examples=examples, n_examples=len(batch))
     return (("system", system), ("user", user))
-
-
-def judge_for(simulator, task: str):
-    """The judge of `task` that scores through the simulator's model (lexical for lexical)."""
-    if getattr(simulator, "name", "") == "lexical":
-        from autointerp.scoring.scorers.lexical import LexicalJudge
-        return LexicalJudge(task)
-    return LLMJudge(simulator, task)
 
 
 class JudgeScorer:

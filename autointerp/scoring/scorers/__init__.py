@@ -12,55 +12,23 @@ simulator is lexical.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from autointerp.errors import BadInputError
-
-SCORERS = ("simulation", "detection", "fuzzing")
-
-
-@dataclass(frozen=True)
-class ScoreRecord:
-    """One explanation's score by one scorer."""
-
-    score: float
-    """The headline: pooled correlation (simulation) or balanced accuracy (detection,
-    fuzzing; chance 0.5). NaN where undefined."""
-    score_top: float = float("nan")
-    """Simulation: top fragments only. Detection and fuzzing: NaN."""
-    score_random: float = float("nan")
-    auroc: float = float("nan")
-    """Area under the ROC curve of P(1) (detection, fuzzing with logprobs), else NaN."""
-    constant: bool = False
-    """The prediction carried no information (a constant simulation, or one verdict for all)."""
-    details: dict = field(default_factory=dict, compare=False)
-    """JSON-able: what the report shows (predictions; examples with verdicts and truth)
-    and the counts behind the score (slots without a digit, recall per quantile)."""
+from autointerp.scoring.scorers.base import (  # noqa: F401 (the contract, re-exported)
+    SCORERS,
+    Scorer,
+    ScoreRecord,
+    parse_scorers,
+)
 
 
-class Scorer(Protocol):
-    name: str
-    """simulation | detection | fuzzing."""
+def judge_for(simulator, task: str):
+    """The judge of `task` that scores through the simulator's model (lexical for lexical)."""
+    if getattr(simulator, "name", "") == "lexical":
+        from autointerp.scoring.scorers.lexical import LexicalJudge
+        return LexicalJudge(task)
+    from autointerp.scoring.verdicts import LLMJudge
 
-    def settings(self) -> dict:
-        """What decides its scores beyond the simulator's identity (part of the run id)."""
-        ...
-
-    async def prepare(self) -> None: ...
-
-    async def score(self, explanation: str, ff, n_shown: int) -> ScoreRecord:
-        """`ff`: the feature's FeatureFragments; `n_shown`: fragments the explainer saw."""
-        ...
-
-
-def parse_scorers(names: Iterable[str]) -> tuple[str, ...]:
-    """`--scorer` values (repeatable, 'all' for every scorer) in canonical order."""
-    names = [n.strip().lower() for n in names] or ["simulation"]
-    unknown = sorted(set(names) - {*SCORERS, "all"})
-    if unknown:
-        raise BadInputError(f"unknown scorer {unknown[0]!r}; choose {', '.join(SCORERS)} or all")
-    return SCORERS if "all" in names else tuple(s for s in SCORERS if s in names)
+    return LLMJudge(simulator, task)
 
 
 def make_scorers(names: Iterable[str], simulator, judge_settings=None) -> list:
@@ -68,7 +36,7 @@ def make_scorers(names: Iterable[str], simulator, judge_settings=None) -> list:
     from autointerp.scoring.scorers.detection import DetectionScorer
     from autointerp.scoring.scorers.fuzzing import FuzzingScorer
     from autointerp.scoring.scorers.simulation import SimulationScorer
-    from autointerp.scoring.verdicts import JudgeSettings, judge_for
+    from autointerp.scoring.verdicts import JudgeSettings
 
     judge_settings = judge_settings or JudgeSettings()
     out = []

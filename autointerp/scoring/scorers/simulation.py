@@ -305,7 +305,7 @@ class SimulationScorer:
             await prepare()
 
     async def score(self, explanation: str, ff, n_shown: int):
-        from autointerp.scoring.scorers import ScoreRecord
+        from autointerp.scoring.scorers.base import ScoreRecord
         from autointerp.scoring.stats import score_simulation
 
         scoring = ff.scoring_fragments(n_shown)
