@@ -107,7 +107,7 @@ def fit_from_store(store, out, method: str, seed: int = 0, n_fit: int = 100_000,
                    overwrite: bool = False) -> tuple[Dictionary, bool]:
     """(dictionary, reused): fit `method` on a uniform sample of the store's training
     activations, evaluate it on the eval part and save it to `out`."""
-    from autointerp.dictionaries.dictionary import meta_from_store, prepare_out
+    from autointerp.dictionaries.outputs import meta_from_store, prepare_out
     from autointerp.sae.run import save_evaluated
 
     if method not in METHODS:

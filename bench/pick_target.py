@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 
 import torch
 
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.harvest.store import ActivationStore
 
 

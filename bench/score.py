@@ -28,7 +28,7 @@ from pathlib import Path
 
 from autointerp.baselines.directions import fit_baseline
 from autointerp.db import open_db
-from autointerp.dictionaries.dictionary import dictionary_id, load_dictionary
+from autointerp.dictionaries.sources import dictionary_id, load_dictionary
 from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import ActivationStore
 from autointerp.llm.cache import CachedClient

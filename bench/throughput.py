@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 def setup(work: Path, tokens: int, n_features: int) -> tuple[Path, Path, Path, float]:
     """Store, PCA dictionary, and a database holding only the fragment set (timed)."""
     from autointerp.db import open_db
-    from autointerp.dictionaries.dictionary import dictionary_id, load_dictionary
+    from autointerp.dictionaries.sources import dictionary_id, load_dictionary
     from autointerp.harvest.run import HarvestConfig, harvest
     from autointerp.harvest.store import ActivationStore
     from autointerp.scoring.fragments import FragmentConfig

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autointerp.dictionaries.dictionary import (
-    Dictionary,
-    load_dictionary,
-    meta_from_store,
-    prepare_out,
-)
+from autointerp.dictionaries.dictionary import Dictionary
 from autointerp.dictionaries.evaluate import evaluate
+from autointerp.dictionaries.outputs import meta_from_store, prepare_out
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.distributed import SINGLE, World, current_world
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import ActivationStore

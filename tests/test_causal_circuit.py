@@ -16,7 +16,8 @@ from autointerp.causal import forward
 from autointerp.causal.basis import load_basis
 from autointerp.causal.circuit_run import CircuitConfig, run_circuit
 from autointerp.causal.circuits import Node, Site, Tracer, pad
-from autointerp.dictionaries.dictionary import Dictionary, dictionary_id
+from autointerp.dictionaries.dictionary import Dictionary
+from autointerp.dictionaries.sources import dictionary_id
 from autointerp.harvest.hooks import parse_hook
 from autointerp.harvest.models import load_causal_lm
 from tests.support.data import make_store

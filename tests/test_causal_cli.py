@@ -107,7 +107,7 @@ def test_a_model_failing_the_task_check_is_warned_on_every_output(dicts, tmp_pat
 def test_dictionaries_at_different_hooks_are_refused(dicts, tmp_path):
     root, pca, _ = dicts
     other = Dictionary.__new__(Dictionary)
-    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.dictionaries.sources import load_dictionary
     other = load_dictionary(pca)
     other.meta["hook"] = "resid.0"
     other.save(tmp_path / "pca0")

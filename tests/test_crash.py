@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.dictionaries.dictionary import WEIGHTS_NAME, load_dictionary
+from autointerp.dictionaries.dictionary import WEIGHTS_NAME
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import SPLITS, ActivationStore
 from autointerp.sae.train import CHECKPOINT_NAME

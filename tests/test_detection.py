@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.harvest.store import ActivationStore
 from autointerp.llm.base import Completion, TokenLogprob
 from autointerp.scoring.fragments import FragmentConfig, collect_fragments

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autointerp.dictionaries.dictionary import Dictionary, load_dictionary
+from autointerp.dictionaries.dictionary import Dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import ActivationStore
 from tests.support.cli import cli_env, error_line, run_cli

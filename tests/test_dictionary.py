@@ -10,13 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autointerp.dictionaries.dictionary import (
-    Dictionary,
-    check_compatible,
-    dictionary_id,
-    load_dictionary,
-)
+from autointerp.dictionaries.dictionary import Dictionary, check_compatible
 from autointerp.dictionaries.evaluate import evaluate
+from autointerp.dictionaries.sources import dictionary_id, load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.store import ActivationStore
 from tests.support.cli import run_main
@@ -198,8 +194,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 def test_loss_recovered_with_a_real_tiny_model(tmp_path, tiny_llama_dir, capsys, monkeypatch):
     from autointerp.baselines.directions import fit_baseline
-    from autointerp.dictionaries.dictionary import meta_from_store
     from autointerp.dictionaries.evaluate import load_store_model, loss_recovered
+    from autointerp.dictionaries.outputs import meta_from_store
 
     words = "the cat sat on a mat while sparse features fire and neurons rest".split()
     rng = np.random.default_rng(0)

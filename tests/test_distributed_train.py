@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.distributed import current_world
 from autointerp.harvest.store import ActivationStore
 from autointerp.sae.config import TrainConfig

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from autointerp.dictionaries.dictionary import dictionary_id, load_dictionary
-from autointerp.dictionaries.sources import load_dictionaries
+from autointerp.dictionaries.sources import dictionary_id, load_dictionaries, load_dictionary
 from autointerp.errors import BadInputError
 from tests.support.cli import cli_env, run_cli
 from tests.support.data import GEMMA_PATH, gemma_npz

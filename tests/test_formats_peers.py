@@ -9,9 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from autointerp.dictionaries.dictionary import load_dictionary
 from autointerp.dictionaries.evaluate import evaluate
-from autointerp.dictionaries.sources import load_dictionaries
+from autointerp.dictionaries.sources import load_dictionaries, load_dictionary
 from autointerp.errors import BadInputError
 
 PEERS = Path(__file__).parent / "fixtures" / "peers"

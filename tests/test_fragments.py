@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.harvest.store import ActivationStore
 from autointerp.scoring import fragments as fr
 from autointerp.scoring.fragments import FragmentConfig, collect_fragments, token_decoder

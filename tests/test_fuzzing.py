@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.harvest.store import ActivationStore
 from autointerp.scoring.fragments import FragmentConfig, collect_fragments
 from autointerp.scoring.scorers.fuzzing import FuzzingScorer, fuzzing_examples

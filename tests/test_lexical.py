@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.harvest.store import ActivationStore
 from autointerp.scoring.explain import ExplanationFailed
 from autointerp.scoring.fragments import FragmentConfig, collect_fragments

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from autointerp.baselines.directions import fit_baseline
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.sae.config import TrainConfig
 from autointerp.sae.modules import SparseAutoencoder

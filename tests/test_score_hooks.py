@@ -13,12 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autointerp.dictionaries.dictionary import (
-    Dictionary,
-    canonical_model,
-    check_compatible,
-    load_dictionary,
-)
+from autointerp.dictionaries.dictionary import Dictionary, canonical_model, check_compatible
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import ActivationStore

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.sources import load_dictionary
 from autointerp.harvest.run import HarvestConfig, harvest
 from autointerp.harvest.store import ActivationStore, remove_stale_temp_files
 from autointerp.sae.config import TrainConfig

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from autointerp.dictionaries.dictionary import Dictionary, dictionary_id, load_dictionary
+from autointerp.dictionaries.dictionary import Dictionary
+from autointerp.dictionaries.sources import dictionary_id, load_dictionary
 from autointerp.errors import BadInputError
 
 ROTATION_PREFIX = "rotation:"

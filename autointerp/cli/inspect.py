@@ -48,7 +48,7 @@ def identity_rows(dictionary, path: Path) -> list[tuple[str, str]]:
 
 def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
     """One table: identity, shape, provenance, hyperparameters and metrics."""
-    from autointerp.dictionaries.dictionary import dictionary_id
+    from autointerp.dictionaries.sources import dictionary_id
 
     table = Table(title=str(path), show_header=False)
     table.add_column(style="bold")
@@ -81,8 +81,8 @@ def inspect(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (for --loss-recovered).")] = "auto",
 ) -> None:
     """Print a dictionary's metadata and evaluation metrics."""
-    from autointerp.dictionaries.dictionary import load_dictionary
     from autointerp.dictionaries.evaluate import evaluate, load_store_model, loss_recovered
+    from autointerp.dictionaries.sources import load_dictionary
     from autointerp.errors import BadInputError
     from autointerp.harvest.store import ActivationStore
 

@@ -33,7 +33,7 @@ from autointerp.dictionaries.header import (  # noqa: F401 (their home before he
     declared_hook,
 )
 from autointerp.errors import BadInputError
-from autointerp.harvest.store import atomic_write_json, publish, remove_stale_temp_files
+from autointerp.harvest.store import atomic_write_json, publish
 
 ACTIVATIONS = ("relu", "topk", "jumprelu", "gated", "groupmax")
 INPUT_NORMS = ("none", "layer_norm", "constant_norm_rescale")
@@ -218,49 +218,3 @@ def _normalize(x: torch.Tensor, how: str) -> torch.Tensor:
     return x
 
 
-def load_dictionary(path: str | Path) -> Dictionary:
-    """Read a dictionary: our folder, a sae-lens, sparsify or Gemma Scope folder, or a
-    `hf:ORG/REPO[/PATH]` / `saelens:RELEASE/SAE_ID` name (see dictionaries/sources.py)."""
-    from autointerp.dictionaries import sources
-
-    return sources.load_dictionary(path)
-
-
-def dictionary_id(path: str | Path) -> str:
-    """sha256 of the dictionary's weights file: the id used in the results database."""
-    from autointerp.dictionaries import sources
-
-    return sources.dictionary_id(path)
-
-
-def meta_from_store(store) -> dict:
-    """The provenance every dictionary fit on `store` records."""
-    m = store.meta
-    return {"model": m.get("model"), "hook": m.get("hook"), "layer": m.get("layer"),
-            "input_transform": m.get("input_transform"),
-            "store": str(Path(store.path).resolve()), "store_model_hash": m.get("model_hash")}
-
-
-IDENTITY_KEYS = ("method", "store", "store_model_hash", "hyperparameters")
-OUR_FILES = (CONFIG_NAME, WEIGHTS_NAME, "checkpoint.pt")
-
-
-def prepare_out(out: str | Path, meta: dict, overwrite: bool) -> Dictionary | None:
-    """Make `out` ready for a new dictionary with `meta`. Return the finished one already
-    there when it was made the same way (a rerun costs nothing); with `overwrite`, delete
-    our files from `out` first; otherwise refuse to replace a different dictionary.
-    Temporary files a killed run left in `out` are deleted."""
-    out = Path(out)
-    remove_stale_temp_files(out)
-    if overwrite:
-        for name in OUR_FILES:
-            (out / name).unlink(missing_ok=True)
-        return None
-    if not (out / CONFIG_NAME).exists():
-        return None
-    old = load_dictionary(out)
-    same = all(old.meta.get(key) == meta.get(key) for key in IDENTITY_KEYS)
-    if not same:
-        raise BadInputError(f"{out} already holds a dictionary made with other settings; "
-                            "use another --out or --overwrite")
-    return old

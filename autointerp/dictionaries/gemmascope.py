@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from autointerp.dictionaries.dictionary import Dictionary
-from autointerp.dictionaries.sources import read_weights
+from autointerp.dictionaries.header import read_weights
 from autointerp.errors import BadInputError
 
 _REPO = re.compile(r"gemma-scope-(\d+b)-(pt|it)-(res|mlp|att|transcoders)\w*")

@@ -2,16 +2,24 @@
 the format's file names and version, the header of our own format (config.json alone),
 and the checks of a dictionary's provenance against an activation store. A rerun whose
 fragments are already in the database needs nothing more (`score` then never imports
-torch)."""
+torch). With the folder layouts and the file readers it is the leaf of dictionaries/:
+the readers, the Hub fetcher and the dispatcher (sources.py) import it, never the
+other way round."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from autointerp.errors import BadInputError
 
 if TYPE_CHECKING:
+    import torch
+
     from autointerp.dictionaries.dictionary import Dictionary
 
 FORMAT_VERSION = 2
@@ -98,3 +106,40 @@ def check_compatible(dictionary: Dictionary | Header, store, force: bool = False
     return found
 
 
+# Layouts a dictionary folder can have: (config file or None, weights file, reader name).
+LAYOUTS = (
+    (CONFIG_NAME, WEIGHTS_NAME, "autointerp"),
+    ("cfg.json", "sae_weights.safetensors", "saelens"),
+    ("cfg.json", "sae.safetensors", "sparsify"),
+    (None, "params.npz", "gemmascope"),
+)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise BadInputError(f"cannot read {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise BadInputError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_weights(path: Path, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    import torch
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise BadInputError(f"dictionary weights {path} are missing")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                tensors = {name: torch.from_numpy(np.array(z[name])) for name in z.files}
+        else:
+            tensors = load_file(str(path))
+    except Exception as e:  # safetensors and numpy raise their own error types on truncation
+        raise BadInputError(f"dictionary weights {path} are truncated or corrupt "
+                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    missing = [name for name in required if name not in tensors]
+    if missing:
+        raise BadInputError(f"dictionary weights {path} lack tensor(s) {', '.join(missing)}")
+    return tensors

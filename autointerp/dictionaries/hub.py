@@ -95,7 +95,7 @@ def _unreachable(repo_id: str, hub: dict, path: str | None = None) -> str | None
 def _check_root(repo_id: str, siblings: list) -> None:
     """A root is fetched whole only when it is one dictionary or a checkpoint root (weights
     at most one folder down): Gemma Scope's roots hold thousands of SAEs, terabytes in all."""
-    from autointerp.dictionaries.sources import LAYOUTS
+    from autointerp.dictionaries.header import LAYOUTS
 
     names = {weights for _, weights, _ in LAYOUTS}
     weights = [s.get("rfilename", "") for s in siblings if isinstance(s, dict)]

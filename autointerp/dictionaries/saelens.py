@@ -22,7 +22,7 @@ import torch
 from packaging.version import InvalidVersion, Version
 
 from autointerp.dictionaries.dictionary import Dictionary, canonical_model
-from autointerp.dictionaries.sources import read_weights
+from autointerp.dictionaries.header import read_weights
 from autointerp.errors import BadInputError
 from autointerp.harvest.hook_names import split_hook, translate_hook
 

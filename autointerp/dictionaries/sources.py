@@ -19,23 +19,20 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from autointerp.dictionaries.header import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, Header
+from autointerp.dictionaries.header import (  # noqa: F401 (read_* re-exported)
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    LAYOUTS,
+    WEIGHTS_NAME,
+    Header,
+    read_json,
+    read_weights,
+)
 from autointerp.errors import BadInputError
 
 if TYPE_CHECKING:
-    import torch
 
     from autointerp.dictionaries.dictionary import Dictionary
-
-# Layouts a dictionary folder can have: (config file or None, weights file, reader name).
-LAYOUTS = (
-    (CONFIG_NAME, WEIGHTS_NAME, "autointerp"),
-    ("cfg.json", "sae_weights.safetensors", "saelens"),
-    ("cfg.json", "sae.safetensors", "sparsify"),
-    (None, "params.npz", "gemmascope"),
-)
 
 
 def resolve(spec: str | Path) -> Path:
@@ -135,36 +132,6 @@ def dictionary_id(spec: str | Path) -> str:
     except OSError as e:
         raise BadInputError(f"cannot read dictionary weights {weights}: {e.strerror}") from None
     return h.hexdigest()
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise BadInputError(f"cannot read {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise BadInputError(f"{path} is not valid JSON: {e}") from None
-
-
-def read_weights(path: Path, required: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    import torch
-    from safetensors.torch import load_file
-
-    if not path.exists():
-        raise BadInputError(f"dictionary weights {path} are missing")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path) as z:
-                tensors = {name: torch.from_numpy(np.array(z[name])) for name in z.files}
-        else:
-            tensors = load_file(str(path))
-    except Exception as e:  # safetensors and numpy raise their own error types on truncation
-        raise BadInputError(f"dictionary weights {path} are truncated or corrupt "
-                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    missing = [name for name in required if name not in tensors]
-    if missing:
-        raise BadInputError(f"dictionary weights {path} lack tensor(s) {', '.join(missing)}")
-    return tensors
 
 
 def read_header(spec: str | Path) -> Header | Dictionary:

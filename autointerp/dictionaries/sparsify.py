@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from autointerp.dictionaries.dictionary import Dictionary
-from autointerp.dictionaries.sources import read_weights
+from autointerp.dictionaries.header import read_weights
 from autointerp.errors import BadInputError
 from autointerp.harvest.hook_names import split_hook, translate_hook
 

@@ -49,7 +49,7 @@ def decoder_tokens(path: str | Path, features: list[int], k: int = 10,
     """Per feature, the k tokens its decoder direction promotes and suppresses most; or
     one line saying why they cannot be had (no dictionary file, model not loadable,
     decoder not in the residual basis)."""
-    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.dictionaries.sources import load_dictionary
 
     models = {} if models is None else models
     try:

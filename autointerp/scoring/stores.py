@@ -57,7 +57,7 @@ def _check_model(path: Path, meta: dict, spec: HarvestSpec) -> None:
 
 def harvest_for(paths: list[Path], spec: HarvestSpec) -> dict[Path, Path]:
     """Dictionary path -> store path; one harvest per distinct (hook point, input transform)."""
-    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.dictionaries.sources import load_dictionary
     from autointerp.harvest.run import HarvestConfig, harvest
 
     if spec.corpus is None:
