@@ -160,3 +160,14 @@ def test_test_modules_do_not_import_each_other():
                     ("tests.test_", "tests.conftest")):
                 offenders.append(f"{path.name}: {node.module}")
     assert offenders == []
+
+
+def test_no_command_module_imports_another():
+    """Each command's module is a thin shell; what two commands share (options, the LLM
+    factory, display helpers) has its own home."""
+    from autointerp.cli import COMMAND_MODULES
+
+    commands = {f"autointerp.cli.{name}" for name in COMMAND_MODULES}
+    graph = edges(modules())
+    crossing = sorted(f"{a} -> {b}" for a in commands for b in graph.get(a, ()) if b in commands)
+    assert crossing == []

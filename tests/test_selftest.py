@@ -252,7 +252,7 @@ def test_real_smollm2_gets_a_recorded_verdict(tmp_path):
     """The offline default (SmolLM2-135M in process, all-at-once) on two planted features of
     the builtin corpus, one fragment each where it fires plus one random: whatever the
     verdict, it is recorded. (The full run and its figures: docs/notes/selftest.md.)"""
-    from autointerp.cli.score import make_simulator
+    from autointerp.scoring.llms import make_simulator
 
     db = open_db(tmp_path / "a.db")
     sim = make_simulator(db, "inprocess", None, "all-at-once", None, "OPENAI_API_KEY", 8, "cpu", {})

@@ -10,18 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from autointerp.cli import app
+from autointerp.cli.display import print_verdicts
 from autointerp.cli.options import DEFAULT_DB, DbOpt, SeedOpt
 
 OutDirOpt = Annotated[Path, typer.Option("--out", help="Folder for table.md, table.csv, "
                                          "differences.md and scores.png.")]
-
-
-def print_verdicts(console: Console, verdicts: list[str]) -> None:
-    """The self-test verdicts, a failure in bold red so nobody reads past it."""
-    for line in verdicts:
-        style = "bold red" if line.startswith("WARNING") else "green" if \
-            line.startswith("Self-test passed") else "yellow"
-        console.print(line, style=style, markup=False, highlight=False)
 
 
 def terminal_table(rows: list[dict[str, str]]) -> Table:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from autointerp.cli import app
-from autointerp.cli.compare import print_verdicts
+from autointerp.cli.display import print_verdicts
 from autointerp.cli.options import DEFAULT_DB, DbOpt, SeedOpt
 
 OutFileOpt = Annotated[Path, typer.Option("--out", help="The HTML file to write.")]
