@@ -6,7 +6,7 @@ SOURCES := .cache/sources
 PIP := $(BIN)/python -m pip install -c constraints.txt
 DEBS := python3.11-doc r-cran-janeaustenr
 
-.PHONY: demo test lint setup corpus-sources clean
+.PHONY: demo test lint setup corpus-sources clean docs cli-docs
 
 setup: $(VENV)/.installed corpus-sources
 
@@ -31,7 +31,7 @@ $(SOURCES)/.done:
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,docs]'
 	@if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
@@ -45,9 +45,18 @@ demo: setup
 
 test: setup $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/mkdocs build --strict --quiet
+
+# The documentation site (mkdocs.yml, docs/) into site/; Material fetches nothing at build.
+docs: $(VENV)/.test-installed
+	$(BIN)/mkdocs build --strict
+
+# docs/cli.md is generated from the typer app (tests/test_docs.py fails when it is stale).
+cli-docs: $(VENV)/.installed
+	$(BIN)/python -m typer autointerp.cli utils docs --name autointerp --output docs/cli.md
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache site
