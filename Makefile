@@ -48,7 +48,11 @@ test: setup $(VENV)/.test-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The documentation site (mkdocs.yml, docs/) into site/; Material fetches nothing at build.
-docs: $(VENV)/.test-installed
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PIP) -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # docs/cli.md is generated from the typer app by typer's own docs writer (tests/test_docs.py,
