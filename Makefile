@@ -38,7 +38,7 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	     (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null)); \
 	  fi; \
 	fi
-	touch $@
+	touch $(VENV)/.docs-installed $@
 
 demo: setup
 	$(BIN)/autointerp demo
