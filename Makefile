@@ -6,7 +6,7 @@ SOURCES := .cache/sources
 PIP := $(BIN)/python -m pip install -c constraints.txt
 DEBS := python3.11-doc r-cran-janeaustenr
 
-.PHONY: demo test lint setup corpus-sources clean
+.PHONY: demo test lint setup corpus-sources clean docs cli-docs
 
 setup: $(VENV)/.installed corpus-sources
 
@@ -31,23 +31,37 @@ $(SOURCES)/.done:
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,docs]'
 	@if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
 	     (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null)); \
 	  fi; \
 	fi
-	touch $@
+	touch $(VENV)/.docs-installed $@
 
 demo: setup
 	$(BIN)/autointerp demo
 
 test: setup $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The documentation site (mkdocs.yml, docs/) into site/; Material fetches nothing at build.
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PIP) -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# docs/cli.md is generated from the typer app by typer's own docs writer (tests/test_docs.py,
+# which also fails when the committed page is stale).
+cli-docs: $(VENV)/.installed
+	$(BIN)/python tests/test_docs.py docs/cli.md
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache site
