@@ -44,7 +44,7 @@ demo: setup
 	$(BIN)/autointerp demo
 
 test: setup $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=20 $(PYTEST_ARGS)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The documentation site (mkdocs.yml, docs/) into site/; Material fetches nothing at build.
