@@ -48,6 +48,8 @@ PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detect
 ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment (at most the store's fragment length, 64) around the maximum (SAEBench shows 21, delphi 32).")]
 QuantilesOpt = Annotated[int, typer.Option("--quantiles", help="Detection and fuzzing: activation quantile bins of the activating examples; recall is reported per bin.")]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
+ExplanationsOpt = Annotated[Path | None, typer.Option("--explanations", help="Score explanations written elsewhere instead of explaining: our `export neuronpedia` folder, Neuronpedia's public export (explanations/batch-N.jsonl.gz), delphi's explanations folder, or a CSV/JSONL of index,text[,source]. Sampled features it does not explain are listed, not scored.")]
+ExplanationsSourceOpt = Annotated[str | None, typer.Option("--explanations-source", help="With --explanations: keep only rows of this source (Neuronpedia: TYPENAME/EXPLANATIONMODELNAME, e.g. oai_token-act-pair/gpt-4o-mini), for files that explain a feature more than once.")]
 
 
 def judge_settings(examples_per_prompt: int, example_tokens: int, quantiles: int):
@@ -194,7 +196,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
           hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None,
           workers: WorkersOpt = 1, examples_per_prompt: PerPromptOpt = 10,
-          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10) -> None:
+          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10,
+          explanations: ExplanationsOpt = None,
+          explanations_source: ExplanationsSourceOpt = None) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
@@ -221,6 +225,13 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
         stores = harvest_for(dict_, HarvestSpec(model, hook, layer, corpus, tokens, seed, device,
                                                 force))
     check_stores(stores, force)  # before any LLM is loaded
+    given = None
+    if explanations is not None:  # read and checked before the database is touched
+        from autointerp.scoring.given import given_explainer
+
+        given = given_explainer(explanations, dict_, explanations_source,
+                                explanations_per_feature, workers)
+        explainer = "lexical"  # no explainer model is loaded
     database = open_db(db)
     llm_args = dict(explainer=explainer, explainer_model=explainer_model,
                     explainer_url=explainer_base_url or base_url, simulator=simulator,
@@ -228,6 +239,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
                     simulator_url=simulator_base_url or base_url, api_key_env=api_key_env,
                     device=device, n_explanations=explanations_per_feature)
     expl, sim, clients = make_llms(database, concurrency=concurrency, **llm_args)
+    expl = given or expl
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
     scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
@@ -245,6 +257,11 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     paths = {dictionary_id(c.dictionary): c.dictionary for c in cfgs}
     console.print(summary_table(summaries, [paths.get(s.dictionary) for s in summaries]))
     console.print(cost_table(summaries))
+    for s in summaries[:1]:
+        if s.unexplained:
+            console.print(f"{len(s.unexplained)} sampled features have no explanation in "
+                          f"{explanations}, not scored: {', '.join(map(str, s.unexplained))}",
+                          markup=False)
     if any(s.selftest_passed is False for s in summaries):
         failed = sorted({s.scorer for s in summaries if s.selftest_passed is False})
         console.print(f"WARNING: the model failed its self-test on planted features for "
