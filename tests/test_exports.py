@@ -120,6 +120,8 @@ def _valid_feature(i: int) -> dict:
     (lambda b: b["features"][0]["activations"][0].update(tokens=["t"] * 1025,
                                                          values=[0.0] * 1025), "too long"),
     (lambda b: b["features"][0]["activations"][0].update(values=[1.0]), "2 tokens but 1 values"),
+    (lambda b: b["features"][0]["activations"][0].update(tokens=["a", 7]), "not a string"),
+    (lambda b: b["features"][0]["activations"][0].update(values=[0.0, "1"]), "not a number"),
     (lambda b: b["features"].append(_valid_feature(0)), "index appears twice"),
     (lambda b: b.update(modelId="GPT2"), "does not match"),
 ])
