@@ -202,6 +202,38 @@ def test_bad_explanation_files_are_one_line_errors(scored, tmp_path, rows, expec
     assert not db.exists()  # nothing written
 
 
+def test_an_export_of_another_dictionary_is_refused(scored, tmp_path):
+    from autointerp.scoring.given import read_explanations
+
+    _, db, ids = scored
+    cli("export", "neuronpedia", "--db", db, "--run", ids["simulation"], "--out", tmp_path / "np",
+        "--no-logits")
+    meta = {"method": "topk", "model": "test-model", "hook": "resid.0", "layer": 0}
+    with pytest.raises(BadInputError, match="explains test-model/0-autointerp-planted, but"):
+        read_explanations(tmp_path / "np", meta)
+    assert read_explanations(tmp_path / "np", {**meta, "method": "planted"}).layout == "ours"
+
+
+def test_a_bad_file_is_one_error_line_from_the_command(scored, tmp_path):
+    from tests.clitools import error_line, run_cli
+
+    dict_path, _, _ = scored
+    bad, db = tmp_path / "expl.csv", tmp_path / "none.db"
+    bad.write_bytes(b"index,text\n0,caf\xe9\n")
+    line = error_line(run_cli(["score", "--dict", dict_path, "--db", db, *LEXICAL,
+                               "--explanations", bad]))
+    assert line == f"{bad} is not UTF-8 text (byte 0xe9 at offset 16)"
+    assert not db.exists()
+
+
+def test_explainer_names_for_neuronpedia():
+    from autointerp.results.neuronpedia import explainer_names
+
+    assert explainer_names("llm:inprocess:smollm2-135m") == ("oai_token-act-pair", "smollm2-135m")
+    assert explainer_names("llm:openai:http://h/v1 GPT-4o") == ("oai_token-act-pair", "gpt-4o")
+    assert explainer_names("lexical") == ("autointerp-lexical", "lexical")
+
+
 def test_non_utf8_table_is_refused(scored, tmp_path):
     from autointerp.scoring.given import read_explanations
 

@@ -214,7 +214,11 @@ def _layout(path: Path) -> tuple[str, list[Path]]:
 def _check_target(targets: set, meta: dict, path: Path, dict_name: str) -> None:
     """Refuse a file for another model or layer than the dictionary's."""
     from autointerp.dictionaries.header import canonical_model
-    from autointerp.dictionaries.neuronpedia import neuronpedia_id, source_layer
+    from autointerp.dictionaries.neuronpedia import (
+        neuronpedia_id,
+        neuronpedia_target,
+        source_layer,
+    )
 
     if len(targets) > 1:
         raise BadInputError(f"{path} holds explanations of several sources "
@@ -233,6 +237,8 @@ def _check_target(targets: set, meta: dict, path: Path, dict_name: str) -> None:
         layers = {meta.get("layer"), int(raw.group(1)) if raw else None} - {None}
         ok = ((ours is None or canonical_model(model) == ours)
               and (not layers or source_layer(layer) is None or source_layer(layer) in layers))
+        if "-autointerp-" in layer:  # our own export names the dictionary it came from
+            ok = ok and layer == neuronpedia_target(meta).source
     if not ok:
         theirs = known or f"model {meta.get('model')} layer {meta.get('layer')}"
         raise BadInputError(f"{path} explains {model}/{layer}, but dictionary {dict_name} is "
