@@ -303,3 +303,24 @@ def test_report_links_features_to_their_neuronpedia_pages(scored, tmp_path):
     database.conn.commit()
     page, _ = build_report(database, decoder_tokens=False)
     assert 'href="https://www.neuronpedia.org/gpt2-small/0-res-jb/3"' in page
+
+
+def test_a_saelens_dictionary_carries_its_neuronpedia_id(tmp_path):
+    import shutil
+
+    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.dictionaries.neuronpedia import neuronpedia_id
+    from autointerp.scoring.given import read_explanations
+
+    folder = Path(shutil.copytree(Path(__file__).parent / "fixtures" / "peers" / "saelens_jumprelu",
+                                  tmp_path / "sae"))
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["metadata"]["neuronpedia_id"] = "gpt2-small/1-res-test"
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    meta = load_dictionary(folder).meta
+    assert neuronpedia_id(meta) == "gpt2-small/1-res-test"
+    rows = [{"index": "0", "description": "x", "modelId": "gpt2-small", "layer": "1-res-test"}]
+    assert read_explanations(_np_rows(tmp_path / "ok", rows), meta).texts == {0: "x"}
+    rows[0]["layer"] = "1-res-other"
+    with pytest.raises(BadInputError, match="is gpt2-small/1-res-test"):
+        read_explanations(_np_rows(tmp_path / "other", rows), meta)
