@@ -284,6 +284,9 @@ def test_saebench_output_has_its_fields_and_a_chance_corrected_score(scored, tmp
     assert metrics["autointerp_score_chance_corrected"] == pytest.approx((mean - FLOOR) / (1 - FLOOR))
     with pytest.raises(BadInputError, match="SAEBench's autointerp score is a detection score"):
         cli("export", "saebench", "--db", db, "--run", ids["simulation"], "--out", out)
+    with pytest.raises(BadInputError, match=f"no run 'zz' in the database; its runs: "
+                                            f"{ids['simulation'][:12]} planted"):
+        cli("export", "saebench", "--db", db, "--run", "zz", "--out", out)
 
 
 def test_report_links_features_to_their_neuronpedia_pages(scored, tmp_path):

@@ -16,7 +16,7 @@ export_app = typer.Typer(help="Write a scored run for Neuronpedia's upload or as
                               "eval output.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-RunOpt = Annotated[str, typer.Option("--run", help="The run to export: its id, or the start of it (`autointerp compare` lists them).")]
+RunOpt = Annotated[str, typer.Option("--run", help="The run to export: its id, or the start of it (table.csv of `autointerp compare` lists them, and an unknown --run lists the database's runs).")]
 OutDirOpt = Annotated[Path, typer.Option("--out", help="Folder to write the batches, scores.jsonl and manifest.json into (replaced if it holds an earlier export).")]
 OutFileOpt = Annotated[Path, typer.Option("--out", help="The JSON file to write.")]
 ModelIdOpt = Annotated[str | None, typer.Option("--model-id", help="Neuronpedia model id; default: the dictionary's Neuronpedia id, else its model's name.")]

@@ -47,7 +47,11 @@ def find_run(db, run: str) -> dict:
     rows = list(db.query("select * from runs where id like ? order by id", [f"{run}%"])) \
         if run and "runs" in db.table_names() else []
     if not rows:
-        raise BadInputError(f"no run {run!r} in the database (see `autointerp compare`)")
+        known = list(db.query("select id, label, scorer from runs order by rowid limit 10")) \
+            if "runs" in db.table_names() else []
+        listed = "; ".join(f"{r['id'][:12]} {r['label']} ({r['scorer'] or 'simulation'})"
+                           for r in known)
+        raise BadInputError(f"no run {run!r} in the database; its runs: {listed or 'none'}")
     if len(rows) > 1:
         raise BadInputError(f"run {run!r} is ambiguous ({len(rows)} runs start with it); "
                             "give more of its id")
