@@ -327,3 +327,20 @@ def test_a_saelens_dictionary_carries_its_neuronpedia_id(tmp_path):
     rows[0]["layer"] = "1-res-other"
     with pytest.raises(BadInputError, match="is gpt2-small/1-res-test"):
         read_explanations(_np_rows(tmp_path / "other", rows), meta)
+
+
+def test_a_long_explanation_is_cut_to_the_upload_limit(scored, tmp_path):
+    _, db, ids = scored
+    copy = tmp_path / "copy.db"
+    sqlite3.connect(db).execute(f"vacuum into '{copy}'")
+    con = sqlite3.connect(copy)
+    con.execute("update features set explanation = ? where run_id = ? and feature = 0",
+                ['tokens "the" (10) ' + "x" * 600, ids["simulation"]])
+    con.commit()
+    con.close()
+    out = cli("export", "neuronpedia", "--db", copy, "--run", ids["simulation"], "--out",
+              tmp_path / "np", "--no-logits")
+    assert "1 explanations cut to 512" in " ".join(out.split())
+    feature = json.loads((tmp_path / "np" / "batch-0.json").read_text())["features"][0]
+    text = feature["explanations"][0]["text"]
+    assert feature["index"] == 0 and len(text) == 512 and text.endswith("…")
