@@ -45,6 +45,13 @@ def runs(db: Path) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
+def copy_db(db: Path, tmp_path: Path) -> Path:
+    """A copy of the shared database that a test may change."""
+    copy = tmp_path / "copy.db"
+    sqlite3.connect(db).execute(f"vacuum into '{copy}'")
+    return copy
+
+
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A planted dictionary scored lexically by simulation and detection."""
@@ -146,8 +153,7 @@ def test_logits_come_from_the_decoder_at_most_20(scored, tiny_llama_dir, tmp_pat
     path = Dictionary(W.clone(), torch.zeros(16), W, torch.zeros(d),
                       meta={"method": "test", "model": str(tiny_llama_dir), "hook": "resid.0",
                             "layer": 0}).save(tmp_path / "lens-dict")
-    copy = tmp_path / "copy.db"
-    sqlite3.connect(db).execute(f"vacuum into '{copy}'")
+    copy = copy_db(db, tmp_path)
     con = sqlite3.connect(copy)
     con.execute("update dictionaries set path = ?", [str(path)])
     con.commit()
@@ -294,8 +300,7 @@ def test_report_links_features_to_their_neuronpedia_pages(scored, tmp_path):
     from autointerp.results.report import build_report
 
     _, db, _ = scored
-    copy = tmp_path / "copy.db"
-    sqlite3.connect(db).execute(f"vacuum into '{copy}'")
+    copy = copy_db(db, tmp_path)
     database = open_db(copy)
     page, _ = build_report(database, decoder_tokens=False)
     assert "neuronpedia.org" not in page  # our own dictionary has no page
@@ -331,8 +336,7 @@ def test_a_saelens_dictionary_carries_its_neuronpedia_id(tmp_path):
 
 def test_a_long_explanation_is_cut_to_the_upload_limit(scored, tmp_path):
     _, db, ids = scored
-    copy = tmp_path / "copy.db"
-    sqlite3.connect(db).execute(f"vacuum into '{copy}'")
+    copy = copy_db(db, tmp_path)
     con = sqlite3.connect(copy)
     con.execute("update features set explanation = ? where run_id = ? and feature = 0",
                 ['tokens "the" (10) ' + "x" * 600, ids["simulation"]])
