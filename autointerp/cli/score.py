@@ -218,6 +218,13 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     from autointerp.dictionaries.sources import expand_specs
 
     dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint
+    given = None
+    if explanations is not None:  # read and checked before a harvest or the database
+        from autointerp.scoring.given import given_explainer
+
+        given = given_explainer(explanations, dict_, explanations_source,
+                                explanations_per_feature, workers)
+        explainer = "lexical"  # no explainer model is loaded
     stores = {d: acts for d in dict_}
     if acts is None and model is not None:
         from autointerp.scoring.stores import HarvestSpec, harvest_for
@@ -225,13 +232,6 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
         stores = harvest_for(dict_, HarvestSpec(model, hook, layer, corpus, tokens, seed, device,
                                                 force))
     check_stores(stores, force)  # before any LLM is loaded
-    given = None
-    if explanations is not None:  # read and checked before the database is touched
-        from autointerp.scoring.given import given_explainer
-
-        given = given_explainer(explanations, dict_, explanations_source,
-                                explanations_per_feature, workers)
-        explainer = "lexical"  # no explainer model is loaded
     database = open_db(db)
     llm_args = dict(explainer=explainer, explainer_model=explainer_model,
                     explainer_url=explainer_base_url or base_url, simulator=simulator,
