@@ -348,3 +348,23 @@ def test_a_long_explanation_is_cut_to_the_upload_limit(scored, tmp_path):
     feature = json.loads((tmp_path / "np" / "batch-0.json").read_text())["features"][0]
     text = feature["explanations"][0]["text"]
     assert feature["index"] == 0 and len(text) == 512 and text.endswith("…")
+
+
+def test_saelens_names_are_looked_up_in_its_table(monkeypatch):
+    """`saelens:RELEASE/SAE_ID` without an id in its config: sae-lens's bundled table (a
+    stand-in module here, with the table's shape; sae-lens is an optional extra)."""
+    import sys
+    import types
+
+    from autointerp.dictionaries.neuronpedia import neuronpedia_id
+
+    entry = types.SimpleNamespace(neuronpedia_id={"blocks.6.hook_resid_pre": "gpt2-small/6-res-jb"})
+    module = types.ModuleType("sae_lens.loading.pretrained_saes_directory")
+    module.get_pretrained_saes_directory = lambda: {"gpt2-small-res-jb": entry}
+    monkeypatch.setitem(sys.modules, "sae_lens", types.ModuleType("sae_lens"))
+    monkeypatch.setitem(sys.modules, "sae_lens.loading", types.ModuleType("sae_lens.loading"))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert neuronpedia_id({"source": "saelens:gpt2-small-res-jb/blocks.6.hook_resid_pre"}) \
+        == "gpt2-small/6-res-jb"
+    assert neuronpedia_id({"source": "saelens:gpt2-small-res-jb/blocks.7.hook_resid_pre"}) is None
+    assert neuronpedia_id({"source": "hf:org/repo"}) is None
