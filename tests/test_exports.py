@@ -253,7 +253,8 @@ def test_tables_and_delphi_folders(tmp_path):
     from autointerp.scoring.given import read_explanations
 
     meta = {"model": "test-model", "hook": "resid.0", "layer": 0}
-    (tmp_path / "t.csv").write_text('index,text,source\n3,"the word ""sea""",me\n0,the,\n')
+    (tmp_path / "t.csv").write_text('\ufeffindex,text,source\n3,"the word ""sea""",me\n0,the,\n',
+                                    encoding="utf-8")
     got = read_explanations(tmp_path / "t.csv", meta)
     assert got.texts == {0: "the", 3: 'the word "sea"'} and got.sources[3] == "me"
     (tmp_path / "t.jsonl").write_text('{"index": 1, "text": "commas"}\n{"index": 1, "text": "x"}\n')

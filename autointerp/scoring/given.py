@@ -66,7 +66,7 @@ def _decode(data: bytes, name: str) -> str:
         except (OSError, EOFError) as e:
             raise BadInputError(f"{name} is not a readable gzip file ({e})") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # spreadsheets save a BOM
     except UnicodeDecodeError as e:
         raise BadInputError(f"{name} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
                             f"{e.start})") from None
@@ -107,8 +107,8 @@ def _json_lines(text: str, name: str) -> list[tuple[str, dict]]:
     return out
 
 
-def _need(row: dict, fields, where: str, what: str) -> None:
-    missing = [f for f in fields if row.get(f) is None]
+def _need(row, fields, where: str, what: str) -> None:
+    missing = [f for f in fields if not isinstance(row, dict) or row.get(f) is None]
     if missing:
         raise BadInputError(f"{where}: no {', '.join(missing)} field ({what} rows need "
                             f"{', '.join(fields)})")
@@ -133,8 +133,12 @@ def _our_rows(files: list[Path]) -> tuple[list[Row], set]:
             batch = json.loads(_read(path))
         except json.JSONDecodeError as e:
             raise BadInputError(f"{path}: not JSON ({e.msg})") from None
-        _need(batch if isinstance(batch, dict) else {}, ("modelId", "source", "features"),
-              str(path), "upload batch")
+        _need(batch, ("modelId", "source", "features"), str(path), "upload batch")
+        if not isinstance(batch["features"], list) or not all(
+                isinstance(e, dict) for f in batch["features"] if isinstance(f, dict)
+                for e in f.get("explanations") or []):
+            raise BadInputError(f"{path}: features must be a list of objects, as "
+                                "`export neuronpedia` writes them")
         targets.add((str(batch["modelId"]), str(batch["source"])))
         for k, feat in enumerate(batch["features"]):
             where = f"{path}: features[{k}]"
