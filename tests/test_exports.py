@@ -197,6 +197,7 @@ def _np_rows(path: Path, rows: list[dict]) -> Path:
     ([{"index": "0"}], "no description field"),
     ([{"index": "0", "description": "  "}], "the explanation is empty"),
     ([{"index": "zero", "description": "x"}], "is not a whole number"),
+    ([{"index": "16", "description": "x"}], "explains feature 16, but dictionary"),
 ])
 def test_bad_explanation_files_are_one_line_errors(scored, tmp_path, rows, expected):
     dict_path, _, _ = scored

@@ -319,5 +319,10 @@ def given_explainer(path: Path, dictionaries: list[Path], source: str | None,
     if n_explanations != 1 or workers != 1:
         raise BadInputError("--explanations gives one explanation per feature and is scored in "
                             "one process: leave --explanations-per-feature and --workers at 1")
-    meta = read_header(dictionaries[0]).meta
-    return GivenExplainer(read_explanations(path, meta, str(dictionaries[0]), source))
+    header = read_header(dictionaries[0])
+    given = read_explanations(path, header.meta, str(dictionaries[0]), source)
+    beyond = max(given.texts)
+    if beyond >= header.n_features:  # a file for a wider dictionary
+        raise BadInputError(f"{path} explains feature {beyond}, but dictionary "
+                            f"{dictionaries[0]} has {header.n_features} features")
+    return GivenExplainer(given)
