@@ -22,7 +22,7 @@ app = typer.Typer(
 # Each module registers its command(s) on `app` when imported.
 COMMAND_MODULES = [
     "harvest", "train", "baseline", "inspect", "score", "selftest", "compare", "report", "demo",
-    "patch", "circuit",
+    "patch", "circuit", "export",
 ]
 
 

@@ -66,6 +66,8 @@ ExplainerUrlOpt = Annotated[str | None, typer.Option("--explainer-base-url", hel
 NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.", rich_help_panel=EXPLAINER)]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.", rich_help_panel=RUN)]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the scoring model's self-test on planted features first (cached).", rich_help_panel=SCORERS_PANEL)]
+ExplanationsOpt = Annotated[Path | None, typer.Option("--explanations", help="Score explanations written elsewhere instead of explaining: our `export neuronpedia` folder, Neuronpedia's public export (explanations/batch-N.jsonl.gz), delphi's explanations folder, or a CSV/JSONL of index,text[,source]. Sampled features it does not explain are listed, not scored.", rich_help_panel=EXPLAINER)]
+ExplanationsSourceOpt = Annotated[str | None, typer.Option("--explanations-source", help="With --explanations: keep only rows of this source (Neuronpedia: TYPENAME/EXPLANATIONMODELNAME, e.g. oai_token-act-pair/gpt-4o-mini), for files that explain a feature more than once.", rich_help_panel=EXPLAINER)]
 
 
 def _ci(s) -> str:
@@ -141,9 +143,10 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10,
           simulator: OldBackendOpt = None, simulator_model: OldModelOpt = None,
           simulator_base_url: OldUrlOpt = None, simulator_mode: OldModeOpt = None,
-          n_features: OldNFeaturesOpt = None) -> None:
-    """Score dictionaries: sample features, explain their top fragments, score each
-    explanation with every scorer asked for."""
+          n_features: OldNFeaturesOpt = None, explanations: ExplanationsOpt = None,
+          explanations_source: ExplanationsSourceOpt = None) -> None:
+    """Score dictionaries: sample features, explain their top fragments (or read the
+    explanations given), score each explanation with every scorer asked for."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
     from autointerp.scoring.llms import judge_settings, make_llms
@@ -164,6 +167,13 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     from autointerp.dictionaries.sources import expand_specs
 
     dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint
+    given = None
+    if explanations is not None:  # read and checked before a harvest or the database
+        from autointerp.scoring.given import given_explainer
+
+        given = given_explainer(explanations, dict_, explanations_source,
+                                explanations_per_feature, workers)
+        explainer = "lexical"  # no explainer model is loaded
     stores = {d: acts for d in dict_}
     if acts is None and model is not None:
         from autointerp.scoring.stores import HarvestSpec, harvest_for
@@ -178,6 +188,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
                     simulator_url=sim_url or base_url, api_key_env=api_key_env,
                     device=device, n_explanations=explanations_per_feature)
     expl, sim, clients = make_llms(database, concurrency=concurrency, **llm_args)
+    expl = given or expl
     frag_cfg = FragmentConfig(n_features=n_sampled, random_from=value(random_from), seed=seed)
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
                         force=force, scorers=scorers, judge=judge) for d in dict_]
@@ -196,6 +207,11 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     paths = {dictionary_id(c.dictionary): c.dictionary for c in cfgs}
     console.print(summary_table(summaries, [paths.get(s.dictionary) for s in summaries]))
     console.print(cost_table(summaries))
+    for s in summaries[:1]:
+        if s.unexplained:
+            console.print(f"{len(s.unexplained)} sampled features have no explanation in "
+                          f"{explanations}, not scored: {', '.join(map(str, s.unexplained))}",
+                          markup=False)
     if any(s.selftest_passed is False for s in summaries):
         failed = sorted({s.scorer for s in summaries if s.selftest_passed is False})
         console.print(f"WARNING: the model failed its self-test on planted features for "

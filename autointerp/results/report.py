@@ -129,7 +129,7 @@ def _score_html(run, feat: dict) -> str:
             f'AUROC {_fmt(feat["auroc"])}</span>')
 
 
-def _card(i: int, run, feat: dict, untrusted: bool, lens=None) -> str:
+def _card(i: int, run, feat: dict, untrusted: bool, lens=None, np_id: str | None = None) -> str:
     e = html.escape
     scored = feat["status"] == "scored"
     badges = []
@@ -160,12 +160,33 @@ def _card(i: int, run, feat: dict, untrusted: bool, lens=None) -> str:
         f'<header><span class="method">{e(run.method)}</span>'
         f'<span>{e(str(run.hook))} · feature {int(feat["feature"])}</span>{score}{"".join(badges)}'
         f'<span class="meta">{e(run.scorer)} · {e(str(run.explainer))} / '
-        f'{e(str(run.simulator))}</span></header>'
+        f'{e(str(run.simulator))}</span>{_np_link(np_id, int(feat["feature"]))}</header>'
         f'<p class="expl">{e(feat["explanation"] or "(no explanation)")}</p>{extra}'
         f'{_histogram_svg(json.loads(feat["fragments"] or "{}"))}{_lens_html(lens)}'
         '<div class="top-frags"></div>'
         f'<details class="scoring"><summary>{SUMMARIES.get(run.scorer, run.scorer)}</summary>'
         '<div class="scoring-frags"></div></details></article>')
+
+
+def _np_link(np_id: str | None, feature: int) -> str:
+    """The feature's Neuronpedia page (built offline from the dictionary's id)."""
+    if not np_id:
+        return ""
+    from autointerp.dictionaries.neuronpedia import feature_url
+
+    return (f'<a class="np" href="{html.escape(feature_url(np_id, feature))}" target="_blank" '
+            'rel="noopener noreferrer">Neuronpedia</a>')
+
+
+def _neuronpedia_ids(db, dictionary_ids) -> dict:
+    """Dictionary id -> its Neuronpedia id (None when it has none)."""
+    from autointerp.dictionaries.neuronpedia import neuronpedia_id
+
+    out = {}
+    for dict_id in set(dictionary_ids):
+        row = next(db.query("select meta from dictionaries where id = ?", [dict_id]), None)
+        out[dict_id] = neuronpedia_id(json.loads(row["meta"] or "{}")) if row else None
+    return out
 
 
 SUMMARIES = {"simulation": "scoring fragments: simulated beside true",
@@ -216,13 +237,14 @@ def build_report(db: sqlite_utils.Database, seed: int = 0,
     by_id = {r.run_id: r for r in runs.itertuples(index=False)}
     feats = [f for f in db.query(FEATURES_SQL) if f["run_id"] in by_id]
     lenses = _decoder_tokens(db, by_id, feats) if decoder_tokens else {}
+    np_ids = _neuronpedia_ids(db, runs.dictionary_id)
     cards, data = [], []
     for feat in feats:
         run = by_id[feat["run_id"]]
         untrusted = run.selftest_passed == 0 and not is_lexical(None, run.simulator)
         lens = lenses.get(run.dictionary_id)
         lens = lens if isinstance(lens, str) or lens is None else lens.get(int(feat["feature"]))
-        cards.append(_card(len(cards), run, feat, untrusted, lens))
+        cards.append(_card(len(cards), run, feat, untrusted, lens, np_ids.get(run.dictionary_id)))
         data.append(compact_fragments(feat["fragments"]))
     page = resources.files("autointerp.results").joinpath("report_template.html").read_text()
     # Only the file's name: the report is shared, the folder it was made in is not.

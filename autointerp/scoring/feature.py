@@ -75,8 +75,12 @@ def _reason(stage: str, e: Exception) -> str:
     return f"{CALL_FAILED}: {e}" if isinstance(e, LLMCallError) else f"{stage}: {e}"
 
 
-async def _explain(explainer, shown, n_explanations: int) -> list[str]:
-    got = await asyncio.gather(*(explainer.explain(shown, sample_index=i)
+async def _explain(explainer, shown, n_explanations: int, feature: int) -> list[str]:
+    # Explanations given in a file (scoring/given.py) are looked up by feature; an
+    # explainer that writes its own needs only the fragments.
+    given = getattr(explainer, "explain_feature", None)
+    got = await asyncio.gather(*(given(feature, shown, sample_index=i) if given else
+                                 explainer.explain(shown, sample_index=i)
                                  for i in range(n_explanations)))
     return [e.text for e in got]
 
@@ -94,7 +98,8 @@ async def score_feature(ff: FeatureFragments, explainer, scorers, n_shown: int,
             "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring],
             "histogram": histogram(ff)}
     try:
-        texts, explain_meter = await measure(_explain, explainer, shown, n_explanations)
+        texts, explain_meter = await measure(_explain, explainer, shown, n_explanations,
+                                                  ff.feature)
     except EndpointAuthError:
         raise  # a rejected key fails every feature alike: stop the run, record nothing
     except (ExplanationFailed, LLMCallError) as e:

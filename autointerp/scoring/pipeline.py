@@ -18,7 +18,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,8 @@ class RunSummary:
     cost: tuple[tuple[str, float], ...] = ()
     """Per scored-or-failed feature, mean calls and tokens: (name, value) pairs for
     explain and score calls, prompt and completion tokens, calls without usage."""
+    unexplained: tuple[int, ...] = ()
+    """Sampled features that explanations given in a file leave out (not scored)."""
 
 
 class NullProgress:
@@ -262,8 +264,10 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
         _insert_run(db, run_id, {**config, "forced_mismatches": forced}, cfg, store, dict_id,
                     label, explainer, simulator, scorer, tests.get(scorer.name), fs)
         todo[scorer.name] = {ff.feature for ff in pending(db, run_id, fs.features)}
+    unexplained = given_gaps(explainer, fs, todo)
     features = [ff for ff in fs.features if any(ff.feature in t for t in todo.values())]
-    progress.features_task(label, len(fs.features), len(fs.features) - len(features))
+    progress.features_task(label, len(fs.features) - len(unexplained),
+                           len(fs.features) - len(unexplained) - len(features))
     args = (cfg.fragments.n_shown, cfg.explanations_per_feature)
     if workers is None or workers.n == 1 or len(features) < 2:
         await score_features(features, explainer, scorers, todo, run_ids, db, *args,
@@ -286,8 +290,20 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
         await asyncio.gather(
             own_share(),
             workers.run(shards, progress.feature_done, getattr(progress, "worker_counts", None)))
-    return tuple(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
-                           seed=cfg.fragments.seed) for s in scorers)
+    return tuple(replace(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
+                                   seed=cfg.fragments.seed), unexplained=unexplained)
+                 for s in scorers)
+
+
+def given_gaps(explainer, fs: FragmentSet, todo: dict) -> tuple[int, ...]:
+    """With explanations given in a file (scoring/given.py), the sampled features it does
+    not explain: taken out of `todo`, listed by the caller, not scored."""
+    explained = getattr(explainer, "explained", None)
+    if explained is None:
+        return ()
+    for name, features in todo.items():
+        todo[name] = {f for f in features if explained(f)}
+    return tuple(ff.feature for ff in fs.features if not explained(ff.feature))
 
 
 async def score_features(features, explainer, scorers, todo: dict, run_ids: dict, db,
