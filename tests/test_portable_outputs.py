@@ -19,7 +19,7 @@ def test_demo_provenance_has_no_machine_path(tmp_path, monkeypatch):
     cfg = DemoConfig(out=tmp_path / "outside", db=tmp_path / "outside" / "r.db", n_features=3)
     text = str(_provenance(cfg, {"score": 1.0}, {"score": 1.0}))
     assert str(tmp_path) not in text and not MACHINE_PATH.search(text)
-    assert "--out <...>/outside" in cfg.command() and "--n-features 3" in cfg.command()
+    assert "--out <...>/outside" in cfg.command() and "--n-sampled 3" in cfg.command()
     monkeypatch.chdir(tmp_path)
     assert portable_path(tmp_path / "results" / "x") == "results/x"
     assert DemoConfig(out=tmp_path / "results").command() == "autointerp demo --out results"

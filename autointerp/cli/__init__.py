@@ -66,7 +66,9 @@ def main() -> None:
             sys.exit(0)
         if debug:
             raise
-        typer.secho(f"error: {e.format_message()}", fg=typer.colors.RED, err=True)
+        # typer validates choices through pydantic, whose message starts "Value error, ".
+        message = e.format_message().replace("Value error, ", "")
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         sys.exit(e.exit_code)
     except typer.Abort:
         typer.secho("interrupted", err=True)
