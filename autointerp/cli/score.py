@@ -47,6 +47,7 @@ WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score
 PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detection and fuzzing: held-out examples judged in one prompt (1-50).")]
 ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment (at most the store's fragment length, 64) around the maximum (SAEBench shows 21, delphi 32).")]
 QuantilesOpt = Annotated[int, typer.Option("--quantiles", help="Detection and fuzzing: activation quantile bins of the activating examples; recall is reported per bin.")]
+HarvestDtypeOpt = Annotated[str, typer.Option("--dtype", help="Model dtype for the harvest (with --model), as harvest's --dtype: auto (bf16 on CUDA and on CPUs with native bf16, else fp32), float32, bfloat16, float16. bf16 moves features by up to 1e-1 of their spread against fp32.")]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the simulator self-test on planted features first (cached).")]
 
 
@@ -194,7 +195,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
           hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None,
           workers: WorkersOpt = 1, examples_per_prompt: PerPromptOpt = 10,
-          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10) -> None:
+          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10,
+          dtype: HarvestDtypeOpt = "auto") -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
@@ -219,7 +221,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
         from autointerp.scoring.stores import HarvestSpec, harvest_for
 
         stores = harvest_for(dict_, HarvestSpec(model, hook, layer, corpus, tokens, seed, device,
-                                                force))
+                                                force, dtype))
     check_stores(stores, force)  # before any LLM is loaded
     database = open_db(db)
     llm_args = dict(explainer=explainer, explainer_model=explainer_model,
