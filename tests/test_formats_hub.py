@@ -87,9 +87,7 @@ def test_gemma_scope_npz_matches_the_published_formula(tmp_path):
 def test_gemma_scope_without_a_hub_path_declares_no_hook(tmp_path):
     gemma_npz(tmp_path / "mine" / "params.npz")
     assert load_dictionary(tmp_path / "mine").meta["hook"] is None
-    gemma_npz(tmp_path / "gemma-scope-2b-pt-att" / GEMMA_PATH / "params.npz")
-    with pytest.raises(BadInputError, match="'att' SAEs read a hook with no equivalent"):
-        load_dictionary(tmp_path / "gemma-scope-2b-pt-att" / GEMMA_PATH)
+    # Attention, MLP, transcoder and embedding paths: tests/test_formats_sublayers.py.
 
 
 def test_hf_names_load_from_an_offline_cache(offline_cache, tmp_path):

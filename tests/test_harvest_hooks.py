@@ -108,7 +108,7 @@ def test_hook_names_normalise_to_one_store_identity(tmp_path):
     ({"hook": "resid"}, "--hook resid needs --layer"),
     ({"hook": "embed", "layer": 2}, "--hook embed is embed, which is not at --layer 2"),
     ({"hook": "blocks.3.hook_resid_post", "layer": 2}, "is resid.3, which is not at --layer 2"),
-    ({"hook": "blocks.3.attn.hook_z"}, "hook 'blocks.3.attn.hook_z' has no equivalent"),
+    ({"hook": "blocks.3.attn.hook_q"}, "hook 'blocks.3.attn.hook_q' has no equivalent"),
     ({"hook": "mlp", "layer": 1, "input_transform": "scale"}, "unknown input transform 'scale'"),
 ])
 def test_bad_hook_arguments(kwargs, message, tmp_path):

@@ -80,6 +80,41 @@ def translate_hook(name: str | int) -> str:
                         "it cannot be harvested, so it is refused")
 
 
+# A Hugging Face module and the side of it that was read, as sae-lens's `hf_hook_name` writes it
+# (`model.layers.5.self_attn.o_proj.input`, `model.layers.5.pre_feedforward_layernorm.output`,
+# `model.layers.5`): the output unless `.input` says otherwise.
+_HF_POINT = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)(?:\.([\w.]+))?$")
+_HF_POINT_KIND = {
+    (None, "output"): "resid", ("mlp", "output"): "mlp", ("mlp", "input"): "mlp_in",
+    ("self_attn", "output"): "attn", ("attn", "output"): "attn", ("attention", "output"): "attn",
+    ("self_attn.o_proj", "input"): "attn_z", ("attn.c_proj", "input"): "attn_z",
+    ("attention.dense", "input"): "attn_z", ("pre_feedforward_layernorm", "output"): "mlp_in",
+    ("ln_2", "output"): "mlp_in", ("post_feedforward_layernorm", "output"): "mlp_post",
+}
+
+
+def translate_hf_point(name: str, post_norm: bool) -> str:
+    """Our name for a Hugging Face module's input or output (sae-lens's `hf_hook_name`).
+    `post_attention_layernorm` is the MLP's input norm in pre-norm families (Llama) but the
+    attention's post-norm where the model has post-norms (`post_norm`: Gemma 2/3, OLMo 2)."""
+    text = str(name).strip()
+    path, dot, side = text.rpartition(".")
+    if not dot or side not in ("input", "output"):
+        path, side = text, "output"
+    m = _HF_POINT.match(path)
+    if m:
+        module = m.group(2)
+        kind = _HF_POINT_KIND.get((module, side))
+        if (module, side) == ("post_attention_layernorm", "output"):
+            kind = "attn_post" if post_norm else "mlp_in"
+        if kind:
+            return f"{kind}.{m.group(1)}"
+    if re.match(r"^(?:[\w.]*\.)?embed_tokens$", path) and side == "output":
+        return "token_embed"
+    raise BadInputError(f"Hugging Face hook point '{text}' has no equivalent among our hook "
+                        f"points ({_VOCABULARY}): it cannot be harvested, so it is refused")
+
+
 def split_hook(name: str) -> tuple[str, int | None]:
     """('resid', 7) for 'resid.7'; ('embed', None) for 'embed'. `name` must be ours."""
     if name in UNLAYERED:

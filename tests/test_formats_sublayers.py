@@ -1,0 +1,144 @@
+"""Dictionaries that read inside a block's sublayers, end to end: folders written by the real
+sae-lens (an attention-z SAE, a transcoder on the normalised MLP input) and the real sparsify
+(a `layers.L.mlp` transcoder), sized for the tiny GPT-2 of tests/fixtures/transformerlens, load,
+harvest their own hook through `score --model` without --layer, and encode the activations our
+hooks read like the library encodes TransformerLens's own cache of them
+(tests/fixtures/peers/make_fixtures.py). Also: how sae-lens configs name these hooks
+(hf_hook_name agreement, TransformerLens processing flags) and Gemma Scope's Hub paths."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from autointerp.dictionaries.dictionary import load_dictionary
+from autointerp.dictionaries.saelens import saelens_meta
+from autointerp.errors import BadInputError
+from autointerp.harvest.hooks import capture
+from autointerp.harvest.models import load_causal_lm, parse_hook
+from autointerp.harvest.store import ActivationStore
+from tests.clitools import run_cli
+from tests.test_formats_hub import gemma_encode, gemma_npz
+from tests.tiny_families import corpus_text, single_torch_thread
+
+one_torch_thread = pytest.fixture(autouse=True)(single_torch_thread)
+PEERS = Path(__file__).parent / "fixtures" / "peers"
+GPT2 = Path(__file__).parent / "fixtures" / "transformerlens" / "gpt2"
+# folder -> the hook it declares, in our vocabulary
+MODEL_SIZED = {"saelens_gpt2_hook_z": "attn_z.1", "saelens_gpt2_transcoder_ln2": "mlp_normalized.1",
+               "sparsify_gpt2/layers.1.mlp": "mlp_in.1"}
+LEXICAL = ["--explainer", "lexical", "--simulator", "lexical", "--no-selftest", "--n-features", "2"]
+
+
+@pytest.mark.parametrize("folder", sorted(MODEL_SIZED))
+def test_our_hook_encodes_like_the_library_on_transformerlens_activations(folder):
+    lm = load_causal_lm(str(GPT2), device="cpu", dtype="float32")
+    d = load_dictionary(PEERS / folder)
+    io = load_file(str(PEERS / folder / "io.safetensors"))
+    assert d.meta["hook"] == MODEL_SIZED[folder] and d.meta["model"] in ("gpt2", None)
+    hook = parse_hook(d.meta["hook"], lm.n_layers)
+    x = capture(lm, hook, io["tokens"].long(), input_transform=d.meta["input_transform"])
+    x = x.reshape(-1, d.d_model)
+    spread = (io["x"].max() - io["x"].min()).item()
+    assert (x - io["x"]).abs().max().item() <= 1e-4 * spread  # measured 9.5e-7 at most
+    want = io["feature_acts"]
+    assert 0 < int((want > 0).sum()) < want.numel()
+    torch.testing.assert_close(d.encode(x), want, rtol=1e-4, atol=1e-4 * want.max().item())
+
+
+def test_score_model_harvests_each_dictionarys_own_sublayer_hook(tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": p}) for p in
+                                corpus_text(0, n_paragraphs=120).split("\n\n")) + "\n")
+    db = tmp_path / "db.sqlite"
+    dicts = [arg for f in sorted(MODEL_SIZED) for arg in ("--dict", PEERS / f)]
+    result = run_cli(["score", *dicts, "--model", GPT2, "--corpus", corpus, "--tokens", 12000,
+                      "--dtype", "float32", "--db", db, *LEXICAL], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT r.config, r.n_sampled, d.hook FROM runs r "
+                           "JOIN dictionaries d ON d.id = r.dictionary_id").fetchall()
+    found = {Path(json.loads(c)["dictionary_path"]).relative_to(PEERS).as_posix(): (n, h, c)
+             for c, n, h in rows}
+    assert set(found) == set(MODEL_SIZED)
+    for folder, (n_sampled, hook, config) in found.items():
+        meta = ActivationStore(tmp_path / json.loads(config)["store_path"]).meta
+        assert (hook, meta["hook"], meta["d_model"], meta["dtype"]) == (
+            MODEL_SIZED[folder], MODEL_SIZED[folder], 32, "float32")
+        assert meta["hook_read"].startswith(("input of transformer.h.1.", "output of"))
+        assert n_sampled >= 1
+
+
+def _cfg(hook_name: str, model: str = "gpt2", **md) -> dict:
+    return {"architecture": "standard", "d_in": 8, "d_sae": 16,
+            "metadata": {"model_name": model, "hook_name": hook_name, **md}}
+
+
+@pytest.mark.parametrize("hook_name, md, hook, transform", [
+    ("blocks.2.attn.hook_z", {}, "attn_z.2", "fold_value_biases"),  # old: from_pretrained
+    ("blocks.2.attn.hook_z", {"model_from_pretrained_kwargs": {}}, "attn_z.2", None),
+    ("blocks.2.mlp.hook_in", {"model_from_pretrained_kwargs": {"fold_ln": False}}, "mlp_in.2", None),
+    ("blocks.2.mlp.hook_in", {"model_from_pretrained_kwargs": {"fold_ln": True}},
+     "mlp_normalized.2", None),  # with fold_ln the MLP receives the normalised vector
+    ("blocks.2.ln2.hook_normalized", {}, "mlp_normalized.2", None),
+    ("hook_embed", {"model_from_pretrained_kwargs": {"center_writing_weights": True}},
+     "token_embed", "center"),
+])
+def test_saelens_hooks_and_transformerlens_processing(hook_name, md, hook, transform):
+    meta = saelens_meta(_cfg(hook_name, **md), "standard", "test")
+    assert (meta["hook"], meta["input_transform"]) == (hook, transform)
+
+
+@pytest.mark.parametrize("hook_name, hf, expected", [
+    # Gemma Scope 2 transcoders: TransformerLens's pre-norm hook_mlp_in beside the module that
+    # was read; both are the MLP's input of layer 5, and the module decides.
+    ("blocks.5.hook_mlp_in", "model.layers.5.pre_feedforward_layernorm.output", "mlp_in.5"),
+    ("blocks.5.attn.hook_z", "model.layers.5.self_attn.o_proj.input", "attn_z.5"),
+    ("blocks.5.hook_mlp_out", "model.layers.5.post_feedforward_layernorm.output", "mlp_post.5"),
+    ("blocks.5.hook_resid_post", "model.layers.5.output", "resid.5"),
+    ("blocks.5.hook_resid_post", "model.layers.5.self_attn.o_proj.input", None),
+    ("blocks.5.hook_mlp_in", "model.layers.6.pre_feedforward_layernorm.output", None),
+])
+def test_hf_hook_name_must_agree_with_hook_name(hook_name, hf, expected):
+    cfg = _cfg(hook_name, "google/gemma-3-1b-pt", hf_hook_name=hf)
+    if expected is None:
+        with pytest.raises(BadInputError, match="name different activations") as e:
+            saelens_meta(cfg, "standard", "test")
+        assert "\n" not in str(e.value)
+    else:
+        assert saelens_meta(cfg, "standard", "test")["hook"] == expected
+
+
+def test_reshape_hook_z_on_another_hook_is_refused():
+    with pytest.raises(BadInputError, match="reshape_activations='hook_z'"):
+        saelens_meta(_cfg("blocks.1.hook_resid_post", reshape_activations="hook_z"), "standard", "t")
+
+
+@pytest.mark.parametrize("repo, hook, encode_only", [
+    ("gemma-scope-2b-pt-att", "attn_z.3", False), ("gemma-scope-2b-pt-mlp", "mlp_post.3", False),
+    ("gemma-scope-2b-pt-transcoders", "mlp_normalized.3", True),
+])
+def test_gemma_scope_sublayer_paths(tmp_path, repo, hook, encode_only):
+    path = tmp_path / repo / "layer_3" / "width_16k" / "average_l0_71" / "params.npz"
+    gemma_npz(path)
+    d = load_dictionary(path.parent)
+    assert (d.meta["hook"], d.encode_only) == (hook, encode_only)
+
+
+def test_gemma_scope_embedding_reads_the_scaled_token_embedding(tmp_path):
+    """Trained before Gemma's sqrt(d_model) scaling: encoding the scaled embedding with W_enc
+    divided by that factor gives the published features of the unscaled one."""
+    path = tmp_path / "gemma-scope-2b-pt-res" / "embedding" / "width_4k" / "average_l0_6" / "params.npz"
+    p = gemma_npz(path)
+    d = load_dictionary(path.parent)
+    x = np.random.default_rng(1).normal(0.5, 2, (64, 16)).astype(np.float32)
+    want = gemma_encode(p, x)
+    scaled = torch.from_numpy(x) * 16 ** 0.5
+    assert d.meta["hook"] == "token_embed" and 0 < (want > 0).sum() < want.size
+    np.testing.assert_allclose(d.encode(scaled).numpy(), want, rtol=1e-4, atol=1e-4)
