@@ -1,4 +1,4 @@
-"""Folders written by the real sae-lens and sparsify (tests/fixtures/peers/make_fixtures.py,
+"""Folders written by the real sae-lens, sparsify and dictionary_learning (tests/fixtures/peers/make_fixtures.py,
 versions in versions.json) load exactly: our encode and reconstruction match the library's
 own outputs, saved beside each folder, to 1e-5."""
 
@@ -45,6 +45,13 @@ EXPECTED = {
     "saelens_gpt2_hook_z": ("attn_z.1", "standard", None, False),
     "saelens_gpt2_transcoder_ln2": ("mlp_normalized.1", "transcoder", None, True),
     "sparsify_gpt2/layers.1.mlp": ("mlp_in.1", "transcoder", None, True),
+    # dictionary_learning (SAEBench's format), one folder per trainer it ships.
+    **{f"dictlearning_{name}": ("resid.3", trainer, None, False) for name, trainer in (
+        ("standard", "StandardTrainer"), ("standard_april", "StandardTrainerAprilUpdate"),
+        ("p_anneal", "PAnnealTrainer"), ("gated", "GatedSAETrainer"),
+        ("gated_anneal", "GatedAnnealTrainer"), ("topk", "TopKTrainer"),
+        ("batch_topk", "BatchTopKTrainer"), ("jumprelu", "JumpReluTrainer"),
+        ("matryoshka", "MatryoshkaBatchTopKTrainer"))},
     "sparsify_skip/layers.1": ("resid.1", "topk+skip", None, True),
 }
 
@@ -52,6 +59,7 @@ EXPECTED = {
 def test_fixtures_were_made_by_the_libraries():
     assert VERSIONS["versions"]["sae-lens"].startswith("6.")
     assert VERSIONS["versions"]["eai-sparsify"] == "1.3.3"
+    assert VERSIONS["versions"]["dictionary-learning"] == "0.1.0"
     assert set(EXPECTED) | {"saelens_refuse_expected_average"} == set(VERSIONS["folders"])
 
 
@@ -72,7 +80,8 @@ def test_encode_matches_the_library(folder):
     assert (d.meta["hook"], d.meta["architecture"], d.meta["input_transform"]) == (hook, arch,
                                                                                    transform)
     assert d.encode_only == encode_only
-    assert d.meta["source"].startswith(("sae-lens folder", "sparsify folder"))
+    assert d.meta["source"].startswith(("sae-lens folder", "sparsify folder",
+                                        "dictionary_learning folder"))
     if encode_only:
         with pytest.raises(BadInputError, match="encode-only"):
             d.decode(f)

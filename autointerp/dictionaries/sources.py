@@ -4,6 +4,7 @@
     sae-lens folder    cfg.json + sae_weights.safetensors
     sparsify folder    cfg.json + sae.safetensors (a checkpoint root holds one per hookpoint)
     Gemma Scope        params.npz
+    dictionary_learning  config.json (with `trainer`) + ae.pt (SAEBench's suites)
     hf:ORG/REPO[/PATH] any of the above, fetched through huggingface_hub into its cache
     saelens:REL/ID     an SAE of sae-lens's pretrained table (needs the `saelens` extra)
 
@@ -35,6 +36,7 @@ LAYOUTS = (
     ("cfg.json", "sae_weights.safetensors", "saelens"),
     ("cfg.json", "sae.safetensors", "sparsify"),
     (None, "params.npz", "gemmascope"),
+    (CONFIG_NAME, "ae.pt", "dictionary_learning"),
 )
 
 
@@ -79,7 +81,8 @@ def find_layout(path: str | Path) -> tuple[Path | None, Path, str]:
                             "with cfg.json + sae.safetensors, as a sparsify checkpoint root has)")
     raise BadInputError(f"no dictionary in {path}: expected config.json + {WEIGHTS_NAME}, "
                         "cfg.json + sae_weights.safetensors (sae-lens) or sae.safetensors "
-                        "(sparsify), or params.npz (Gemma Scope)")
+                        "(sparsify), params.npz (Gemma Scope), or config.json + ae.pt "
+                        "(dictionary_learning)")
 
 
 def _is_ours(config: Path) -> bool:
@@ -207,6 +210,10 @@ def _read(config_path: Path | None, weights_path: Path, kind: str) -> Dictionary
         from autointerp.dictionaries.gemmascope import from_gemmascope
 
         return from_gemmascope(weights_path)
+    if kind == "dictionary_learning":
+        from autointerp.dictionaries.dictlearning import from_dictionary_learning
+
+        return from_dictionary_learning(read_json(config_path), weights_path)
     return _load_ours(read_json(config_path), config_path, weights_path)
 
 
