@@ -33,15 +33,25 @@ GPT2 = Path(__file__).parent / "fixtures" / "transformerlens" / "gpt2"
 # folder -> the hook it declares, in our vocabulary
 MODEL_SIZED = {"saelens_gpt2_hook_z": "attn_z.1", "saelens_gpt2_transcoder_ln2": "mlp_normalized.1",
                "sparsify_gpt2/layers.1.mlp": "mlp_in.1"}
+# A cross-layer transcoder: one encoder per layer, each scored as its own dictionary.
+CLT = {"clt_gpt2/W_enc_0.safetensors": "mlp_normalized.0",
+       "clt_gpt2/W_enc_1.safetensors": "mlp_normalized.1"}
 LEXICAL = ["--explainer", "lexical", "--simulator", "lexical", "--no-selftest", "--n-features", "2"]
 
 
-@pytest.mark.parametrize("folder", sorted(MODEL_SIZED))
+def io_of(spec: str) -> dict:
+    if spec.startswith("clt_"):  # io_L.safetensors beside W_enc_L.safetensors
+        layer = spec.rsplit("_", 1)[1].split(".")[0]
+        return load_file(str(PEERS / "clt_gpt2" / f"io_{layer}.safetensors"))
+    return load_file(str(PEERS / spec / "io.safetensors"))
+
+
+@pytest.mark.parametrize("folder", sorted(MODEL_SIZED) + sorted(CLT))
 def test_our_hook_encodes_like_the_library_on_transformerlens_activations(folder):
     lm = load_causal_lm(str(GPT2), device="cpu", dtype="float32")
     d = load_dictionary(PEERS / folder)
-    io = load_file(str(PEERS / folder / "io.safetensors"))
-    assert d.meta["hook"] == MODEL_SIZED[folder] and d.meta["model"] in ("gpt2", None)
+    io = io_of(folder)
+    assert d.meta["hook"] == {**MODEL_SIZED, **CLT}[folder] and d.meta["model"] in ("gpt2", None)
     hook = parse_hook(d.meta["hook"], lm.n_layers)
     x = capture(lm, hook, io["tokens"].long(), input_transform=d.meta["input_transform"])
     x = x.reshape(-1, d.d_model)
@@ -57,7 +67,7 @@ def test_score_model_harvests_each_dictionarys_own_sublayer_hook(tmp_path):
     corpus.write_text("\n".join(json.dumps({"text": p}) for p in
                                 corpus_text(0, n_paragraphs=120).split("\n\n")) + "\n")
     db = tmp_path / "db.sqlite"
-    dicts = [arg for f in sorted(MODEL_SIZED) for arg in ("--dict", PEERS / f)]
+    dicts = [arg for f in [*sorted(MODEL_SIZED), "clt_gpt2"] for arg in ("--dict", PEERS / f)]
     result = run_cli(["score", *dicts, "--model", GPT2, "--corpus", corpus, "--tokens", 12000,
                       "--dtype", "float32", "--db", db, *LEXICAL], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -66,13 +76,25 @@ def test_score_model_harvests_each_dictionarys_own_sublayer_hook(tmp_path):
                            "JOIN dictionaries d ON d.id = r.dictionary_id").fetchall()
     found = {Path(json.loads(c)["dictionary_path"]).relative_to(PEERS).as_posix(): (n, h, c)
              for c, n, h in rows}
-    assert set(found) == set(MODEL_SIZED)
+    expected = {**MODEL_SIZED, **CLT}
+    assert set(found) == set(expected)  # the CLT root scored layer by layer
     for folder, (n_sampled, hook, config) in found.items():
         meta = ActivationStore(tmp_path / json.loads(config)["store_path"]).meta
         assert (hook, meta["hook"], meta["d_model"], meta["dtype"]) == (
-            MODEL_SIZED[folder], MODEL_SIZED[folder], 32, "float32")
-        assert meta["hook_read"].startswith(("input of transformer.h.1.", "output of"))
+            expected[folder], expected[folder], 32, "float32")
+        assert meta["hook_read"].startswith("input of transformer.h.")
         assert n_sampled >= 1
+
+
+def test_a_clt_root_names_its_layers():
+    from autointerp.dictionaries.sources import dictionary_specs
+
+    assert [Path(s).name for s in dictionary_specs(PEERS / "clt_gpt2")] == [
+        "W_enc_0.safetensors", "W_enc_1.safetensors"]
+    with pytest.raises(BadInputError, match="cross-layer transcoder with one encoder per layer"):
+        load_dictionary(PEERS / "clt_gpt2")
+    d = load_dictionary(PEERS / "clt_gpt2" / "W_enc_1.safetensors")
+    assert d.encode_only and d.meta["hook_out_source_name"] == "hook_mlp_out"
 
 
 def _cfg(hook_name: str, model: str = "gpt2", **md) -> dict:

@@ -58,8 +58,15 @@ def resolve(spec: str | Path) -> Path:
 def find_layout(path: str | Path) -> tuple[Path | None, Path, str]:
     """(config file, weights file, reader) of the dictionary folder at `path`."""
     path = resolve(path)
+    from autointerp.dictionaries import clt  # cross-layer transcoders: one file per layer
+
+    if clt.is_layer_file(path):
+        return path.parent / clt.CONFIG, path, "clt"
     if path.is_file():
         path = path.parent
+    if clt.layer_files(path):
+        raise BadInputError(f"{path} is a cross-layer transcoder with one encoder per layer: "
+                            f"name one, {path / clt.layer_files(path)[0].name}, or score the root")
     if not path.is_dir():
         raise BadInputError(f"dictionary {path} does not exist")
     if not _holds_dictionary(path) and hookpoint_folders(path):
@@ -112,8 +119,10 @@ def _natural_key(name: str) -> list:
 def dictionary_specs(spec: str | Path) -> list[str]:
     """One spec per dictionary that `spec` names: itself, or for a checkpoint root holding
     one folder per hookpoint (sparsify's layout), each of those folders."""
+    from autointerp.dictionaries import clt
+
     path = resolve(spec)
-    folders = [] if _holds_dictionary(path) else hookpoint_folders(path)
+    folders = [] if _holds_dictionary(path) else hookpoint_folders(path) or clt.layer_files(path)
     return [f"{str(spec).rstrip('/')}/{p.name}" for p in folders] or [str(spec)]
 
 
@@ -210,6 +219,10 @@ def _read(config_path: Path | None, weights_path: Path, kind: str) -> Dictionary
         from autointerp.dictionaries.gemmascope import from_gemmascope
 
         return from_gemmascope(weights_path)
+    if kind == "clt":
+        from autointerp.dictionaries.clt import from_clt
+
+        return from_clt(weights_path)
     if kind == "dictionary_learning":
         from autointerp.dictionaries.dictlearning import from_dictionary_learning
 
