@@ -149,7 +149,8 @@ def fetch_saelens(name: str) -> Path:
 
 
 SAELENS_METADATA = ("model_name", "hook_name", "hook_head_index", "model_class_name",
-                    "model_from_pretrained_kwargs", "sae_lens_training_version")
+                    "model_from_pretrained_kwargs", "sae_lens_training_version",
+                    "hf_hook_name", "reshape_activations")
 
 
 def _saelens_to_ours(sae, cfg: dict, source: str, out: Path) -> None:

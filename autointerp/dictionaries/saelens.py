@@ -43,6 +43,9 @@ def architecture(cfg: dict) -> str:
 
 def from_saelens(cfg: dict, weights_path: Path, source: str | None = None) -> Dictionary:
     arch = architecture(cfg)
+    if arch == "temporal":
+        raise BadInputError(f"{weights_path}: sae-lens temporal SAEs are refused: their codes "
+                            "depend on earlier tokens' codes, which scoring cannot reproduce")
     if arch not in ARCHITECTURES:
         raise BadInputError(f"{weights_path}: sae-lens architecture {arch!r} is not supported "
                             f"(supported: {', '.join(ARCHITECTURES)})")
