@@ -164,3 +164,16 @@ def test_gemma_scope_embedding_reads_the_scaled_token_embedding(tmp_path):
     scaled = torch.from_numpy(x) * 16 ** 0.5
     assert d.meta["hook"] == "token_embed" and 0 < (want > 0).sum() < want.size
     np.testing.assert_allclose(d.encode(scaled).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("folder, words", [
+    ("saelens_gpt2_hook_z", ("attn_z.1 (as written: blocks.1.attn.hook_z)", "output projection",
+                             "flattened to n_heads x d_head")),
+    ("saelens_gpt2_transcoder_ln2", ("mlp_normalized.1", "before the norm's weight and bias")),
+    ("sparsify_gpt2/layers.1.mlp", ("mlp_in.1 (as written: layers.1.mlp)", "after its norm")),
+])
+def test_inspect_names_the_hook_and_how_it_is_read(folder, words):
+    result = run_cli(["inspect", PEERS / folder])
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "read as" in text and all(w in text for w in words), text

@@ -115,6 +115,35 @@ def translate_hf_point(name: str, post_norm: bool) -> str:
                         f"points ({_VOCABULARY}): it cannot be harvested, so it is refused")
 
 
+_HOW = {
+    "embed": "input of block 0 (the embedding output, positional embeddings included)",
+    "token_embed": "output of the token embedding module alone (no positional embedding; "
+                   "Gemma's sqrt(d_model) scaling included)",
+    "resid": "output of block {L} (the residual stream), raw, no final norm",
+    "resid_mid": "input of block {L} plus its attention's output (after the post-attention "
+                 "norm in Gemma 2/3 and OLMo 2): the residual stream before the MLP",
+    "mlp": "output of block {L}'s MLP module, before any post-norm",
+    "attn": "output of block {L}'s attention module, before any post-norm",
+    "attn_z": "input of block {L}'s attention output projection (o_proj / c_proj / dense): "
+              "the heads' outputs, flattened to n_heads x d_head",
+    "mlp_in": "input of block {L}'s MLP module: after its norm, weight and bias applied",
+    "mlp_normalized": "input of block {L}'s pre-MLP norm, normalised, before the norm's weight "
+                      "and bias (TransformerLens ln2.hook_normalized)",
+    "attn_post": "output of block {L}'s post-attention norm (Gemma 2/3, OLMo 2)",
+    "mlp_post": "output of block {L}'s post-MLP norm (Gemma 2/3, OLMo 2)",
+}
+_TRANSFORM_HOW = {"center": "; minus each position's mean over d_model (TransformerLens's "
+                            "center_writing_weights; none for RMSNorm models)",
+                  "fold_value_biases": "; minus the value bias TransformerLens's "
+                                       "fold_value_biases moves out of hook_z"}
+
+
+def describe_hook(name: str, transform: str | None = None) -> str:
+    """How a hook point of ours is read, in words (for `inspect`)."""
+    kind, layer = split_hook(name)
+    return _HOW[kind].replace("{L}", str(layer)) + _TRANSFORM_HOW.get(transform or "", "")
+
+
 def split_hook(name: str) -> tuple[str, int | None]:
     """('resid', 7) for 'resid.7'; ('embed', None) for 'embed'. `name` must be ours."""
     if name in UNLAYERED:
