@@ -177,3 +177,21 @@ def test_inspect_names_the_hook_and_how_it_is_read(folder, words):
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "read as" in text and all(w in text for w in words), text
+
+
+def test_an_attn_z_store_has_the_heads_width_and_records_what_was_read(tmp_path):
+    """Gemma 2's 4 heads of 16 are 64 wide, not d_model 32; the store says so, and what it read."""
+    from autointerp.harvest.run import HarvestConfig, harvest
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": p}) for p in
+                                corpus_text(0, n_paragraphs=20).split("\n\n")) + "\n")
+    out = harvest(HarvestConfig(
+        hook="blocks.1.attn.hook_z", model=str(GPT2.parent / "gemma2"), corpus=str(corpus),
+        n_tokens=2000, eval_fraction=0.3, fragment_len=16, batch_size=8, device="cpu",
+        dtype="float32", input_transform="fold_value_biases", out=tmp_path / "z"))
+    store = ActivationStore(out)
+    assert (store.meta["hook"], store.d_model, store.meta["input_transform"]) == (
+        "attn_z.1", 64, "fold_value_biases")
+    assert store.meta["hook_read"].startswith("input of model.layers.1.self_attn.o_proj")
+    assert store.meta["n_train_tokens"] > 0 and store.train_sample(16).shape == (16, 64)
