@@ -233,18 +233,6 @@ def test_inspect_names_hook_architecture_and_source_for_every_kind(kind, rows, t
         assert table.get(name, "").startswith(value), (name, table)
 
 
-def test_gemma_scope_embedding_saes_are_refused(tmp_path):
-    """They read the token embedding before Gemma's sqrt(d_model) scaling; our `embed` is after
-    it, so a user's --hook embed would be off by a factor of 48 on gemma-2-2b."""
-    from tests.test_formats_hub import gemma_npz
-
-    folder = tmp_path / "gemma-scope-2b-pt-res" / "embedding" / "width_4k" / "average_l0_6"
-    gemma_npz(folder / "params.npz")
-    with pytest.raises(BadInputError, match="embedding SAEs read the token embedding before") as e:
-        load_dictionary(folder)
-    assert "\n" not in str(e.value)
-
-
 @pytest.mark.parametrize("model, hook_name, expected", [
     ("google/gemma-2-2b", "blocks.3.hook_mlp_out", "mlp_post.3"),
     ("gemma-2-9b-it", "blocks.3.hook_attn_out", "attn_post.3"),
