@@ -41,6 +41,13 @@ from autointerp.harvest.hook_names import (  # re-exported: hook points are used
 )
 from autointerp.harvest.modules import child as _child
 from autointerp.harvest.modules import find_blocks, is_post_norm, post_norm
+from autointerp.harvest.transforms import (  # re-exported: used from here
+    apply_input_transform,
+    effective_transform,
+    transform_activation,
+    transform_offset,
+    uses_layernorm,
+)
 
 __all__ = ["HOOK_KINDS", "INPUT_TRANSFORMS", "LAYER_KINDS", "Hook", "apply_input_transform",
            "capture", "check_hook_supported", "check_input_transform", "effective_transform",
@@ -56,53 +63,6 @@ _PARALLEL_FLAGS = ("use_parallel_residual", "parallel_attn", "parallel_residual"
 _PARALLEL_TYPES = ("gptj", "phi", "cohere", "cohere2", "codegen", "gpt_neox_japanese")
 
 
-def uses_layernorm(model: nn.Module) -> bool:
-    """Whether the decoder blocks normalise with LayerNorm (GPT-2, GPT-NeoX), not RMSNorm."""
-    return any(isinstance(m, nn.LayerNorm) for m in find_blocks(model)[0].modules())
-
-
-# Hook points whose activation is written into the residual stream, which TransformerLens's
-# center_writing_weights centres (LayerNorm models only).
-_WRITERS = ("embed", "token_embed", "resid", "resid_mid", "mlp", "attn", "attn_post", "mlp_post")
-
-
-def effective_transform(model: nn.Module, transform: str | None,
-                        hook: Hook | None = None) -> str | None:
-    """What `transform` does at `hook` (any hook when None). `center` stands for
-    TransformerLens's center_writing_weights, which TransformerLens applies to LayerNorm models
-    only (an RMSNorm does not remove the mean, so centring would change the function), and
-    only to what is written into the residual stream; `fold_value_biases` changes attn_z only."""
-    if transform == "center":
-        writes = hook is None or hook.kind in _WRITERS
-        return transform if writes and uses_layernorm(model) else None
-    if transform == "fold_value_biases":
-        return transform if hook is None or hook.kind == "attn_z" else None
-    return None
-
-
-def _offset(model: nn.Module, hook: Hook, acts: torch.Tensor, transform: str | None):
-    """What the transform subtracts from `acts` (batch, seq, width), or None."""
-    if transform == "center":
-        return acts.mean(dim=-1, keepdim=True)
-    if transform == "fold_value_biases":
-        return sublayers.folded_value_bias(model, hook.layer, acts.device).to(acts.dtype)
-    return None
-
-
-def transform_activation(model: nn.Module, hook: Hook, acts: torch.Tensor,
-                         transform: str | None) -> torch.Tensor:
-    """The activation as a store holds it: `transform`, where it applies at `hook`, applied."""
-    offset = _offset(model, hook, acts, effective_transform(model, transform, hook))
-    return acts if offset is None else acts - offset
-
-
-def apply_input_transform(acts: torch.Tensor, transform: str | None) -> torch.Tensor:
-    """(..., d_model) -> same shape; `center` subtracts each position's mean over d_model."""
-    if transform is None:
-        return acts
-    return acts - acts.mean(dim=-1, keepdim=True)
-
-
 def hook_module(model: nn.Module, hook: Hook) -> nn.Module:
     """The module whose forward output is the hook point's activation (resid, mlp, attn), or
     whose input it is (embed: block 0), or the block that holds it (resid_mid)."""
@@ -113,6 +73,19 @@ def hook_module(model: nn.Module, hook: Hook) -> nn.Module:
         return blocks[0]
     block = blocks[hook.layer]
     return block if hook.kind in ("resid", "resid_mid") else _child(block, hook.kind)
+
+
+# Hook points whose activation is a module's forward output, which a forward hook can read or
+# replace on its own (what the causal tools do); the others are inputs or sums.
+OUTPUT_KINDS = ("resid", "mlp", "attn", "attn_post", "mlp_post", "token_embed")
+
+
+def output_module(model: nn.Module, hook: Hook) -> nn.Module:
+    """The module whose forward output is the hook point's activation, or a one-line refusal."""
+    if hook.kind not in OUTPUT_KINDS:
+        raise BadInputError(f"{hook.name} is not a module's output ({', '.join(OUTPUT_KINDS)} "
+                            "are): it cannot be edited or read this way")
+    return hook_module(model, hook)
 
 
 def check_hook_supported(model: nn.Module, hook: Hook, model_name: str = "the model") -> None:
@@ -279,7 +252,7 @@ def _with_transform(model: nn.Module, hook: Hook, replace: Callable[[torch.Tenso
         return replace
 
     def wrapped(x: torch.Tensor) -> torch.Tensor:
-        offset = _offset(model, hook, x, transform)
+        offset = transform_offset(model, hook, x, transform)
         return replace(x - offset) + offset
     return wrapped
 
