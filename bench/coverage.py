@@ -146,18 +146,22 @@ def classify(rel_name: str, rel: dict, sae: dict) -> tuple[str, str]:
         return md["hook_name"], "refused: temporal SAE (codes depend on earlier tokens' codes)"
     cfg = {"architecture": arch, "normalize_activations": md.pop("normalize_activations", "none"),
            "metadata": md}
+    source = f"{rel_name}/{sae['id']}"
     try:
-        saelens.saelens_meta(cfg, arch, f"{rel_name}/{sae['id']}")
+        saelens.saelens_meta(cfg, arch, source)
         saelens._input_norm(cfg, Path(sae["path"]))
     except BadInputError as e:
-        return md["hook_name"], "refused: " + _reason(str(e))
+        return md["hook_name"], "refused: " + _reason(str(e), (source, sae["path"]))
     return md["hook_name"], "accepted"
 
 
-def _reason(message: str) -> str:
-    """The refusal without the SAE's own name and layer, so that refusals group."""
-    text = message.split(": ", 1)[-1]
-    return re.sub(r"\d+", "L", text)[:110]
+def _reason(message: str, names: tuple[str, ...]) -> str:
+    """The refusal without the SAE's own name, the list of our hook points and layer numbers,
+    so that refusals group."""
+    for name in names:
+        message = message.removeprefix(f"{name}: ")
+    message = re.sub(r" \(embed, token_embed[^)]*\)", "", message)
+    return re.sub(r"\d+", "L", message)[:110]
 
 
 def _hook_kind(hook: str) -> str:
