@@ -156,3 +156,21 @@ def test_fixture_versions_are_recorded():
     hooks = json.loads((FIXTURES / "versions.json").read_text())["hooks"]
     assert "blocks.1.attn.hook_z" in hooks["gemma2/processed"]
     assert hooks["llama/bridge"] == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
+
+
+def test_replacing_attn_z_under_the_value_bias_fold():
+    """The replacement sees processed hook_z (TransformerLens's values) and the model gets the
+    Hugging Face values back: identity leaves the logits unchanged."""
+    lm = _load("gpt2")
+    ref = load_file(str(FIXTURES / "gpt2" / "processed.safetensors"))
+    seen = []
+
+    def identity(x):
+        seen.append(x.clone())
+        return x
+    with torch.no_grad():
+        plain = lm.model(ref["tokens"]).logits
+    same = forward_with_replacement(lm, parse_hook("attn_z.1", 2), ref["tokens"], None, identity,
+                                    "fold_value_biases")
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=1e-5)
+    assert_close_to_spread(seen[0], ref["blocks.1.attn.hook_z"], "replaced attn_z.1")

@@ -250,6 +250,8 @@ def _with_transform(model: nn.Module, hook: Hook, replace: Callable[[torch.Tenso
     removes it again, so this is exactly TransformerLens's processed model."""
     if transform is None:
         return replace
+    if transform == "fold_value_biases":  # measured now: it runs the model, which must not
+        sublayers.folded_value_bias(model, hook.layer, next(model.parameters()).device)  # nest
 
     def wrapped(x: torch.Tensor) -> torch.Tensor:
         offset = transform_offset(model, hook, x, transform)
