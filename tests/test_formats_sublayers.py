@@ -195,3 +195,21 @@ def test_an_attn_z_store_has_the_heads_width_and_records_what_was_read(tmp_path)
         "attn_z.1", 64, "fold_value_biases")
     assert store.meta["hook_read"].startswith("input of model.layers.1.self_attn.o_proj")
     assert store.meta["n_train_tokens"] > 0 and store.train_sample(16).shape == (16, 64)
+
+
+def test_dictionary_learning_folder_by_hf_name(tmp_path, monkeypatch):
+    """SAEBench's suites are Hub folders of config.json + ae.pt: `hf:ORG/REPO/PATH` reads one
+    from the Hugging Face cache, offline."""
+    from tests.test_formats_hub import hub_cache
+
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = PEERS / "dictlearning_topk"
+    path = "pythia70m_sweep_topk_ctx128_0730/resid_post_layer_3/trainer_0"
+    hub_cache(cache, "adamkarvonen/saebench-tiny", {f"{path}/{name}": src / name
+                                                   for name in ("config.json", "ae.pt")})
+    d = load_dictionary(f"hf:adamkarvonen/saebench-tiny/{path}")
+    io = load_file(str(src / "io.safetensors"))
+    assert (d.meta["hook"], d.meta["source"]) == ("resid.3", f"hf:adamkarvonen/saebench-tiny/{path}")
+    torch.testing.assert_close(d.encode(io["x"]), io["feature_acts"], rtol=1e-5, atol=1e-5)
