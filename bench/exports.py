@@ -3,7 +3,7 @@ upload batches and read back by `score --explanations`, timed step by step.
 
     python bench/exports.py [--features 300] [--work /tmp/autointerp-exports]
 
-A planted store (tests/helpers.make_planted, 120 fragments of 64 tokens) and a dictionary
+A planted store (tests/support/data.make_planted, 120 fragments of 64 tokens) and a dictionary
 of 400 random unit directions over it, so every feature is eligible. Prints the seconds of
 each command (in process, after imports), the batch sizes, and whether every feature row
 of the re-scored run equals the original's (status and all three scores).

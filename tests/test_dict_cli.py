@@ -149,7 +149,7 @@ def test_a_dictionary_declaring_no_hook_asks_for_one(world, tmp_path):
 
 @pytest.mark.parametrize("case, expected", [
     ("unknown architecture", "sae-lens architecture 'abstopk' is not supported"),
-    ("untranslatable hook", "hook 'blocks.1.attn.hook_z' has no equivalent among our hook points"),
+    ("untranslatable hook", "hook 'blocks.1.attn.hook_q' has no equivalent among our hook points"),
     ("root without hookpoint folders", "no hookpoint folders"),
 ])
 def test_bad_dictionaries_are_one_line(world, tmp_path, case, expected):
@@ -157,8 +157,10 @@ def test_bad_dictionaries_are_one_line(world, tmp_path, case, expected):
         folder = shutil.copytree(PEERS / "saelens_topk", tmp_path / "abs")
         cfg = folder / "cfg.json"
         cfg.write_text(cfg.read_text().replace('"architecture": "topk"', '"architecture": "abstopk"'))
-    elif case == "untranslatable hook":
-        folder = PEERS / "saelens_refuse_hook_z"
+    elif case == "untranslatable hook":  # one head's queries: nothing we harvest
+        folder = shutil.copytree(PEERS / "saelens_standard", tmp_path / "q")
+        cfg = folder / "cfg.json"
+        cfg.write_text(cfg.read_text().replace("blocks.3.hook_resid_pre", "blocks.1.attn.hook_q"))
     else:
         folder = tmp_path / "empty-run"
         (folder / "latents").mkdir(parents=True)
@@ -232,42 +234,22 @@ def test_inspect_names_hook_architecture_and_source_for_every_kind(kind, rows, t
         assert table.get(name, "").startswith(value), (name, table)
 
 
-def test_gemma_scope_embedding_saes_are_refused(tmp_path):
-    """They read the token embedding before Gemma's sqrt(d_model) scaling; our `embed` is after
-    it, so a user's --hook embed would be off by a factor of 48 on gemma-2-2b."""
-    from tests.support.data import gemma_npz
-
-    folder = tmp_path / "gemma-scope-2b-pt-res" / "embedding" / "width_4k" / "average_l0_6"
-    gemma_npz(folder / "params.npz")
-    with pytest.raises(BadInputError, match="embedding SAEs read the token embedding before") as e:
-        load_dictionary(folder)
-    assert "\n" not in str(e.value)
-
-
 @pytest.mark.parametrize("model, hook_name, expected", [
-    ("google/gemma-2-2b", "blocks.3.hook_mlp_out", None),
-    ("gemma-2-9b-it", "blocks.3.hook_attn_out", None),
-    ("allenai/OLMo-2-1124-7B", "blocks.3.hook_mlp_out", None),
+    ("google/gemma-2-2b", "blocks.3.hook_mlp_out", "mlp_post.3"),
+    ("gemma-2-9b-it", "blocks.3.hook_attn_out", "attn_post.3"),
+    ("allenai/OLMo-2-1124-7B", "blocks.3.hook_mlp_out", "mlp_post.3"),
     ("google/gemma-2-2b", "blocks.3.hook_resid_post", "resid.3"),
     ("gemma-2b", "blocks.3.hook_mlp_out", "mlp.3"),  # Gemma 1 has no post-MLP norm
     ("gpt2-small", "blocks.3.hook_attn_out", "attn.3"),
 ])
-def test_transformerlens_sublayer_outputs_after_a_post_norm_are_refused(tmp_path, model,
-                                                                         hook_name, expected):
-    """TransformerLens reads Gemma 2's hook_mlp_out after post_feedforward_layernorm; our mlp.3
-    is the MLP module's output, so translating the name would read another activation."""
-
+def test_transformerlens_sublayer_outputs_after_a_post_norm(tmp_path, model, hook_name, expected):
+    """TransformerLens reads Gemma 2's hook_mlp_out after post_feedforward_layernorm: that is
+    our mlp_post.3, not mlp.3 (the MLP module's own output)."""
     folder = saelens_folder(tmp_path / "sae", hook_name, {})
     cfg = json.loads((folder / "cfg.json").read_text())
     cfg["metadata"]["model_name"] = model
     (folder / "cfg.json").write_text(json.dumps(cfg))
-    if expected is None:
-        with pytest.raises(BadInputError, match=f"hook '{hook_name}' of {model} is read after "
-                                                "the block's post-") as e:
-            load_dictionary(folder)
-        assert "\n" not in str(e.value)
-    else:
-        assert load_dictionary(folder).meta["hook"] == expected
+    assert load_dictionary(folder).meta["hook"] == expected
 
 
 def test_a_hub_root_of_nested_dictionaries_is_refused_before_any_download(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import torch
 from autointerp.dictionaries.sources import dictionary_id, load_dictionaries, load_dictionary
 from autointerp.errors import BadInputError
 from tests.support.cli import cli_env, run_cli
-from tests.support.data import GEMMA_PATH, gemma_npz
+from tests.support.data import GEMMA_PATH, gemma_encode, gemma_npz
 from tests.support.servers.hub import SHA, fake_hub
 
 PEERS = Path(__file__).parent / "fixtures" / "peers"
@@ -40,12 +40,6 @@ def hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     return repo
-
-
-def gemma_encode(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Gemma Scope's published JumpReLU SAE (its tutorial's JumpReLUSAE.encode)."""
-    pre = x @ p["W_enc"] + p["b_enc"]
-    return (pre > p["threshold"]) * np.maximum(pre, 0)
 
 
 @pytest.fixture
@@ -73,9 +67,7 @@ def test_gemma_scope_npz_matches_the_published_formula(tmp_path):
 def test_gemma_scope_without_a_hub_path_declares_no_hook(tmp_path):
     gemma_npz(tmp_path / "mine" / "params.npz")
     assert load_dictionary(tmp_path / "mine").meta["hook"] is None
-    gemma_npz(tmp_path / "gemma-scope-2b-pt-att" / GEMMA_PATH / "params.npz")
-    with pytest.raises(BadInputError, match="'att' SAEs read a hook with no equivalent"):
-        load_dictionary(tmp_path / "gemma-scope-2b-pt-att" / GEMMA_PATH)
+    # Attention, MLP, transcoder and embedding paths: tests/test_formats_sublayers.py.
 
 
 def test_hf_names_load_from_an_offline_cache(offline_cache, tmp_path):

@@ -1,4 +1,4 @@
-"""Folders written by the real sae-lens and sparsify (tests/fixtures/peers/make_fixtures.py,
+"""Folders written by the real sae-lens, sparsify and dictionary_learning (tests/fixtures/peers/make_fixtures.py,
 versions in versions.json) load exactly: our encode and reconstruction match the library's
 own outputs, saved beside each folder, to 1e-5."""
 
@@ -15,7 +15,8 @@ from autointerp.errors import BadInputError
 
 PEERS = Path(__file__).parent / "fixtures" / "peers"
 VERSIONS = json.loads((PEERS / "versions.json").read_text())
-LOADABLE = [f for f in VERSIONS["folders"] if "refuse" not in f]
+# clt_gpt2 holds one dictionary per layer file: tests/test_formats_sublayers.py.
+LOADABLE = [f for f in VERSIONS["folders"] if "refuse" not in f and not f.startswith("clt_")]
 # folder -> (our hook, architecture, input_transform, encode-only)
 EXPECTED = {
     "saelens_standard": ("resid.2", "standard", None, False),
@@ -38,6 +39,19 @@ EXPECTED = {
     "sparsify_root/layers.2.mlp": ("mlp.2", "topk", None, False),
     "sparsify_groupmax": None,  # not a hookpoint folder name: checked separately
     "sparsify_transcoder/layers.1": ("resid.0", "transcoder", None, True),
+    # A transcoder of the MLP module reads what the MLP receives, after its norm.
+    "sparsify_transcoder_mlp/layers.1.mlp": ("mlp_in.1", "transcoder", None, True),
+    # Sized for the tiny GPT-2 of tests/fixtures/transformerlens (tests/test_formats_sublayers.py).
+    "saelens_gpt2_hook_z": ("attn_z.1", "standard", None, False),
+    "saelens_gpt2_transcoder_ln2": ("mlp_normalized.1", "transcoder", None, True),
+    "sparsify_gpt2/layers.1.mlp": ("mlp_in.1", "transcoder", None, True),
+    # dictionary_learning (SAEBench's format), one folder per trainer it ships.
+    **{f"dictlearning_{name}": ("resid.3", trainer, None, False) for name, trainer in (
+        ("standard", "StandardTrainer"), ("standard_april", "StandardTrainerAprilUpdate"),
+        ("p_anneal", "PAnnealTrainer"), ("gated", "GatedSAETrainer"),
+        ("gated_anneal", "GatedAnnealTrainer"), ("topk", "TopKTrainer"),
+        ("batch_topk", "BatchTopKTrainer"), ("jumprelu", "JumpReluTrainer"),
+        ("matryoshka", "MatryoshkaBatchTopKTrainer"))},
     "sparsify_skip/layers.1": ("resid.1", "topk+skip", None, True),
 }
 
@@ -45,18 +59,13 @@ EXPECTED = {
 def test_fixtures_were_made_by_the_libraries():
     assert VERSIONS["versions"]["sae-lens"].startswith("6.")
     assert VERSIONS["versions"]["eai-sparsify"] == "1.3.3"
-    assert set(EXPECTED) | {"saelens_refuse_expected_average", "saelens_refuse_hook_z",
-                            "sparsify_transcoder_mlp/layers.1.mlp"} == set(VERSIONS["folders"])
+    assert VERSIONS["versions"]["dictionary-learning"] == "0.1.0"
+    assert set(EXPECTED) | {"saelens_refuse_expected_average", "clt_gpt2"} == set(VERSIONS["folders"])
 
 
 @pytest.mark.parametrize("folder", LOADABLE)
 def test_encode_matches_the_library(folder):
     io = load_file(str(PEERS / folder / "io.safetensors"))
-    if folder == "sparsify_transcoder_mlp/layers.1.mlp":
-        with pytest.raises(BadInputError, match="reads that module's input") as e:
-            load_dictionary(PEERS / folder)
-        assert "\n" not in str(e.value)
-        return
     if folder == "sparsify_groupmax":  # renamed: no module path, so no declared hook
         d = load_dictionary(PEERS / folder)
         assert (d.meta["hook"], d.meta["layer"], d.meta["hook_source_name"]) == (None,) * 3
@@ -71,7 +80,8 @@ def test_encode_matches_the_library(folder):
     assert (d.meta["hook"], d.meta["architecture"], d.meta["input_transform"]) == (hook, arch,
                                                                                    transform)
     assert d.encode_only == encode_only
-    assert d.meta["source"].startswith(("sae-lens folder", "sparsify folder"))
+    assert d.meta["source"].startswith(("sae-lens folder", "sparsify folder",
+                                        "dictionary_learning folder"))
     if encode_only:
         with pytest.raises(BadInputError, match="encode-only"):
             d.decode(f)
@@ -109,7 +119,6 @@ def test_groupmax_matches_sparsify(tmp_path):
 
 @pytest.mark.parametrize("folder,message", [
     ("saelens_refuse_expected_average", "expected_average_only_in"),
-    ("saelens_refuse_hook_z", "blocks.1.attn.hook_z"),
 ])
 def test_unreproducible_saelens_settings_are_refused(folder, message):
     with pytest.raises(BadInputError, match=message) as e:

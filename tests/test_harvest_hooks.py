@@ -108,7 +108,7 @@ def test_hook_names_normalise_to_one_store_identity(tmp_path):
     ({"hook": "resid"}, "--hook resid needs --layer"),
     ({"hook": "embed", "layer": 2}, "--hook embed is embed, which is not at --layer 2"),
     ({"hook": "blocks.3.hook_resid_post", "layer": 2}, "is resid.3, which is not at --layer 2"),
-    ({"hook": "blocks.3.attn.hook_z"}, "hook 'blocks.3.attn.hook_z' has no equivalent"),
+    ({"hook": "blocks.3.attn.hook_q"}, "hook 'blocks.3.attn.hook_q' has no equivalent"),
     ({"hook": "mlp", "layer": 1, "input_transform": "scale"}, "unknown input transform 'scale'"),
 ])
 def test_bad_hook_arguments(kwargs, message, tmp_path):
@@ -144,9 +144,11 @@ def _bare(model) -> LoadedModel:
                        n_layers=2, d_model=32, device="cpu", dtype="float32")
 
 
-def test_resid_mid_refused_where_attention_output_is_normalised():
-    """OLMo 2 normalises the attention and MLP outputs before adding them, so block input +
-    attention output is not its residual stream: the per-batch check refuses it."""
+def test_post_norm_family_reads_its_residual_stream():
+    """OLMo 2 normalises the attention and MLP outputs before adding them: resid_mid is block
+    input + the post-attention norm's output (checked on every batch against the block's
+    output), attn_post / mlp_post are those norms' outputs, and it has no norm in front of its
+    MLP, so mlp_normalized is refused in one line."""
     from transformers import Olmo2Config, Olmo2ForCausalLM
 
     torch.manual_seed(0)
@@ -155,9 +157,18 @@ def test_resid_mid_refused_where_attention_output_is_normalised():
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32)))
     ids = torch.randint(0, 64, (2, 7))
     assert capture(lm, parse_hook("attn.1", 2), ids).shape == (2, 7, 32)
-    with pytest.raises(BadInputError, match="does not add its attention and MLP outputs") as e:
-        capture(lm, parse_hook("resid_mid.1", 2), ids)
+    mid, post = (capture(lm, parse_hook(h, 2), ids) for h in ("resid_mid.1", "mlp_post.1"))
+    torch.testing.assert_close(mid + post, capture(lm, parse_hook("resid.1", 2), ids))
+    assert (capture(lm, parse_hook("mlp.1", 2), ids) - post).abs().max() > 1e-3
+    with pytest.raises(BadInputError, match="cannot find the norm in front of the MLP") as e:
+        check_hook_supported(lm.model, parse_hook("mlp_normalized.1", 2), "tiny-olmo2")
     assert "\n" not in str(e.value)
+
+
+def test_post_norm_outputs_are_refused_without_post_norms(tiny_models):
+    lm = load_causal_lm(str(tiny_models["llama"]), device="cpu", dtype="float32")
+    with pytest.raises(BadInputError, match="has no post-mlp norm"):
+        check_hook_supported(lm.model, parse_hook("mlp_post.1", lm.n_layers), "tiny-llama")
 
 
 @pytest.mark.parametrize("family", ["gptj", "phi", "falcon"])

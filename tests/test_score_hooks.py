@@ -109,12 +109,12 @@ def test_input_transform_must_match(setup, tmp_path):
 
 def test_untranslatable_dictionary_hook_is_refused(setup, tmp_path):
     # The readers translate at load, so such a dictionary never reaches a store check.
-    with pytest.raises(BadInputError, match="hook 'blocks.1.attn.hook_z' has no equivalent"):
-        load_dictionary(saelens_folder(tmp_path / "z", "blocks.1.attn.hook_z", "gpt2"))
+    with pytest.raises(BadInputError, match="hook 'blocks.1.attn.hook_q' has no equivalent"):
+        load_dictionary(saelens_folder(tmp_path / "z", "blocks.1.attn.hook_q", "gpt2"))
     # A dictionary of ours written with a foreign name is translated (and refused) at the check.
-    d = load_dictionary(our_folder(tmp_path / "ours-z", {"hook": "blocks.1.attn.hook_z"}))
+    d = load_dictionary(our_folder(tmp_path / "ours-z", {"hook": "blocks.1.attn.hook_q"}))
     store = ActivationStore(setup["stores"]["resid.1"])
-    with pytest.raises(BadInputError, match="hook 'blocks.1.attn.hook_z' has no equivalent"):
+    with pytest.raises(BadInputError, match="hook 'blocks.1.attn.hook_q' has no equivalent"):
         check_compatible(d, store)
     assert "no equivalent" in check_compatible(d, store, force=True)[0]
 

@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import nn
 
-from autointerp.harvest.hooks import Hook, find_blocks, hook_module
+from autointerp.harvest.hooks import Hook, find_blocks, output_module
 from autointerp.harvest.models import LoadedModel
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
@@ -92,9 +92,9 @@ def run(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
         if start is not None:
             stack.enter_context(_skipped(model, start))
         for hook, edit in (edits or {}).items():
-            stack.callback(hook_module(model, hook).register_forward_hook(_swap(edit)).remove)
+            stack.callback(output_module(model, hook).register_forward_hook(_swap(edit)).remove)
         if read is not None:
-            stack.callback(hook_module(model, read).register_forward_hook(record).remove)
+            stack.callback(output_module(model, read).register_forward_hook(record).remove)
         if positions is not None:
             stack.enter_context(_head_at(model, positions))
         try:
@@ -116,7 +116,7 @@ def returns_tuple(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
         seen.append(isinstance(output, tuple))
         raise _Stop
 
-    handle = hook_module(loaded.model, hook).register_forward_hook(look)
+    handle = output_module(loaded.model, hook).register_forward_hook(look)
     try:
         with torch.no_grad():
             loaded.model(input_ids=input_ids[:1].to(loaded.device), use_cache=False,

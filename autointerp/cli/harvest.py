@@ -31,12 +31,16 @@ def harvest(
         "--model", help="Hugging Face id, local folder, or smollm2-135m (offline default).")] = "smollm2-135m",
     hook: Annotated[str, typer.Option(
         "--hook", help="resid (block output), resid_mid (after attention, before the MLP), mlp "
-        "or attn (submodule outputs) at each --layer(s); embed (input of block 0); or full names: "
-        "resid_mid.3, blocks.3.hook_resid_pre (TransformerLens/sae-lens), layers.3 (sparsify). "
+        "or attn (submodule outputs), attn_z (heads' outputs before the output projection), "
+        "mlp_in (what the MLP receives), mlp_normalized (MLP input before the norm's weight), "
+        "attn_post / mlp_post (after Gemma 2/3 and OLMo 2 post-norms) at each --layer(s); embed "
+        "(input of block 0), token_embed (token embedding alone); or full names: resid_mid.3, "
+        "blocks.3.hook_resid_pre, blocks.3.attn.hook_z (TransformerLens/sae-lens), layers.3 (sparsify). "
         "A comma-separated list (resid,mlp or embed,resid.3) harvests them all in one pass.")] = "resid",
     input_transform: Annotated[InputTransform, typer.Option(
-        "--input-transform", help="none, or center: subtract each position's mean over d_model, "
-        "as TransformerLens's default weight processing (center_writing_weights) does.")] = InputTransform.none,
+        "--input-transform", help="none; center: subtract each position's mean over d_model, "
+        "as TransformerLens's default weight processing (center_writing_weights) does; "
+        "fold_value_biases (attn_z): subtract what its fold_value_biases moves out of hook_z.")] = InputTransform.none,
     corpus: Annotated[str, typer.Option(
         "--corpus", help="builtin, a .txt/.jsonl file or folder, or hf:NAME.")] = "builtin",
     tokens: Annotated[int, typer.Option(

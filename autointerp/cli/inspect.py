@@ -30,6 +30,19 @@ def hook_row(meta: dict) -> str | None:
     return ours if raw in (None, ours) else f"{ours} (as written: {raw})"
 
 
+def hook_reading(meta: dict) -> str | None:
+    """Where and how the hook point is read: the module, pre or post norm, reshape, transform."""
+    from autointerp.dictionaries.dictionary import declared_hook
+    from autointerp.errors import BadInputError
+    from autointerp.harvest.hook_names import describe_hook
+
+    try:
+        ours = declared_hook(meta)
+    except BadInputError:
+        return None
+    return describe_hook(ours, meta.get("input_transform")) if ours else None
+
+
 def identity_rows(dictionary, path: Path) -> list[tuple[str, str]]:
     """Architecture, source and how the input is prepared, for every kind of folder (our own
     dictionaries record no architecture or source: their method and folder are both)."""
@@ -59,6 +72,8 @@ def print_dictionary(dictionary, path: Path, fresh: dict | None = None) -> None:
     table.add_row("activation", dictionary.activation + (f" (k={dictionary.k})" if dictionary.k else ""))
     hook = hook_row(meta)
     table.add_row("hook", hook or "none declared (score asks for --hook)")
+    if how := hook_reading(meta):
+        table.add_row("read as", how)
     for name, value in identity_rows(dictionary, path):
         table.add_row(name, value)
     for key in SHOWN:

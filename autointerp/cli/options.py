@@ -50,6 +50,7 @@ class StoreDtype(str, Enum):
 class InputTransform(str, Enum):
     none = "none"
     center = "center"
+    fold_value_biases = "fold_value_biases"
 
 
 class Metric(str, Enum):

@@ -27,6 +27,7 @@ from autointerp.cli.options import (
     DbOpt,
     DeviceOpt,
     ExampleTokensOpt,
+    ModelDtype,
     OldBackendOpt,
     OldModelOpt,
     OldModeOpt,
@@ -65,6 +66,7 @@ ExplainerModelOpt = Annotated[str | None, typer.Option("--explainer-model", help
 ExplainerUrlOpt = Annotated[str | None, typer.Option("--explainer-base-url", help="Explainer endpoint, overriding --base-url.", rich_help_panel=EXPLAINER)]
 NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.", rich_help_panel=EXPLAINER)]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.", rich_help_panel=RUN)]
+HarvestDtypeOpt = Annotated[ModelDtype, typer.Option("--dtype", help="Model dtype for the harvest (with --model), as harvest's --dtype: auto (bf16 on CUDA and on CPUs with native bf16, else fp32). bf16 moves features against an fp32 reference.", rich_help_panel=INPUTS)]
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the scoring model's self-test on planted features first (cached).", rich_help_panel=SCORERS_PANEL)]
 ExplanationsOpt = Annotated[Path | None, typer.Option("--explanations", help="Score explanations written elsewhere instead of explaining: our `export neuronpedia` folder, Neuronpedia's public export (explanations/batch-N.jsonl.gz), delphi's explanations folder, or a CSV/JSONL of index,text[,source]. Sampled features it does not explain are listed, not scored.", rich_help_panel=EXPLAINER)]
 ExplanationsSourceOpt = Annotated[str | None, typer.Option("--explanations-source", help="With --explanations: keep only rows of this source (Neuronpedia: TYPENAME/EXPLANATIONMODELNAME, e.g. oai_token-act-pair/gpt-4o-mini), for files that explain a feature more than once.", rich_help_panel=EXPLAINER)]
@@ -144,7 +146,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           simulator: OldBackendOpt = None, simulator_model: OldModelOpt = None,
           simulator_base_url: OldUrlOpt = None, simulator_mode: OldModeOpt = None,
           n_features: OldNFeaturesOpt = None, explanations: ExplanationsOpt = None,
-          explanations_source: ExplanationsSourceOpt = None) -> None:
+          explanations_source: ExplanationsSourceOpt = None,
+          dtype: HarvestDtypeOpt = ModelDtype.auto) -> None:
     """Score dictionaries: sample features, explain their top fragments (or read the
     explanations given), score each explanation with every scorer asked for."""
     from autointerp.db import open_db
@@ -179,7 +182,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
         from autointerp.scoring.stores import HarvestSpec, harvest_for
 
         stores = harvest_for(dict_, HarvestSpec(model, hook, layer, corpus, tokens, seed, device,
-                                                force))
+                                                force, value(dtype)))
     check_stores(stores, force)  # before any LLM is loaded
     database = open_db(db)
     llm_args = dict(explainer=explainer, explainer_model=explainer_model,

@@ -112,6 +112,7 @@ LAYOUTS = (
     ("cfg.json", "sae_weights.safetensors", "saelens"),
     ("cfg.json", "sae.safetensors", "sparsify"),
     (None, "params.npz", "gemmascope"),
+    (CONFIG_NAME, "ae.pt", "dictionary_learning"),
 )
 
 

@@ -150,6 +150,7 @@ def fetch_saelens(name: str) -> Path:
 
 SAELENS_METADATA = ("model_name", "hook_name", "hook_head_index", "model_class_name",
                     "model_from_pretrained_kwargs", "sae_lens_training_version",
+                    "hf_hook_name", "reshape_activations",
                     "neuronpedia_id")  # the report links each feature to its page
 
 

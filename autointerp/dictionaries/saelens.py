@@ -15,25 +15,23 @@ sae-lens stores W_enc as (d_in, d_sae) and W_dec as (d_sae, d_out). What each ar
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
-from packaging.version import InvalidVersion, Version
 
-from autointerp.dictionaries.dictionary import Dictionary, canonical_model
+from autointerp.dictionaries.dictionary import Dictionary
 from autointerp.dictionaries.header import read_weights
+from autointerp.dictionaries.saelens_hooks import (  # noqa: F401 (input_transform: its old home)
+    RMSNORM_FAMILIES,
+    input_transform,
+    saelens_hook,
+)
 from autointerp.errors import BadInputError
-from autointerp.harvest.hook_names import split_hook, translate_hook
+from autointerp.harvest.hook_names import split_hook
 
 ARCHITECTURES = ("standard", "topk", "jumprelu", "gated", "transcoder", "skip_transcoder",
                  "jumprelu_transcoder", "jumprelu_skip_transcoder")
-# Families whose blocks normalise the attention and MLP outputs before adding them (Gemma 1 is
-# `gemma-2b` / `gemma-7b`, without such norms).
-_POST_NORM_MODELS = re.compile(r"^(?:gemma-?[23]-|gemma[23]|olmo-?[23]-)")
 ENCODE_ONLY = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")
-# TransformerLens only centres writing weights of LayerNorm models; these families use RMSNorm.
-RMSNORM_FAMILIES = ("llama", "gemma", "mistral", "mixtral", "qwen", "smollm", "olmo", "phi-3")
 
 
 def architecture(cfg: dict) -> str:
@@ -45,6 +43,9 @@ def architecture(cfg: dict) -> str:
 
 def from_saelens(cfg: dict, weights_path: Path, source: str | None = None) -> Dictionary:
     arch = architecture(cfg)
+    if arch == "temporal":
+        raise BadInputError(f"{weights_path}: sae-lens temporal SAEs are refused: their codes "
+                            "depend on earlier tokens' codes, which scoring cannot reproduce")
     if arch not in ARCHITECTURES:
         raise BadInputError(f"{weights_path}: sae-lens architecture {arch!r} is not supported "
                             f"(supported: {', '.join(ARCHITECTURES)})")
@@ -96,63 +97,20 @@ def _input_norm(cfg: dict, weights_path: Path) -> str:
 
 
 def saelens_meta(cfg: dict, arch: str, source: str) -> dict:
-    """Our metadata for a sae-lens config: hook translated, TransformerLens centring noted."""
+    """Our metadata for a sae-lens config: hook translated (saelens_hooks.py), TransformerLens
+    processing noted as an input transform."""
     md = {**cfg, **(cfg.get("metadata") or {})}  # sae-lens 6 nests model and hook here
-    raw = md.get("hook_name") or md.get("hook_point")
-    if not raw:
-        raise BadInputError(f"{source}: sae-lens config names no hook_name")
-    if md.get("hook_head_index") is not None or md.get("reshape_activations") == "hook_z":
-        raise BadInputError(f"{source}: hook '{raw}' (one attention head / hook_z) has no "
-                            "equivalent among our hook points")
-    hook = translate_hook(raw)
-    _check_sublayer_hook(raw, md.get("model_name"), source)
+    hook, raw, transform = saelens_hook(md, source)
     meta = {"method": "saelens", "architecture": arch, "model": md.get("model_name"),
             "hook": hook, "layer": split_hook(hook)[1], "hook_source_name": raw,
-            "source": source, "input_transform": input_transform(md),
+            "source": source, "input_transform": transform,
             "store": None, "store_model_hash": None, "hyperparameters": cfg}
+    if md.get("hf_hook_name"):
+        meta["hook_hf_name"] = md["hf_hook_name"]
     if arch in ENCODE_ONLY:
         meta["encode_only"] = True
         meta["hook_out_source_name"] = md.get("hook_name_out")
     return meta
-
-
-def _check_sublayer_hook(raw: str, model: str | None, source: str) -> None:
-    """In Gemma 2/3 and OLMo 2/3, TransformerLens's hook_attn_out / hook_mlp_out come after the
-    block's post-attention / post-MLP norm (`use_normalization_before_and_after`, its
-    POST_NORM_ARCHITECTURES), while our attn.L / mlp.L are the modules' own outputs (what
-    sparsify reads): the same name would read another activation, so it is refused."""
-    kind = re.search(r"\.hook_(attn|mlp)_out$", raw)
-    if kind and _POST_NORM_MODELS.match(canonical_model(model) or ""):
-        raise BadInputError(f"{source}: hook '{raw}' of {model} is read after the block's "
-                            f"post-{kind.group(1)} norm, which our {kind.group(1)}.L (the "
-                            "module's own output) is not: it has no equivalent, so it is refused")
-
-
-def input_transform(md: dict) -> str | None:
-    """"center" when the SAE read a TransformerLens residual stream with centred writing
-    weights, which differs from Hugging Face's hidden states by the per-position mean.
-
-    sae-lens records the model's loading kwargs in `model_from_pretrained_kwargs` since its
-    PR #279 (Sep 2024), which also switched training to `from_pretrained_no_processing`
-    (no centring unless the kwargs ask for it). A config without them was made before that,
-    by `HookedTransformer.from_pretrained`, whose default centres writing weights, unless
-    its sae-lens version (>= 4) says it is newer."""
-    if (md.get("model_class_name") or "HookedTransformer") != "HookedTransformer":
-        return None
-    if any(f in str(md.get("model_name") or "").lower() for f in RMSNORM_FAMILIES):
-        return None
-    kwargs = md.get("model_from_pretrained_kwargs")
-    if isinstance(kwargs, dict):  # recorded: passed to from_pretrained_no_processing
-        return "center" if kwargs.get("center_writing_weights") else None
-    # sae-lens fills a missing sae_lens_version with its own when it loads a config, but
-    # keeps a pre-6.0 config's training version as None: trust the training version first.
-    key = "sae_lens_training_version" if "sae_lens_training_version" in md else "sae_lens_version"
-    version = md.get(key)
-    try:
-        recent = version is not None and Version(str(version)) >= Version("4")
-    except InvalidVersion:
-        recent = False
-    return None if recent else "center"
 
 
 def tensors_to_dictionary(cfg: dict, tensors: dict[str, torch.Tensor], source: str,

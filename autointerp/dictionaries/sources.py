@@ -4,6 +4,7 @@
     sae-lens folder    cfg.json + sae_weights.safetensors
     sparsify folder    cfg.json + sae.safetensors (a checkpoint root holds one per hookpoint)
     Gemma Scope        params.npz
+    dictionary_learning  config.json (with `trainer`) + ae.pt (SAEBench's suites)
     hf:ORG/REPO[/PATH] any of the above, fetched through huggingface_hub into its cache
     saelens:REL/ID     an SAE of sae-lens's pretrained table (needs the `saelens` extra)
 
@@ -53,8 +54,15 @@ def resolve(spec: str | Path) -> Path:
 def find_layout(path: str | Path) -> tuple[Path | None, Path, str]:
     """(config file, weights file, reader) of the dictionary folder at `path`."""
     path = resolve(path)
+    from autointerp.dictionaries import clt  # cross-layer transcoders: one file per layer
+
+    if clt.is_layer_file(path):
+        return path.parent / clt.CONFIG, path, "clt"
     if path.is_file():
         path = path.parent
+    if clt.layer_files(path):
+        raise BadInputError(f"{path} is a cross-layer transcoder with one encoder per layer: "
+                            f"name one, {path / clt.layer_files(path)[0].name}, or score the root")
     if not path.is_dir():
         raise BadInputError(f"dictionary {path} does not exist")
     if not _holds_dictionary(path) and hookpoint_folders(path):
@@ -76,7 +84,8 @@ def find_layout(path: str | Path) -> tuple[Path | None, Path, str]:
                             "with cfg.json + sae.safetensors, as a sparsify checkpoint root has)")
     raise BadInputError(f"no dictionary in {path}: expected config.json + {WEIGHTS_NAME}, "
                         "cfg.json + sae_weights.safetensors (sae-lens) or sae.safetensors "
-                        "(sparsify), or params.npz (Gemma Scope)")
+                        "(sparsify), params.npz (Gemma Scope), or config.json + ae.pt "
+                        "(dictionary_learning)")
 
 
 def _is_ours(config: Path) -> bool:
@@ -106,8 +115,10 @@ def _natural_key(name: str) -> list:
 def dictionary_specs(spec: str | Path) -> list[str]:
     """One spec per dictionary that `spec` names: itself, or for a checkpoint root holding
     one folder per hookpoint (sparsify's layout), each of those folders."""
+    from autointerp.dictionaries import clt
+
     path = resolve(spec)
-    folders = [] if _holds_dictionary(path) else hookpoint_folders(path)
+    folders = [] if _holds_dictionary(path) else hookpoint_folders(path) or clt.layer_files(path)
     return [f"{str(spec).rstrip('/')}/{p.name}" for p in folders] or [str(spec)]
 
 
@@ -174,6 +185,14 @@ def _read(config_path: Path | None, weights_path: Path, kind: str) -> Dictionary
         from autointerp.dictionaries.gemmascope import from_gemmascope
 
         return from_gemmascope(weights_path)
+    if kind == "clt":
+        from autointerp.dictionaries.clt import from_clt
+
+        return from_clt(weights_path)
+    if kind == "dictionary_learning":
+        from autointerp.dictionaries.dictlearning import from_dictionary_learning
+
+        return from_dictionary_learning(read_json(config_path), weights_path)
     return _load_ours(read_json(config_path), config_path, weights_path)
 
 

@@ -21,6 +21,7 @@ from autointerp.harvest.hook_names import split_hook, translate_hook
 ACTIVATIONS = ("topk", "groupmax")
 _MODULE = re.compile(r"(?:^|\.)(?:layers|h|embed_tokens|embed_in|wte)(?:\.|$)")
 _BLOCK = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)$")
+_MLP = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)\.mlp$")
 
 
 def from_sparsify(cfg: dict, weights_path: Path, source: str | None = None) -> Dictionary:
@@ -59,16 +60,20 @@ def from_sparsify(cfg: dict, weights_path: Path, source: str | None = None) -> D
 
 def _input_hook(hookpoint: str, transcode: bool, weights_path: Path) -> str:
     """Our name for what the sparse coder reads. An autoencoder reads the module's output
-    (the hookpoint itself); a transcoder reads the module's input, which we can harvest
-    only for a whole block (`layers.L`: the block's input, our resid.(L-1) or embed)."""
+    (the hookpoint itself); a transcoder reads the module's input: for a whole block
+    (`layers.L`) the block's input, our resid.(L-1) or embed; for its MLP (`layers.L.mlp`)
+    what the MLP receives, after its norm, our mlp_in.L."""
     if not transcode:
         return translate_hook(hookpoint)
     m = _BLOCK.match(hookpoint)
-    if not m:
-        raise BadInputError(f"{weights_path}: sparsify transcoder at '{hookpoint}' reads that "
-                            "module's input, which has no equivalent among our hook points")
-    layer = int(m.group(1))
-    return "embed" if layer == 0 else f"resid.{layer - 1}"
+    if m:
+        layer = int(m.group(1))
+        return "embed" if layer == 0 else f"resid.{layer - 1}"
+    m = _MLP.match(hookpoint)
+    if m:
+        return f"mlp_in.{m.group(1)}"
+    raise BadInputError(f"{weights_path}: sparsify transcoder at '{hookpoint}' reads that "
+                        "module's input, which has no equivalent among our hook points")
 
 
 def _root_model(root: Path) -> str | None:

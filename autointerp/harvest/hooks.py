@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from autointerp.errors import BadInputError
+from autointerp.harvest import sublayers
 from autointerp.harvest.hook_names import (  # re-exported: hook points are used from here
     HOOK_KINDS,
     INPUT_TRANSFORMS,
@@ -38,68 +39,35 @@ from autointerp.harvest.hook_names import (  # re-exported: hook points are used
     parse_hook,
     resolve_hook_name,
 )
+from autointerp.harvest.modules import child as _child
+from autointerp.harvest.modules import find_blocks, is_post_norm, post_norm
+from autointerp.harvest.transforms import (  # re-exported: used from here
+    apply_input_transform,
+    effective_transform,
+    transform_activation,
+    transform_offset,
+    uses_layernorm,
+)
 
 __all__ = ["HOOK_KINDS", "INPUT_TRANSFORMS", "LAYER_KINDS", "Hook", "apply_input_transform",
            "capture", "check_hook_supported", "check_input_transform", "effective_transform",
-           "find_blocks", "forward_with_replacement", "hook_module", "parse_hook",
+           "find_blocks", "transform_activation", "forward_with_replacement", "hook_module", "parse_hook",
            "resolve_hook_name", "uses_layernorm"]
 
 if TYPE_CHECKING:
     from autointerp.harvest.models import LoadedModel
 
-# Child-module names that mark a block's MLP / attention in the families we know (GPT-2 `mlp`,
-# `attn`; GPT-NeoX `mlp`, `attention`; Llama `mlp`, `self_attn`). Norms named like
-# `post_attention_layernorm` also match, so the match with the most parameters wins.
-_CHILD_KEYS = {"mlp": ("mlp", "feed_forward", "ffn"), "attn": ("attn", "attention")}
 # Config flags and model types whose blocks run attention and MLP side by side on the same
 # input (x + attn(x) + mlp(x)): there is no residual stream between the two.
 _PARALLEL_FLAGS = ("use_parallel_residual", "parallel_attn", "parallel_residual")
 _PARALLEL_TYPES = ("gptj", "phi", "cohere", "cohere2", "codegen", "gpt_neox_japanese")
 
 
-def uses_layernorm(model: nn.Module) -> bool:
-    """Whether the decoder blocks normalise with LayerNorm (GPT-2, GPT-NeoX), not RMSNorm."""
-    return any(isinstance(m, nn.LayerNorm) for m in find_blocks(model)[0].modules())
-
-
-def effective_transform(model: nn.Module, transform: str | None) -> str | None:
-    """`center` stands for TransformerLens's center_writing_weights, which TransformerLens
-    applies to LayerNorm models only (an RMSNorm does not remove the mean, so centring would
-    change the function); for RMSNorm families (Llama, Gemma) it is a no-op here too."""
-    return transform if transform == "center" and uses_layernorm(model) else None
-
-
-def apply_input_transform(acts: torch.Tensor, transform: str | None) -> torch.Tensor:
-    """(..., d_model) -> same shape; `center` subtracts each position's mean over d_model."""
-    if transform is None:
-        return acts
-    return acts - acts.mean(dim=-1, keepdim=True)
-
-
-def find_blocks(model: nn.Module) -> nn.ModuleList:
-    """The decoder blocks: the first ModuleList as long as the config's layer count."""
-    n_layers = model.config.get_text_config().num_hidden_layers
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
-            return module
-    raise BadInputError(f"cannot find the decoder blocks of {type(model).__name__}: "
-                        f"no module list of num_hidden_layers={n_layers} modules")
-
-
-def _child(block: nn.Module, kind: str) -> nn.Module:
-    keys = _CHILD_KEYS[kind]
-    matches = [(sum(p.numel() for p in child.parameters()), name, child)
-               for name, child in block.named_children() if any(k in name.lower() for k in keys)]
-    if not matches:
-        children = ", ".join(name for name, _ in block.named_children())
-        raise BadInputError(f"cannot find the {kind} submodule of {type(block).__name__} "
-                            f"(children: {children}); use a resid hook point")
-    return max(matches, key=lambda m: m[0])[2]
-
-
 def hook_module(model: nn.Module, hook: Hook) -> nn.Module:
     """The module whose forward output is the hook point's activation (resid, mlp, attn), or
     whose input it is (embed: block 0), or the block that holds it (resid_mid)."""
+    if hook.kind in sublayers.SUBLAYER_KINDS:
+        return sublayers.module_for(model, hook)
     blocks = find_blocks(model)
     if hook.kind == "embed":
         return blocks[0]
@@ -107,8 +75,25 @@ def hook_module(model: nn.Module, hook: Hook) -> nn.Module:
     return block if hook.kind in ("resid", "resid_mid") else _child(block, hook.kind)
 
 
+# Hook points whose activation is a module's forward output, which a forward hook can read or
+# replace on its own (what the causal tools do); the others are inputs or sums.
+OUTPUT_KINDS = ("resid", "mlp", "attn", "attn_post", "mlp_post", "token_embed")
+
+
+def output_module(model: nn.Module, hook: Hook) -> nn.Module:
+    """The module whose forward output is the hook point's activation, or a one-line refusal."""
+    if hook.kind not in OUTPUT_KINDS:
+        raise BadInputError(f"{hook.name} is not a module's output ({', '.join(OUTPUT_KINDS)} "
+                            "are): it cannot be edited or read this way")
+    return hook_module(model, hook)
+
+
 def check_hook_supported(model: nn.Module, hook: Hook, model_name: str = "the model") -> None:
-    """BadInputError when the family has no such point: resid_mid in a parallel-attention block."""
+    """BadInputError when the family has no such point: resid_mid in a parallel-attention block,
+    post-norm outputs in a family without post-norms, a module not found."""
+    if hook.kind in sublayers.SUBLAYER_KINDS:
+        sublayers.check_supported(model, hook, model_name)
+        return
     if hook.kind != "resid_mid":
         return
     config = model.config.get_text_config()
@@ -118,7 +103,23 @@ def check_hook_supported(model: nn.Module, hook: Hook, model_name: str = "the mo
         raise BadInputError(f"{model_name} runs attention and MLP in parallel ({why}), so it has no "
                             f"{hook.name} (no residual stream between them); use resid, attn or mlp")
     block = find_blocks(model)[hook.layer]
-    _child(block, "attn"), _child(block, "mlp")  # one-line errors now, not mid-harvest
+    _added(block, "attn"), _added(block, "mlp")  # one-line errors now, not mid-harvest
+
+
+def how_read(model: nn.Module, hook: Hook) -> str:
+    """In words: which module, its input or output, pre or post norm, any reshape (recorded in
+    the store's metadata, shown by `inspect`)."""
+    if hook.kind in sublayers.SUBLAYER_KINDS:
+        return sublayers.how_read(model, hook)
+    names = {m: n for n, m in model.named_modules()}
+    path = names.get(hook_module(model, hook), "?")
+    return {"embed": f"input of {path}: the embedding output, positional embeddings included",
+            "resid": f"output of {path}: the residual stream after the block",
+            "resid_mid": f"input of {path} plus its attention output: the residual stream "
+                         "between attention and MLP",
+            "mlp": f"output of {path}: the MLP's own output, before any post-norm",
+            "attn": f"output of {path}: the attention's own output, before any post-norm",
+            }[hook.kind]
 
 
 class _StopForward(Exception):
@@ -151,6 +152,11 @@ def _register_capture(model: nn.Module, hook: Hook, box: dict, key: str = "act",
                       done: Callable[[], None] = _stop) -> list:
     """Hooks that put the activation in box[key], then call `done` (by default: stop the
     forward pass; a multi-hook capture stops once every hook point has been read)."""
+    if hook.kind in sublayers.SUBLAYER_KINDS:
+        def put(value: torch.Tensor) -> None:
+            box[key] = value
+            done()
+        return sublayers.register(model, hook, put)
     blocks = find_blocks(model)
     if hook.kind == "embed":
         def take_input(_module, args, kwargs):
@@ -169,9 +175,9 @@ def _register_capture(model: nn.Module, hook: Hook, box: dict, key: str = "act",
 def _capture_resid_mid(block: nn.Module, box: dict, key: str = "act",
                        done: Callable[[], None] = _stop) -> list:
     """resid_mid = block input + attention output, as GPT-2, Llama and sequential GPT-NeoX add
-    them. Every batch also checks that the block's output is exactly that plus the MLP output:
-    a family that normalises or scales the attention output before adding it (Gemma 2's
-    post-attention norm, OLMo 2) fails the check and is refused rather than read wrongly."""
+    them (Gemma 2/3 and OLMo 2: the output of the post-attention norm). Every batch also checks
+    that the block's output is exactly that plus the MLP's (post-normed) output: a family that
+    scales the outputs before adding them fails the check and is refused, not read wrongly."""
     parts: dict[str, torch.Tensor] = {}
 
     def take_input(_module, args, kwargs):
@@ -194,9 +200,15 @@ def _capture_resid_mid(block: nn.Module, box: dict, key: str = "act",
         done()
 
     return [block.register_forward_pre_hook(take_input, with_kwargs=True),
-            _child(block, "attn").register_forward_hook(take("attn")),
-            _child(block, "mlp").register_forward_hook(take("mlp")),
+            _added(block, "attn").register_forward_hook(take("attn")),
+            _added(block, "mlp").register_forward_hook(take("mlp")),
             block.register_forward_hook(finish)]
+
+
+def _added(block: nn.Module, kind: str) -> nn.Module:
+    """The module whose output the block adds to the residual stream: the sublayer itself, or
+    its post-norm in Gemma 2/3 and OLMo 2 (as TransformerLens's hook_resid_mid there)."""
+    return post_norm(block, kind) if is_post_norm(block) else _child(block, kind)
 
 
 def capture_many(loaded: LoadedModel, hooks: list[Hook], input_ids: torch.Tensor,
@@ -228,20 +240,22 @@ def capture(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
             input_transform: str | None = None) -> torch.Tensor:
     """One hook point's activation, (batch, seq, d_model), with `input_transform` applied."""
     act = capture_many(loaded, [hook], input_ids, attention_mask)[hook.name]
-    return apply_input_transform(act, effective_transform(loaded.model, input_transform))
+    return transform_activation(loaded.model, hook, act, input_transform)
 
 
-def _with_transform(replace: Callable[[torch.Tensor], torch.Tensor],
+def _with_transform(model: nn.Module, hook: Hook, replace: Callable[[torch.Tensor], torch.Tensor],
                     transform: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """`replace` sees the activation as the store holds it (transformed); the model gets it
     back untransformed. For `center` the mean is added back: every LayerNorm downstream
     removes it again, so this is exactly TransformerLens's processed model."""
     if transform is None:
         return replace
+    if transform == "fold_value_biases":  # measured now: it runs the model, which must not
+        sublayers.folded_value_bias(model, hook.layer, next(model.parameters()).device)  # nest
 
     def wrapped(x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        return replace(x - mean) + mean
+        offset = transform_offset(model, hook, x, transform)
+        return replace(x - offset) + offset
     return wrapped
 
 
@@ -254,6 +268,8 @@ def _swap_output(fn):
 
 
 def _register_replacement(model: nn.Module, hook: Hook, fn) -> list:
+    if hook.kind in sublayers.SUBLAYER_KINDS:
+        return sublayers.register_replacement(model, hook, fn)
     blocks = find_blocks(model)
     if hook.kind == "embed":
         def swap_input(_module, args, kwargs):
@@ -273,7 +289,7 @@ def _register_replacement(model: nn.Module, hook: Hook, fn) -> list:
     def new_attn(a: torch.Tensor) -> torch.Tensor:
         return fn(parts["x"] + a) - parts["x"]
     return [block.register_forward_pre_hook(take_input, with_kwargs=True),
-            _child(block, "attn").register_forward_hook(_swap_output(new_attn))]
+            _added(block, "attn").register_forward_hook(_swap_output(new_attn))]
 
 
 def forward_with_replacement(loaded: LoadedModel, hook: Hook, input_ids: torch.Tensor,
@@ -283,7 +299,8 @@ def forward_with_replacement(loaded: LoadedModel, hook: Hook, input_ids: torch.T
     """Logits (batch, seq, vocab) of a full forward in which the hook point's activation
     (batch, seq, d_model) is replaced by `replace(activation)` (e.g. an SAE reconstruction),
     `replace` seeing it with `input_transform` applied, as the store holds it."""
-    fn = _with_transform(replace, effective_transform(loaded.model, input_transform))
+    fn = _with_transform(loaded.model, hook, replace,
+                         effective_transform(loaded.model, input_transform, hook))
     handles = _register_replacement(loaded.model, hook, fn)
     try:
         out = _run(loaded, input_ids, attention_mask)

@@ -35,12 +35,11 @@ from autointerp.harvest.corpus import Corpus, open_corpus
 from autointerp.harvest.hook_names import split_hook
 from autointerp.harvest.hooks import (
     Hook,
-    apply_input_transform,
     capture_many,
     check_hook_supported,
     check_input_transform,
-    effective_transform,
     resolve_hook_name,
+    transform_activation,
 )
 from autointerp.harvest.models import DEFAULT_MODEL, LoadedModel, load_causal_lm, parse_hook
 from autointerp.harvest.multihook import check_one_pass
@@ -297,8 +296,9 @@ def _forward_batch(loaded: LoadedModel, batch: list[tuple[Sequence, list[_Target
     ids, mask = make_batch(sequences, prefix_id, pad_id)
     hooks = list({t.hook.name: t.hook for _, needed in batch for t in needed}.values())
     captured = capture_many(loaded, hooks, ids, mask)  # name -> (batch, 1 + longest, d_model)
-    transform = effective_transform(loaded.model, cfg.input_transform)
-    captured = {name: apply_input_transform(acts, transform) for name, acts in captured.items()}
+    by_name = {h.name: h for h in hooks}
+    captured = {name: transform_activation(loaded.model, by_name[name], acts, cfg.input_transform)
+                for name, acts in captured.items()}
     keep = mask.bool()
     keep[:, 0] = False  # BOS, whose activation is an outlier that may not even fit in fp16
     lengths = [len(s.token_ids) for s in sequences]

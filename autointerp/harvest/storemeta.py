@@ -16,9 +16,10 @@ from rich.console import Console
 
 from autointerp.distributed import World
 from autointerp.errors import BadInputError
-from autointerp.harvest.hooks import effective_transform, uses_layernorm
+from autointerp.harvest.hooks import effective_transform, how_read, uses_layernorm
 from autointerp.harvest.shards import prefix_token_id
 from autointerp.harvest.store import SPLITS, atomic_write_json, remove_stale_temp_files
+from autointerp.harvest.sublayers import hook_width
 
 
 def read_meta(out: Path) -> dict:
@@ -59,11 +60,13 @@ def start_metadata(out: Path, cfg, loaded, hook, corpus, prefix_id: int, world_s
         "status": "incomplete", "args": cfg.identity(),
         "model": cfg.model, "model_hash": loaded.weights_hash, "random_init": cfg.random_init,
         "hook": hook.name, "hook_kind": hook.kind, "layer": hook.layer,
+        "hook_read": how_read(loaded.model, hook),
         # What the stored numbers are: `center` is a no-op for RMSNorm models (as in
         # TransformerLens), so such a store records none, and says either is fine.
-        "input_transform": effective_transform(loaded.model, cfg.input_transform),
+        "input_transform": effective_transform(loaded.model, cfg.input_transform, hook),
         "center_is_noop": not uses_layernorm(loaded.model),
-        "n_layers": loaded.n_layers, "d_model": loaded.d_model, "dtype": loaded.dtype,
+        "n_layers": loaded.n_layers, "d_model": hook_width(loaded.model, hook, loaded.d_model),
+        "dtype": loaded.dtype,
         "device": loaded.device.split(":")[0], "store_dtype": cfg.store_dtype,
         "fragment_len": cfg.fragment_len, "corpus": cfg.corpus,
         "corpus_fingerprint": corpus.fingerprint, "seed": cfg.seed,

@@ -24,6 +24,8 @@ class HarvestSpec:
     device: str = "auto"
     force: bool = False
     """Harvest even for a dictionary that declares another model."""
+    dtype: str = "auto"
+    """Model compute dtype of the harvest, as `harvest --dtype`."""
 
 
 def hook_for(path: Path, meta: dict, spec: HarvestSpec) -> str:
@@ -69,6 +71,6 @@ def harvest_for(paths: list[Path], spec: HarvestSpec) -> dict[Path, Path]:
         wanted[path] = (hook_for(path, meta, spec), meta.get("input_transform"))
     made = {key: harvest(HarvestConfig(model=spec.model, hook=key[0], input_transform=key[1],
                                        corpus=spec.corpus, n_tokens=spec.n_tokens, seed=spec.seed,
-                                       device=spec.device))
+                                       device=spec.device, dtype=spec.dtype))
             for key in dict.fromkeys(wanted.values())}
     return {path: made[key] for path, key in wanted.items()}

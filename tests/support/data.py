@@ -225,3 +225,9 @@ def gemma_npz(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **p)
     return p
+
+
+def gemma_encode(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Gemma Scope's published JumpReLU SAE (its tutorial's JumpReLUSAE.encode)."""
+    pre = x @ p["W_enc"] + p["b_enc"]
+    return (pre > p["threshold"]) * np.maximum(pre, 0)
