@@ -210,7 +210,7 @@ def test_an_unreachable_hub_is_one_line_well_before_huggingface_hubs_timeouts(tm
 ])
 def test_inspect_names_hook_architecture_and_source_for_every_kind(kind, rows, tmp_path, capsys,
                                                                   monkeypatch):
-    from autointerp.cli.inspect import print_dictionary
+    from autointerp.cli.display import print_dictionary
 
     if kind == "ours":
         W = random_weights(3)

@@ -167,7 +167,7 @@ def test_score_model_harvests_the_dictionarys_own_hook_and_transform(setup, tmp_
 
 
 def test_inspect_prints_translated_hook(tmp_path, capsys):
-    from autointerp.cli.inspect import print_dictionary
+    from autointerp.cli.display import print_dictionary
 
     d = saelens_folder(tmp_path / "pre2", "blocks.2.hook_resid_pre", "gpt2-small")
     print_dictionary(load_dictionary(d), d)
@@ -176,7 +176,7 @@ def test_inspect_prints_translated_hook(tmp_path, capsys):
 
 
 def test_inspect_shows_architecture_and_source(tmp_path, capsys):
-    from autointerp.cli.inspect import print_dictionary
+    from autointerp.cli.display import print_dictionary
 
     path = our_folder(tmp_path / "d", {"hook": "resid.1", "hook_source_name": "layers.1",
                                        "architecture": "jumprelu", "model": "gpt2",

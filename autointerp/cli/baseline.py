@@ -23,7 +23,7 @@ def baseline(
 ) -> None:
     """Fit a baseline dictionary; each direction gives two features, ReLU(+proj) and ReLU(-proj)."""
     from autointerp.baselines.directions import fit_from_store
-    from autointerp.cli.inspect import print_dictionary
+    from autointerp.cli.display import print_dictionary
     from autointerp.harvest.store import ActivationStore
 
     method = method.value

@@ -39,7 +39,7 @@ def train(
     """Train an SAE; a rerun resumes from the checkpoint in --out. Under `torchrun
     --nproc_per_node N` the ranks train one SAE data-parallel (--batch-size is the global batch),
     or, given several --acts, one SAE per store spread over the ranks."""
-    from autointerp.cli.inspect import print_dictionary
+    from autointerp.cli.display import print_dictionary
     from autointerp.distributed import current_world
     from autointerp.errors import BadInputError
     from autointerp.harvest.store import ActivationStore
