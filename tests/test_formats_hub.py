@@ -5,7 +5,6 @@ against the published JumpReLU formula."""
 
 import hashlib
 import json
-import os
 import shutil
 import socket
 import sys
@@ -20,26 +19,9 @@ from autointerp.dictionaries.sources import dictionary_id, load_dictionaries, lo
 from autointerp.errors import BadInputError
 from tests.support.cli import cli_env, run_cli
 from tests.support.data import GEMMA_PATH, gemma_encode, gemma_npz
-from tests.support.servers.hub import SHA, fake_hub
+from tests.support.servers.hub import SHA, fake_hub, hub_cache
 
 PEERS = Path(__file__).parent / "fixtures" / "peers"
-
-
-def hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
-    """A Hub cache entry as huggingface_hub writes it: content-addressed blobs, refs/main,
-    and a snapshot folder of relative symlinks."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(SHA)
-    for rel, src in files.items():
-        data = src.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / SHA / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    return repo
 
 
 @pytest.fixture

@@ -200,7 +200,7 @@ def test_an_attn_z_store_has_the_heads_width_and_records_what_was_read(tmp_path)
 def test_dictionary_learning_folder_by_hf_name(tmp_path, monkeypatch):
     """SAEBench's suites are Hub folders of config.json + ae.pt: `hf:ORG/REPO/PATH` reads one
     from the Hugging Face cache, offline."""
-    from tests.support.data import hub_cache
+    from tests.support.servers.hub import hub_cache
 
     cache = tmp_path / "hf"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

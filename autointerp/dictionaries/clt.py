@@ -16,30 +16,15 @@ ignores it and reads a ReLU). The model is loaded without fold_ln, as sae-lens r
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 from autointerp.dictionaries.dictionary import Dictionary
+from autointerp.dictionaries.header import CLT_CONFIG, CLT_ENCODER
 from autointerp.dictionaries.saelens_hooks import saelens_hook
 from autointerp.errors import BadInputError
 from autointerp.harvest.hook_names import split_hook
-
-CONFIG = "config.yaml"
-_ENCODER = re.compile(r"^W_enc_(\d+)\.safetensors$")
-
-
-def is_layer_file(path: Path) -> bool:
-    return path.is_file() and bool(_ENCODER.match(path.name)) and (path.parent / CONFIG).exists()
-
-
-def layer_files(root: Path) -> list[Path]:
-    """The per-layer encoder files of a CLT root, in layer order ([] for anything else)."""
-    if not (root.is_dir() and (root / CONFIG).exists()):
-        return []
-    found = [p for p in root.iterdir() if _ENCODER.match(p.name)]
-    return sorted(found, key=lambda p: int(_ENCODER.match(p.name).group(1)))
 
 
 def read_config(path: Path) -> dict:
@@ -70,8 +55,8 @@ def _tensors(path: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
 
 
 def from_clt(weights_path: Path, source: str | None = None) -> Dictionary:
-    layer = int(_ENCODER.match(weights_path.name).group(1))
-    cfg = read_config(weights_path.parent / CONFIG)
+    layer = int(CLT_ENCODER.match(weights_path.name).group(1))
+    cfg = read_config(weights_path.parent / CLT_CONFIG)
     names = (f"W_enc_{layer}", f"b_enc_{layer}", f"b_dec_{layer}")
     t = _tensors(weights_path, names)
     W_enc, b_enc = t[names[0]].float(), t[names[1]].float()  # (d_sae, d_in), (d_sae,)

@@ -9,6 +9,7 @@ other way round."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,3 +145,22 @@ def read_weights(path: Path, required: tuple[str, ...]) -> dict[str, torch.Tenso
     if missing:
         raise BadInputError(f"dictionary weights {path} lack tensor(s) {', '.join(missing)}")
     return tensors
+
+
+# Cross-layer transcoders (clt.py): a root with config.yaml and one encoder file per layer.
+CLT_CONFIG = "config.yaml"
+
+
+CLT_ENCODER = re.compile(r"^W_enc_(\d+)\.safetensors$")
+
+
+def is_clt_layer_file(path: Path) -> bool:
+    return path.is_file() and bool(CLT_ENCODER.match(path.name)) and (path.parent / CLT_CONFIG).exists()
+
+
+def clt_layer_files(root: Path) -> list[Path]:
+    """The per-layer encoder files of a CLT root, in layer order ([] for anything else)."""
+    if not (root.is_dir() and (root / CLT_CONFIG).exists()):
+        return []
+    found = [p for p in root.iterdir() if CLT_ENCODER.match(p.name)]
+    return sorted(found, key=lambda p: int(CLT_ENCODER.match(p.name).group(1)))

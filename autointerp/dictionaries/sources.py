@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autointerp.dictionaries.header import (  # noqa: F401 (read_* re-exported)
+    CLT_CONFIG,
     CONFIG_NAME,
     FORMAT_VERSION,
     LAYOUTS,
     WEIGHTS_NAME,
     Header,
+    clt_layer_files,
+    is_clt_layer_file,
     read_json,
     read_weights,
 )
@@ -54,15 +57,13 @@ def resolve(spec: str | Path) -> Path:
 def find_layout(path: str | Path) -> tuple[Path | None, Path, str]:
     """(config file, weights file, reader) of the dictionary folder at `path`."""
     path = resolve(path)
-    from autointerp.dictionaries import clt  # cross-layer transcoders: one file per layer
-
-    if clt.is_layer_file(path):
-        return path.parent / clt.CONFIG, path, "clt"
+    if is_clt_layer_file(path):  # cross-layer transcoders: one file per layer
+        return path.parent / CLT_CONFIG, path, "clt"
     if path.is_file():
         path = path.parent
-    if clt.layer_files(path):
+    if clt_layer_files(path):
         raise BadInputError(f"{path} is a cross-layer transcoder with one encoder per layer: "
-                            f"name one, {path / clt.layer_files(path)[0].name}, or score the root")
+                            f"name one, {path / clt_layer_files(path)[0].name}, or score the root")
     if not path.is_dir():
         raise BadInputError(f"dictionary {path} does not exist")
     if not _holds_dictionary(path) and hookpoint_folders(path):
@@ -115,10 +116,8 @@ def _natural_key(name: str) -> list:
 def dictionary_specs(spec: str | Path) -> list[str]:
     """One spec per dictionary that `spec` names: itself, or for a checkpoint root holding
     one folder per hookpoint (sparsify's layout), each of those folders."""
-    from autointerp.dictionaries import clt
-
     path = resolve(spec)
-    folders = [] if _holds_dictionary(path) else hookpoint_folders(path) or clt.layer_files(path)
+    folders = [] if _holds_dictionary(path) else hookpoint_folders(path) or clt_layer_files(path)
     return [f"{str(spec).rstrip('/')}/{p.name}" for p in folders] or [str(spec)]
 
 

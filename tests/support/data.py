@@ -231,3 +231,5 @@ def gemma_encode(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """Gemma Scope's published JumpReLU SAE (its tutorial's JumpReLUSAE.encode)."""
     pre = x @ p["W_enc"] + p["b_enc"]
     return (pre > p["threshold"]) * np.maximum(pre, 0)
+
+

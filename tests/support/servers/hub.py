@@ -1,9 +1,12 @@
-"""A local stand-in for the Hugging Face Hub's HTTP API, for one repository."""
+"""Stand-ins for the Hugging Face Hub: a local cache folder in the Hub's layout, and its
+HTTP API for one repository."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 
 from tests.support.servers.base import JsonHandler, LocalServer
 
@@ -47,3 +50,20 @@ def fake_hub(repo_id: str, files: dict[str, bytes]):
             self.route(head=True)
 
     return LocalServer(Handler).start(), served
+
+
+def hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
+    """A Hub cache entry as huggingface_hub writes it: content-addressed blobs, refs/main,
+    and a snapshot folder of relative symlinks."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(SHA)
+    for rel, src in files.items():
+        data = src.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / SHA / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return repo
