@@ -21,6 +21,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from autointerp.llm.base import CompletionRequest
+from autointerp.scoring.contrast import (
+    DENSE_HIGH,
+    DENSE_LOW,
+    Contrast,
+    threshold_windows,
+    zero_contrast,
+    zero_rule_applies,
+)
+from autointerp.scoring.ledger import note
 from autointerp.scoring.parsing import (
     ParseError,
     escape_token,
@@ -29,6 +38,7 @@ from autointerp.scoring.parsing import (
     render,
     template,
 )
+from autointerp.scoring.safety import check_own_answer, drop_unsafe
 from autointerp.scoring.stats import auroc, balanced_accuracy
 from autointerp.types import Fragment, ScoringFailed
 
@@ -114,6 +124,26 @@ def negative_examples(ff, s: JudgeSettings, n: int) -> list[Example]:
         start = int(rng.integers(0, max(1, len(f.tokens) - s.example_len + 1)))
         out.append(Example(*window(f, s.example_len, start), 0, -1, f.index))
     return out
+
+
+def contrasted_examples(ff, s: JudgeSettings) -> tuple[list[Example], list[Example], Contrast]:
+    """(positives, negatives, rule): the zero rule's examples wherever it applies, else the
+    threshold rule's (contrast.py), as many negatives as positives under it."""
+    if zero_rule_applies(ff, s.min_per_class):
+        positives = activating_examples(ff, s)
+        return positives, negative_examples(ff, s, len(positives)), zero_contrast(ff)
+    pos, neg, c = threshold_windows(ff, s.example_len)
+    n = min(len(pos), len(neg), max(s.min_per_class, len(ff.held_out)))
+    # positives spread evenly over the strength ranks, so every quantile bin is asked about
+    picked = [pos[int(i)] for i in np.unique(np.linspace(0, len(pos) - 1, n).round())] if n else []
+    rng = np.random.default_rng([s.seed, ff.feature, 3])
+    negs = [neg[int(i)] for i in sorted(rng.permutation(len(neg))[:n])]
+    bins = quantile_bins([max(f.activations[a:a + s.example_len]) for f, a in picked],
+                         s.n_quantiles) if picked else []
+    positives = [Example(*window(f, s.example_len, a), 1, q, f.index)
+                 for (f, a), q in zip(picked, bins, strict=True)]
+    negatives = [Example(*window(f, s.example_len, a), 0, -1, f.index) for f, a in negs]
+    return positives, negatives, c
 
 
 def check_counts(n_pos: int, n_neg: int, s: JudgeSettings, what: str) -> None:
@@ -233,15 +263,28 @@ class JudgeScorer:
     def examples(self, ff, s: JudgeSettings) -> list[Example]:
         raise NotImplementedError
 
+    def contrast(self, ff, s: JudgeSettings) -> Contrast | None:
+        """The rule that labelled the examples, recorded with the score (None: no rule)."""
+        return None
+
     def settings(self) -> dict:
-        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s)}
+        # The dense rule's quantiles are part of the run id: runs made before it refused
+        # dense features, and a rerun must score them rather than keep those refusals.
+        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s),
+                "dense_rule": {"low": DENSE_LOW, "high": DENSE_HIGH}}
 
     async def prepare(self) -> None:
         await self.judge.prepare()
 
     async def score(self, explanation: str, ff, n_shown: int):
-        examples = self.examples(ff, self.s)
-        return await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
+        examples = drop_unsafe(self.examples(ff, self.s))
+        n_pos = sum(e.label for e in examples)
+        check_counts(n_pos, len(examples) - n_pos, self.s, f"{self.name} (after safety drops)")
+        record = await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
+        contrast = self.contrast(ff, self.s)
+        if contrast is not None:
+            record.details["negative_rule"] = contrast.details()
+        return record
 
 
 class LLMJudge:
@@ -301,8 +344,12 @@ class LLMJudge:
             c = await self.simulator.ask(req)
             try:
                 values, offsets = parse_int_array(c.text, len(batch), 1)
+                check_own_answer(c.text, "\n".join(render_example(e) for e in batch))
             except ParseError as e:
                 reasons.append(str(e))
+                note("parse", f"verdicts: {e}")
+                if attempt + 1 < self.simulator.retries:
+                    note("retried", "verdicts unusable")
                 continue
             if not logprobs:
                 return [Verdict(v, None) for v in values]

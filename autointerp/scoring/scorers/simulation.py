@@ -24,6 +24,7 @@ import json
 from autointerp.errors import BadInputError
 from autointerp.llm.base import Completion, CompletionRequest, LLMCallError, LLMClient
 from autointerp.scoring.explain import records_block
+from autointerp.scoring.ledger import note
 from autointerp.scoring.parsing import (
     ParseError,
     expected_value,
@@ -36,6 +37,7 @@ from autointerp.scoring.parsing import (
     template,
     token_starts,
 )
+from autointerp.scoring.safety import check_own_answer, drop_unsafe
 from autointerp.types import Fragment, Simulation, SimulationFailed
 
 MODES = ("all-at-once", "logprobs", "json")
@@ -209,6 +211,7 @@ class LLMSimulator:
             c = await self.client.complete(req)
             if not _lacks_logprobs(req, c):
                 return c
+            note("retried", "answer came without the logprobs asked for")
         return await self.client.complete(req)
 
     async def _probe_prompt(self) -> tuple[bool, bool | None]:
@@ -279,8 +282,12 @@ class LLMSimulator:
             c = await self.ask(req)
             try:
                 values, offsets = parse_int_array(c.text, len(tokens), self.scale_max)
+                check_own_answer(c.text, "".join(tokens))
             except ParseError as e:
                 reasons.append(str(e))
+                note("parse", f"simulation: {e}")
+                if attempt + 1 < self.retries:
+                    note("retried", "simulation unusable")
                 continue
             return read_logprobs(c, values, offsets, self.scale_max) if logprobs else \
                 [float(v) for v in values]
@@ -309,8 +316,12 @@ class SimulationScorer:
         from autointerp.scoring.stats import score_simulation
 
         scoring = ff.scoring_fragments(n_shown)
+        top, rest = drop_unsafe(scoring[:n_shown]), drop_unsafe(scoring[n_shown:])
+        if not top or not rest:
+            raise SimulationFailed("no top or no random scoring fragment can be shown safely")
+        scoring = top + rest
         sim = await self.simulator.simulate(explanation, scoring)
-        s = score_simulation(scoring, sim, n_top=n_shown)
+        s = score_simulation(scoring, sim, n_top=len(top))
         details = {"simulations": [list(p) for p in sim.predictions]}
         if sim.n_slots:
             details["no_answer"] = [sim.n_no_digit, sim.n_slots]
