@@ -128,7 +128,7 @@ class RunLedger:
         lost = ", ".join(f"{n} {k}" for k, n in self.lost.items() if n)
         events = ", ".join(f"{n} {EVENT_NAMES.get(k, k)}" for k, n in self.events.items() if n)
         head = f"lost {self.n_lost} of {self.n_sampled}" + (f" ({lost})" if lost else "")
-        return head + ("; " + events if events else "; no retries, truncations or drops")
+        return head + ("; events: " + events if events else "; no retries, truncations or drops")
 
 
 def summarise_ledger(rows, n_sampled: int) -> RunLedger:

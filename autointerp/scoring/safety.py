@@ -56,12 +56,27 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def check_own_answer(text: str, shown: str) -> None:
-    """Raise ParseError when the answer's first array is copied from the examples shown."""
-    start = text.find("[")
-    end = text.find("]", start + 1)
-    if start < 0 or end < 0:
-        return
-    array = _squash(text[start:end + 1])
-    if len(array) > 2 and array in _squash(shown):
-        raise ParseError("the answer's array is copied from example text")
+def own_answer_start(text: str, shown: str) -> int:
+    """Where the judge's own answer starts: the first array in `text` that is not a copy of
+    text in the examples shown (an echo of corpus text is skipped, never read as verdicts).
+    ParseError when every array is such a copy; 0 when there is no array (the parse says so)."""
+    squashed, start, copied = _squash(shown), text.find("["), False
+    while start >= 0:
+        end = text.find("]", start + 1)
+        if end < 0:
+            break
+        array = _squash(text[start:end + 1])
+        if len(array) <= 2 or array not in squashed:
+            return start
+        copied, start = True, text.find("[", end + 1)
+    if copied:
+        raise ParseError("the answer's only array is copied from example text")
+    return 0
+
+
+def parse_own_array(parse, text: str, shown: str, *args) -> tuple[list[int], list[int]]:
+    """`parse(text, *args)` (parsing.parse_int_array) on the judge's own answer only, with
+    offsets into the whole text (the logprob readers index the completion by them)."""
+    k = own_answer_start(text, shown)
+    values, offsets = parse(text[k:], *args)
+    return values, [o + k for o in offsets]

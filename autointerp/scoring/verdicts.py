@@ -38,7 +38,7 @@ from autointerp.scoring.parsing import (
     render,
     template,
 )
-from autointerp.scoring.safety import check_own_answer, drop_unsafe
+from autointerp.scoring.safety import drop_unsafe, parse_own_array
 from autointerp.scoring.stats import auroc, balanced_accuracy
 from autointerp.types import Fragment, ScoringFailed
 
@@ -343,8 +343,8 @@ class LLMJudge:
                 candidate_tokens=("0", "1") if logprobs else ())
             c = await self.simulator.ask(req)
             try:
-                values, offsets = parse_int_array(c.text, len(batch), 1)
-                check_own_answer(c.text, "\n".join(render_example(e) for e in batch))
+                values, offsets = parse_own_array(parse_int_array, c.text, "\n".join(
+                    render_example(e) for e in batch), len(batch), 1)
             except ParseError as e:
                 reasons.append(str(e))
                 note("parse", f"verdicts: {e}")

@@ -37,7 +37,7 @@ from autointerp.scoring.parsing import (
     template,
     token_starts,
 )
-from autointerp.scoring.safety import check_own_answer, drop_unsafe
+from autointerp.scoring.safety import drop_unsafe, parse_own_array
 from autointerp.types import Fragment, Simulation, SimulationFailed
 
 MODES = ("all-at-once", "logprobs", "json")
@@ -281,8 +281,8 @@ class LLMSimulator:
                 candidate_tokens=self._digits() if logprobs else ())
             c = await self.ask(req)
             try:
-                values, offsets = parse_int_array(c.text, len(tokens), self.scale_max)
-                check_own_answer(c.text, "".join(tokens))
+                values, offsets = parse_own_array(parse_int_array, c.text, "".join(tokens),
+                                                  len(tokens), self.scale_max)
             except ParseError as e:
                 reasons.append(str(e))
                 note("parse", f"simulation: {e}")
