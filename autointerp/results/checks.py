@@ -99,6 +99,10 @@ def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _g(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
 def _where(r) -> str:
     neg = f", {r.negatives} negatives" if r.negatives not in ("-", None) else ""
     return f"{r.hook}, {r.scorer}{neg}, {r.explainer} / {r.simulator}"
@@ -117,16 +121,20 @@ def checks_markdown(pairs: pd.DataFrame, methods: pd.DataFrame, margins: pd.Data
         mark = "stable" if r.stable else "**UNSTABLE**"
         out.append(f"- {r.higher} > {r.lower} ({_where(r)}): holds in {r.share:.1%}: {mark}")
     if not methods.empty:
-        out.append("\nKendall tau of the full ranking against each resample's (mean; 5% quantile), "
-                   "and the variance of each method's scores split into between-feature, "
+        out.append("\nKendall tau between the observed ranking of a group's methods and each "
+                   "resample's (mean, and 5% quantile; n/a under three methods), and the "
+                   "variance of each method's scores split into between-feature, "
                    "between-explanation-sample and between-example-draw parts (they sum to "
                    "the total):\n")
-        for r in methods.itertuples(index=False):
-            out.append(f"- {r.method} ({_where(r)}): tau {_fmt(r.tau_mean)}; {_fmt(r.tau_q05)}; "
-                       f"variance {_fmt(r.var_total)} = feature {_fmt(r.var_feature)} + "
-                       f"explanation {_fmt(r.var_explanation)} + draw {_fmt(r.var_draw)} "
-                       f"({r.n_features} features x {r.n_explanations} explanations x "
-                       f"{r.n_draws} draws)")
+        for _, rows in methods.groupby(GROUP, sort=False, dropna=False):
+            r = rows.iloc[0]
+            out.append(f"- ranking ({_where(r)}): tau {_fmt(r.tau_mean)}, 5% quantile "
+                       f"{_fmt(r.tau_q05)}")
+            for r in rows.itertuples(index=False):
+                out.append(f"  - {r.method}: variance {_g(r.var_total)} = feature "
+                           f"{_g(r.var_feature)} + explanation {_g(r.var_explanation)} + draw "
+                           f"{_g(r.var_draw)} ({r.n_features} features x {r.n_explanations} "
+                           f"explanation samples x {r.n_draws} example draws)")
     out.append("\n## Margin over the random floor\n\nMean score minus the mean of the random-"
                "direction dictionary scored the same way (95% bootstrap CI, features resampled "
                "independently). A margin whose CI includes 0 is not above the floor.\n")
