@@ -3,7 +3,7 @@ margin over a random-direction floor (Korznikov et al. 2026: random dictionaries
 close to trained SAEs under LLM judges, so a score means little without its floor).
 
 Methods are compared like for like: rows of one hook point, scorer, explainer,
-simulator and negative rule, lexical references left out. The floor of a group is its
+simulator and negative rule. The floor of a group is its
 row of the `random` baseline or of a random SAE (`random-sae`: the trained SAE's shape
 and norms, random directions); the margin is the method's mean minus the floor's, with
 a 95% bootstrap CI (features resampled independently: different dictionaries).
@@ -44,9 +44,9 @@ def _scores(feats: pd.DataFrame, row) -> list:
 
 
 def groups(table: pd.DataFrame):
-    """(group key, rows) of like-for-like methods, lexical references left out."""
-    methods = table[~table.reference.astype(bool)]
-    yield from methods.groupby(GROUP, sort=False, dropna=False)
+    """(group key, rows) of like-for-like methods: the lexical reference rows form groups
+    of their own (their explainer and simulator differ), ranked the same way."""
+    yield from table.groupby(GROUP, sort=False, dropna=False)
 
 
 def stability(table: pd.DataFrame, feats: pd.DataFrame, seed: int = 0
@@ -170,7 +170,7 @@ def perturbation_lines(db) -> list[str]:
                        "do not tell a partial or padded explanation from the right one.")
         else:
             out.append(f"Perturbation check passed: {who}: {figures}.")
-    return out
+    return list(dict.fromkeys(out))  # one line per finding, whatever the stores
 
 
 def _fmt_ci3(v) -> str:
