@@ -164,6 +164,8 @@ class LLMSimulator:
         self.scale_max = scale_max
         self.note = ""
         """How the mode and scale were chosen, recorded with the run."""
+        self.long_probe = None
+        """auto's timed probe at the run's prompt length (probe.py), when it ran."""
         self.name = f"llm:{client.name}"
         self._prepared = False
 
@@ -184,6 +186,8 @@ class LLMSimulator:
         ten = None
         if self.requested_mode in ("auto", "all-at-once"):
             ok, ten = await self._probe_prompt()
+            if ok and self.requested_mode == "auto":
+                ok = await self._probe_long(ten)
             if ok:
                 self.mode = "all-at-once"
             elif self.requested_mode == "all-at-once":
@@ -198,6 +202,8 @@ class LLMSimulator:
         if self.scale_max is None:
             self.scale_max = 9 if ten is False else 10
         notes = [f"mode {self.mode}" + (" (chosen by auto)" if self.requested_mode == "auto" else "")]
+        if self.long_probe is not None and not self.long_probe.ok:
+            notes.append("prompt logprobs did not answer in time at the run's prompt length")
         if ten is False and self.scale_max == 9:
             notes.append("'10' is two tokens for this model, so activations use a 0..9 scale")
         self.note = "; ".join(notes)
@@ -226,6 +232,16 @@ class LLMSimulator:
         if not c.prompt_tokens:
             return False, None
         return True, any(t.token.strip() == "10" for t in c.prompt_tokens)
+
+    async def _probe_long(self, ten: bool | None) -> bool:
+        """Whether prompt logprobs answer in time for a prompt as long as the run's."""
+        from autointerp.scoring.probe import probe_long, probe_tokens
+
+        scale = self.scale_max if self.scale_max is not None else (9 if ten is False else 10)
+        prompt = all_at_once_prompt("the word 'the'", probe_tokens(), scale)
+        k = 1 if self.client.supports("candidate_tokens") else self.top_logprobs
+        self.long_probe = await probe_long(self.client, prompt, scale, k)
+        return self.long_probe.ok
 
     async def _probe_chat(self) -> tuple[bool, bool | None]:
         """Whether generated tokens come with top logprobs, and whether '10' is one token."""
