@@ -222,7 +222,13 @@ def score_verdicts(examples: list[Example], verdicts: list[Verdict], s: JudgeSet
 async def judge_examples(judge, explanation: str, examples: list[Example], s: JudgeSettings,
                          feature: int):
     groups = batches(examples, s, feature)
-    answers = await asyncio.gather(*(judge.judge(explanation, g) for g in groups))
+    # Every batch finishes before a failure is raised, so the ledger counts each batch's
+    # retries and unparsed answers, not only those that came back before the first failure.
+    answers = await asyncio.gather(*(judge.judge(explanation, g) for g in groups),
+                                   return_exceptions=True)
+    for a in answers:
+        if isinstance(a, BaseException):
+            raise a
     flat_examples = [e for g in groups for e in g]
     return score_verdicts(flat_examples, [v for a in answers for v in a], s)
 
