@@ -91,6 +91,16 @@ class PerturbationResult:
         """The score did not drop beyond its CI for a missing or an extra label."""
         return self.ran and not (self.missing_drop[1] > 0 and self.extra_drop[1] > 0)
 
+    def line(self) -> str:
+        if not self.ran:
+            return f"perturbation check [{self.scorer}]: could not run: {self.note}"
+        def ci(v):
+            return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+        verdict = "FLAGGED" if self.flagged else "passed"
+        return (f"perturbation check [{self.scorer}]: {verdict}: drop to a missing label "
+                f"{ci(self.missing_drop)}, to an extra label {ci(self.extra_drop)} "
+                f"({self.n_cases} planted word sets; right explanation {ci(self.right)})")
+
 
 def _windows(fragments, length: int):
     return [(len(fragments) * k + i, toks[k * length:(k + 1) * length])
