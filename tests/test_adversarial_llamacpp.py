@@ -1,5 +1,5 @@
 """The adversarial corpus scored for real: SmolLM2 behind llama.cpp's server judges it by
-detection and fuzzing (json mode, one chat answer per batch). Whatever the model writes,
+detection (json mode, one chat answer per batch). Whatever the model writes,
 no verdict is read from fragment text: every answer the wire saw is parsed again here,
 independently, and the ledger's counts equal what the wire shows (unparsable answers,
 retries, the unsafe fragments dropped)."""
@@ -15,10 +15,9 @@ from autointerp.llm.openai_client import OpenAIClient
 from autointerp.scoring.feature import score_feature
 from autointerp.scoring.ledger import summarise_ledger
 from autointerp.scoring.scorers.detection import DetectionScorer
-from autointerp.scoring.scorers.fuzzing import FuzzingScorer
 from autointerp.scoring.scorers.lexical import LexicalExplainer
 from autointerp.scoring.scorers.simulation import LLMSimulator
-from autointerp.scoring.verdicts import LLMJudge
+from autointerp.scoring.verdicts import JudgeSettings, LLMJudge
 from tests.adversarial import UNSAFE, adversarial_feature
 from tests.judges import example_lines
 
@@ -50,12 +49,15 @@ def own_array(text: str, shown: list[str]) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("scorer_cls", [DetectionScorer, FuzzingScorer])
-def test_adversarial_corpus_through_llamacpp(llamacpp_server, scorer_cls):
+def test_adversarial_corpus_through_llamacpp(llamacpp_server):
+    """Detection, in one batch of 10 examples (6 + 6, less the 2 unsafe ones: as many as
+    the array of ones has entries), so that the test costs a few calls; fuzzing takes the
+    same path (tests/test_adversarial.py)."""
     client = Recording(OpenAIClient(llamacpp_server.url, "smollm2", timeout_s=300))
-    judge = LLMJudge(LLMSimulator(client, "json", scale_max=10), scorer_cls.name)
-    scorer = scorer_cls(judge)
-    rows = asyncio.run(score_feature(adversarial_feature(), LexicalExplainer(), [scorer], 5, 1))
+    judge = LLMJudge(LLMSimulator(client, "json", scale_max=10), "detection")
+    scorer = DetectionScorer(judge, JudgeSettings(batch_size=10, min_per_class=4))
+    ff = adversarial_feature(n_each=6)
+    rows = asyncio.run(score_feature(ff, LexicalExplainer(), [scorer], 5, 1))
     row = rows[scorer.name]
     ledger = summarise_ledger([row], 1)
     assert ledger.events.get("dropped") == len(UNSAFE)
