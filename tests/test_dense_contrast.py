@@ -16,9 +16,10 @@ from autointerp.scoring.contrast import DENSE_HIGH, DENSE_LOW
 from autointerp.scoring.fragments import FeatureFragments
 from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
 from autointerp.scoring.scorers.detection import DetectionScorer, detection_examples
+from autointerp.scoring.scorers.examples import contrasted_examples
 from autointerp.scoring.scorers.fuzzing import fuzzing_examples
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalJudge, LexicalSimulator
-from autointerp.scoring.verdicts import JudgeSettings, contrasted_examples
+from autointerp.scoring.verdicts import JudgeSettings
 from autointerp.types import Fragment
 from tests.helpers import make_store, make_tokenizer
 from tests.judges import N_LIVE, sparse_planted

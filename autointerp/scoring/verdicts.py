@@ -21,14 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from autointerp.llm.base import CompletionRequest
-from autointerp.scoring.contrast import (
-    DENSE_HIGH,
-    DENSE_LOW,
-    Contrast,
-    threshold_windows,
-    zero_contrast,
-    zero_rule_applies,
-)
+from autointerp.scoring.contrast import DENSE_HIGH, DENSE_LOW, Contrast
 from autointerp.scoring.ledger import note
 from autointerp.scoring.parsing import (
     ParseError,
@@ -124,26 +117,6 @@ def negative_examples(ff, s: JudgeSettings, n: int) -> list[Example]:
         start = int(rng.integers(0, max(1, len(f.tokens) - s.example_len + 1)))
         out.append(Example(*window(f, s.example_len, start), 0, -1, f.index))
     return out
-
-
-def contrasted_examples(ff, s: JudgeSettings) -> tuple[list[Example], list[Example], Contrast]:
-    """(positives, negatives, rule): the zero rule's examples wherever it applies, else the
-    threshold rule's (contrast.py), as many negatives as positives under it."""
-    if zero_rule_applies(ff, s.min_per_class):
-        positives = activating_examples(ff, s)
-        return positives, negative_examples(ff, s, len(positives)), zero_contrast(ff)
-    pos, neg, c = threshold_windows(ff, s.example_len)
-    n = min(len(pos), len(neg), max(s.min_per_class, len(ff.held_out)))
-    # positives spread evenly over the strength ranks, so every quantile bin is asked about
-    picked = [pos[int(i)] for i in np.unique(np.linspace(0, len(pos) - 1, n).round())] if n else []
-    rng = np.random.default_rng([s.seed, ff.feature, 3])
-    negs = [neg[int(i)] for i in sorted(rng.permutation(len(neg))[:n])]
-    bins = quantile_bins([max(f.activations[a:a + s.example_len]) for f, a in picked],
-                         s.n_quantiles) if picked else []
-    positives = [Example(*window(f, s.example_len, a), 1, q, f.index)
-                 for (f, a), q in zip(picked, bins, strict=True)]
-    negatives = [Example(*window(f, s.example_len, a), 0, -1, f.index) for f, a in negs]
-    return positives, negatives, c
 
 
 def check_counts(n_pos: int, n_neg: int, s: JudgeSettings, what: str) -> None:

@@ -11,13 +11,8 @@ with AUROC of P(1) where logprobs exist (verdicts.py).
 
 from __future__ import annotations
 
-from autointerp.scoring.verdicts import (
-    Example,
-    JudgeScorer,
-    JudgeSettings,
-    check_counts,
-    contrasted_examples,
-)
+from autointerp.scoring.scorers.examples import contrasted_examples
+from autointerp.scoring.verdicts import Example, JudgeScorer, JudgeSettings, check_counts
 
 
 def detection_examples(ff, s: JudgeSettings) -> list[Example]:

@@ -14,13 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from autointerp.scoring.verdicts import (
-    Example,
-    JudgeScorer,
-    JudgeSettings,
-    check_counts,
-    contrasted_examples,
-)
+from autointerp.scoring.scorers.examples import contrasted_examples
+from autointerp.scoring.verdicts import Example, JudgeScorer, JudgeSettings, check_counts
 
 
 def fuzzing_examples(ff, s: JudgeSettings) -> list[Example]:
