@@ -189,14 +189,21 @@ def build_dictionaries(cfg: DemoConfig, stores: dict[str, Path]) -> list[DemoDic
         label = "topk" if kind == "trained" else f"topk, {kind} model"
         out.append(DemoDictionary(label, sae_dir))
         if kind == "trained":
+            # The floor every method's margin is measured from (results/checks.py).
+            from autointerp.baselines.random_sae import METHOD, random_sae_from
+
+            rnd_dir = folder / f"{METHOD}-{sae_dir.name}-s{cfg.seed}"
+            random_sae_from(sae_dir, store, rnd_dir, cfg.seed)
+            out.append(DemoDictionary(METHOD, rnd_dir))
             for method in BASELINES:
                 fit_from_store(store, folder / f"{method}-{cfg.n_fit}", method, cfg.seed, cfg.n_fit)
                 out.append(DemoDictionary(method, folder / f"{method}-{cfg.n_fit}"))
     return out
 
 
-SCORERS = ("simulation", "detection")
-"""The demo scores every dictionary both ways: the paper's scorer and the most stable one."""
+SCORERS = ("simulation", "detection", "fuzzing")
+"""The demo scores every dictionary three ways: the paper's scorer, and detection and
+fuzzing, the most stable ones, which score dense baseline features by the threshold rule."""
 
 
 def _scorers(cfg: DemoConfig, db) -> list[tuple[str, object, object]]:

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from autointerp.db import open_db
-from autointerp.demo import BASELINES, DemoConfig, run_demo
+from autointerp.demo import BASELINES, SCORERS, DemoConfig, run_demo
 from autointerp.harvest.store import ActivationStore
 
-METHODS = ["topk", *BASELINES, "topk, random-init model"]
+METHODS = ["topk", "random-sae", *BASELINES, "topk, random-init model"]
 
 
 def _counts(db_path) -> dict[str, int]:
@@ -49,11 +49,20 @@ def test_demo_builds_every_row_and_reuses_it(lexical_demo):
     assert random_store.meta["random_init"] == 1 and trained_store.meta["random_init"] is None
     assert random_store.meta["model_hash"] != trained_store.meta["model_hash"]
     table = pd.read_csv(first.paths["table.csv"])
-    for scorer in ("simulation", "detection"):  # every dictionary scored both ways
+    for scorer in SCORERS:  # every dictionary scored every way
         rows = table[table.scorer == scorer]
-        assert sorted(rows.method) == sorted(f"{m} (lexical)" for m in METHODS), scorer
-    assert len(table) == 2 * len(METHODS)
-    assert (table.n_scored + table.n_failed == 2).all() and table.reference.all()
+        assert sorted(set(rows.method)) == sorted(f"{m} (lexical)" for m in METHODS), scorer
+    assert table.run_id.nunique() == len(SCORERS) * len(METHODS)
+    runs = table.groupby("run_id").agg(n_scored=("n_scored", "sum"), n_failed=("n_failed", "first"))
+    assert (runs.n_scored + runs.n_failed == 2).all() and table.reference.all()
+    # Dense baseline features are scored by detection and fuzzing, each row naming its rule.
+    judged = table[table.scorer.isin(["detection", "fuzzing"])]
+    baselines = judged[judged.method.isin([f"{m} (lexical)" for m in BASELINES])]
+    assert baselines.n_scored.sum() == 2 * 2 * len(BASELINES)
+    assert set(judged.negatives) <= {"zero", "threshold"} and "threshold" in set(baselines.negatives)
+    assert table.ledger.str.startswith("lost ").all()
+    md = first.paths["table.md"].read_text()
+    assert "## Stability of each ordering" in md and "## Margin over the random floor" in md
     provenance = json.loads(first.paths["demo_run.json"].read_text())
     assert provenance["config"]["n_features"] == 2 and "--llm none" in provenance["command"]
     assert provenance["cpu_seconds"]["total"] > 0 and provenance["seconds"]["harvest"] > 0
@@ -75,8 +84,9 @@ def test_demo_llm_rows_state_the_selftest_verdict(lexical_demo, tiny_llama_dir):
     assert _weights(cfg.out) == weights
     table = pd.read_csv(result.paths["table.csv"])
     llm_rows = table[~table.reference]
-    for scorer in ("simulation", "detection"):
-        assert sorted(llm_rows[llm_rows.scorer == scorer].method) == sorted(["topk", *BASELINES])
+    for scorer in SCORERS:
+        assert sorted(set(llm_rows[llm_rows.scorer == scorer].method)) == \
+            sorted(["topk", "random-sae", *BASELINES])
     assert set(llm_rows.simulator) == {f"llm:inprocess:{tiny_llama_dir}"}
     assert set(llm_rows.simulator_mode) == {"all-at-once"}  # auto picks one pass per fragment
     # The random weights cannot simulate: the self-test must say so, at the top of the

@@ -198,13 +198,14 @@ def test_unusable_answers_are_retried_then_fail_with_reason(planted):
     assert [r.sample_index for r in client.requests[:3]] == [0, 1, 2]
 
 
-def test_dense_feature_fails_with_a_reason():
+def test_dense_feature_that_cannot_be_contrasted_fails_with_a_reason():
+    """No all-zero fragment and the same activation everywhere: neither rule can contrast it."""
     from autointerp.scoring.fragments import FeatureFragments
     from autointerp.types import Fragment
 
     held = tuple(Fragment(("a",) * 64, (1.0,) * 64, i) for i in range(20))
     ff = FeatureFragments(0, 20, (), (), held, ())
-    with pytest.raises(ScoringFailed, match="0 negative detection examples .* fires in almost"):
+    with pytest.raises(ScoringFailed, match="window maxima do not separate.*threshold rule"):
         detection_examples(ff, JudgeSettings())
 
 

@@ -215,6 +215,8 @@ def test_cli_prints_the_verdict_and_warns(store, tmp_path):
     assert "planted features were simulated both ways" in out.output
     row = next(open_db(tmp_path / "a.db")["selftests"].rows)
     assert row["passed"] == 0 and row["simulator"] == "lexical"
+    assert "perturbation check [simulation]:" in out.output  # run beside every self-test
+    assert open_db(tmp_path / "a.db")["perturbations"].count == 1
     again = CliRunner().invoke(app, args, terminal_width=200)
     assert "cached" in again.output and "FAIL" in again.output
 

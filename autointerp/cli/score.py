@@ -84,7 +84,8 @@ def summary_table(summaries, paths: list | None = None) -> Table:
     spread = any(not math.isnan(s.mean_spread) for s in summaries)
     table = Table(title="Scores per dictionary", caption="\n".join(
         [f"{s.label}: {s.simulator} ({s.notes or s.simulator_mode}); failed: "
-         + ("; ".join(f"{n}x {r}" for r, n in s.failures[:3]) or "none") for s in summaries]))
+         + ("; ".join(f"{n}x {r}" for r, n in s.failures[:3]) or "none")
+         + (f"; ledger ({s.scorer}): {s.ledger}" if s.ledger else "") for s in summaries]))
     for col in ("dictionary", "scored", "failed", "skipped", "score [95% CI]",
                 *(("spread",) if spread else ()), "self-test", "scorer", "AUROC"):
         table.add_column(col, overflow="fold")

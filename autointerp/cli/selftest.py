@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from typing import Annotated
@@ -132,3 +133,8 @@ def _one_selftest(scorer, sim, database, store, n_features, seed, right_threshol
     if not res.passed:
         console.print(WARNING.format(why="; ".join(res.shortfalls())), style="bold red",
                       markup=False)
+    from autointerp.scoring.perturbation import checked
+
+    # Does the score drop for a partial or padded explanation? (scoring/perturbation.py)
+    p = asyncio.run(checked(scorer, sim, database, store=store, seed=seed))
+    console.print(p.line(), style="bold red" if p.flagged else None, markup=False)

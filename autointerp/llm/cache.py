@@ -111,6 +111,11 @@ class CachedClient:
     def supports(self, feature: str) -> bool | None:
         return self.inner.supports(feature)
 
+    def _latency(self, key: str) -> float | None:
+        """How long the stored answer took when it was made (the endpoint probe reads it)."""
+        rows = list(self.db.query("select latency_s from llm_calls where key = ?", [key]))
+        return rows[0]["latency_s"] if rows else None
+
     def _lookup(self, key: str) -> dict | None:
         rows = list(self.db.query("select response from llm_calls where key = ?", [key]))
         return loads(rows[0]["response"]) if rows else None
@@ -122,7 +127,8 @@ class CachedClient:
         if stored is not None:
             self.hits += 1
             c = completion_from_json(stored)  # usage stays that of the original call
-            return replace(c, meta={**c.meta, "cache_hit": True})
+            return replace(c, meta={**c.meta, "cache_hit": True,
+                                    "latency_s": self._latency(key)})
         if key in self._in_flight:
             self.hits += 1
             return await asyncio.shield(self._in_flight[key])

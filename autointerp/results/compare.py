@@ -32,6 +32,7 @@ from autointerp.results.markdown import (  # noqa: F401 (re-exported: compare's 
     scorer_columns,
     table_markdown,
 )
+from autointerp.results.rules import ledger_line, rule_groups, with_rules
 from autointerp.scoring.stats import mean_ci
 
 FAILED = "FAILED: scores not meaningful"
@@ -79,8 +80,8 @@ def load_runs(db: sqlite_utils.Database) -> pd.DataFrame:
 
 def load_features(db: sqlite_utils.Database) -> pd.DataFrame:
     return pd.read_sql_query(
-        "SELECT run_id, feature, status, score, score_top, score_random, auroc, "
-        f"{', '.join(COSTS)} FROM features", db.conn)
+        "SELECT run_id, feature, status, reason, metrics, score, score_top, score_random, "
+        f"auroc, {', '.join(COSTS)} FROM features", db.conn).pipe(with_rules)
 
 
 def _cost(rows: pd.DataFrame) -> dict:
@@ -96,25 +97,32 @@ def build_table(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
     rows = []
     for run in runs.itertuples(index=False):
         mine = feats[feats.run_id == run.run_id]
-        scored = mine[mine.status == "scored"]
-        row = {
-            "method": run.method, "model": run.model, "hook": run.hook, "layer": run.layer,
-            "explainer": run.explainer, "simulator": run.simulator,
-            "simulator_mode": run.simulator_mode,
-            "n_scored": len(scored), "n_failed": int((mine.status == "failed").sum()),
-            "n_skipped": run.n_skipped, "scorer": run.scorer,
-        }
-        for prefix, column in {**SCORE_KINDS, "auroc": "auroc"}.items():
-            row[f"{prefix}_mean"], row[f"{prefix}_lo"], row[f"{prefix}_hi"] = ci(
-                scored[column].tolist(), seed)
-        row.update(_cost(mine))
-        row.update({
-            "l0": run.l0, "fvu": run.fvu, "selftest": _selftest_label(run.selftest_passed, run.simulator),
-            "reference": is_lexical(run.explainer, run.simulator),
-            "run_id": run.run_id, "dictionary_id": run.dictionary_id,
-        })
-        rows.append(row)
+        for rule, scored in rule_groups(mine[mine.status == "scored"]):
+            rows.append(_row(run, mine, scored, rule, seed))
     return pd.DataFrame(rows)
+
+
+def _row(run, mine: pd.DataFrame, scored: pd.DataFrame, rule: str, seed: int) -> dict:
+    """One table row: a run, or the part of it scored under one negative rule."""
+    row = {
+        "method": run.method, "model": run.model, "hook": run.hook, "layer": run.layer,
+        "explainer": run.explainer, "simulator": run.simulator,
+        "simulator_mode": run.simulator_mode,
+        "n_scored": len(scored), "n_failed": int((mine.status == "failed").sum()),
+        "n_skipped": run.n_skipped, "scorer": run.scorer, "negatives": rule,
+        "ledger": ledger_line(mine, run.n_sampled),
+    }
+    for prefix, column in {**SCORE_KINDS, "auroc": "auroc"}.items():
+        row[f"{prefix}_mean"], row[f"{prefix}_lo"], row[f"{prefix}_hi"] = ci(
+            scored[column].tolist(), seed)
+    row.update(_cost(mine))
+    row.update({
+        "l0": run.l0, "fvu": run.fvu, "selftest": _selftest_label(run.selftest_passed, run.simulator),
+        "reference": is_lexical(run.explainer, run.simulator),
+        "run_id": run.run_id, "dictionary_id": run.dictionary_id,
+        "dictionary_method": run.dictionary_method,
+    })
+    return row
 
 
 def _difference(a: pd.DataFrame, b: pd.DataFrame, same_dictionary: bool, seed: int) -> dict:
@@ -155,13 +163,17 @@ def build_differences(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
         same_dictionary = a.dictionary_id == b.dictionary_id
         if a.hook != b.hook or a.scorer != b.scorer or not (same_scorer or same_dictionary):
             continue  # scores of different scorers are on different scales
-        d = _difference(scored[scored.run_id == a.run_id], scored[scored.run_id == b.run_id],
-                        same_dictionary, seed)
-        rows.append({"hook": a.hook, "layer": a.layer, "scorer": a.scorer,
-                     "method_a": a.method, "scorer_a": f"{a.explainer} / {a.simulator}",
-                     "method_b": b.method, "scorer_b": f"{b.explainer} / {b.simulator}", **d})
+        # Under each pair of negative rules apart: a difference never mixes them silently.
+        for (ra, fa), (rb, fb) in itertools.product(
+                rule_groups(scored[scored.run_id == a.run_id]),
+                rule_groups(scored[scored.run_id == b.run_id])):
+            d = _difference(fa, fb, same_dictionary, seed)
+            rows.append({"hook": a.hook, "layer": a.layer, "scorer": a.scorer,
+                         "method_a": a.method, "scorer_a": f"{a.explainer} / {a.simulator}",
+                         "method_b": b.method, "scorer_b": f"{b.explainer} / {b.simulator}",
+                         "negatives": ra if ra == rb else f"A {ra}, B {rb}", **d})
     return pd.DataFrame(rows, columns=[
-        "hook", "layer", "scorer", "method_a", "scorer_a", "method_b", "scorer_b",
+        "hook", "layer", "scorer", "method_a", "scorer_a", "method_b", "scorer_b", "negatives",
         "difference", "lo", "hi", "n_a", "n_b", "resampling"])
 
 
@@ -244,7 +256,30 @@ def verdict_lines(db: sqlite_utils.Database) -> list[str]:
     if untested:
         lines.append(f"Note: no simulator self-test is recorded for {', '.join(untested)}; "
                      "their scores are unvalidated.")
-    return lines
+    from autointerp.results.checks import perturbation_lines
+
+    flagged = perturbation_lines(db)
+    return [ln for ln in flagged if ln.startswith("WARNING")] + lines + \
+        [ln for ln in flagged if not ln.startswith("WARNING")]
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Stability of each ordering and margins over the random floor (checks.py)."""
+
+    pairs: pd.DataFrame
+    methods: pd.DataFrame
+    margins: pd.DataFrame
+    text: str
+
+
+def build_checks(db: sqlite_utils.Database, table: pd.DataFrame, seed: int = 0) -> Checks:
+    from autointerp.results.checks import checks_markdown, floor_margins, stability
+
+    feats = load_features(db)
+    pairs, methods = stability(table, feats, seed)
+    margins = floor_margins(table, feats, _difference, seed)
+    return Checks(pairs, methods, margins, checks_markdown(pairs, methods, margins, seed))
 
 
 @dataclass(frozen=True)
@@ -263,7 +298,8 @@ def write_comparison(db: sqlite_utils.Database, out: Path, seed: int = 0) -> Com
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in
              ("table.md", "table.csv", "differences.md", "scores.png")}
-    paths["table.md"].write_text(table_markdown(table, verdicts, seed))
+    checks = build_checks(db, table, seed)
+    paths["table.md"].write_text(table_markdown(table, verdicts, seed) + "\n" + checks.text)
     table.to_csv(paths["table.csv"], index=False)
     paths["differences.md"].write_text(differences_markdown(diffs, verdicts, seed))
     save_scores(table, verdicts, paths["scores.png"])

@@ -42,7 +42,7 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
         out.append({
             "method": r.method + (" (reference)" if r.reference and "lexical" not in r.method else ""),
             "model": str(r.model), "hook": str(r.hook), "layer": str(r.layer),
-            "scorer": str(r.scorer),
+            "scorer": str(r.scorer), "negatives": str(getattr(r, "negatives", "-")),
             "explainer": str(r.explainer), "simulator": str(r.simulator),
             "scored": str(r.n_scored), "failed": str(r.n_failed),
             "score (95% CI)": _fmt_ci(r.score_mean, r.score_lo, r.score_hi),
@@ -51,6 +51,7 @@ def display_rows(table: pd.DataFrame) -> list[dict[str, str]]:
             "AUROC (95% CI)": _fmt_ci(r.auroc_mean, r.auroc_lo, r.auroc_hi),
             "L0": _fmt_num(r.l0), "FVU": _fmt_num(r.fvu), "self-test": r.selftest,
             "calls / feature": _fmt_calls(r), "tokens / feature": _fmt_tokens(r),
+            "ledger": str(getattr(r, "ledger", "")),
         })
     return out
 
@@ -77,8 +78,10 @@ def scorer_columns(table: pd.DataFrame) -> list[dict[str, str]]:
     scorers = list(dict.fromkeys(table.scorer))
     rows: dict[tuple, dict[str, str]] = {}
     for r in table.itertuples(index=False):
-        key = (r.method, r.hook, r.explainer, r.simulator)
-        row = rows.setdefault(key, {"method": r.method, "hook": str(r.hook),
+        rule = getattr(r, "negatives", "-")
+        key = (r.method, r.hook, r.explainer, r.simulator, rule if rule == "threshold" else "")
+        name = r.method + (" [threshold negatives]" if rule == "threshold" else "")
+        row = rows.setdefault(key, {"method": name, "hook": str(r.hook),
                                     "explainer / simulator": f"{r.explainer} / {r.simulator}",
                                     **{s: "-" for s in scorers}})
         row[r.scorer] = _fmt_ci(r.score_mean, r.score_lo, r.score_hi)
@@ -116,7 +119,12 @@ def table_markdown(table: pd.DataFrame, verdicts: list[str], seed: int) -> str:
                 "`lexical` are a reference: how much of a feature token identity alone explains; "
                 "an LLM explanation should beat them. L0 and FVU describe the dictionary. Calls "
                 "per feature: the explanation's + the scorer's; tokens per feature: prompt + "
-                "completion tokens of the scorer's calls.\n\n")
+                "completion tokens of the scorer's calls. Negatives (detection, fuzzing): `zero` = "
+                "checked all-zero windows; `threshold` = a dense feature's windows whose maximum "
+                "is at most the 20% quantile of its window maxima, against windows at or above "
+                "the 80% quantile; a run that used both has a row per rule. Ledger: features "
+                "lost by kind, and the retries, unparsed answers, truncations and safety drops "
+                "behind the score.\n\n")
     return out.rstrip("\n") + "\n"
 
 
@@ -130,6 +138,7 @@ def differences_markdown(diffs: pd.DataFrame, verdicts: list[str], seed: int) ->
         return head + "No two runs share a hook point and a scorer or a dictionary.\n"
     rows = [{
         "hook": str(d.hook), "scorer": d.scorer, "A": d.method_a, "B": d.method_b,
+        "negatives": str(getattr(d, "negatives", "-")),
         "explainer / simulator": d.scorer_a if d.scorer_a == d.scorer_b else
         f"A: {d.scorer_a}; B: {d.scorer_b}",
         "A - B (95% CI)": _fmt_ci(d.difference, d.lo, d.hi),

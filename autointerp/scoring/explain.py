@@ -9,6 +9,7 @@ answer is cleaned into one line of bounded length (parsing.clean_explanation).
 from __future__ import annotations
 
 from autointerp.llm.base import CompletionRequest, LLMClient
+from autointerp.scoring.ledger import note
 from autointerp.scoring.parsing import (
     EXPLANATION_DECIDED,
     ParseError,
@@ -84,5 +85,8 @@ class LLMExplainer:
                 return Explanation(clean_explanation(completion.text), self.name, sample_index)
             except ParseError as e:
                 reasons.append(str(e))
+                note("parse", f"explanation: {e}")
+                if attempt + 1 < self.retries:
+                    note("retried", "explanation unusable")
         raise ExplanationFailed(f"explainer gave no usable answer in {self.retries} tries "
                                 f"({reasons[-1]})")

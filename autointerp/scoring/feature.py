@@ -17,12 +17,14 @@ from autointerp import db as dbm
 from autointerp.llm.base import EndpointAuthError, LLMCallError
 from autointerp.scoring.explain import ExplanationFailed
 from autointerp.scoring.fragments import FeatureFragments
+from autointerp.scoring.ledger import Ledger, tallied
+from autointerp.scoring.safety import drop_unsafe
 from autointerp.scoring.usage import Meter, measure
 from autointerp.types import ScoringFailed
 
 CALL_FAILED = "llm call failed"
 """Reason prefix of features lost to endpoint errors; a rerun tries them again."""
-SUMMARY_KEYS = ("recall_per_quantile", "no_answer", "n_positive", "n_negative")
+SUMMARY_KEYS = ("recall_per_quantile", "no_answer", "n_positive", "n_negative", "negative_rule")
 """Small per-record figures kept in the `metrics` column beside the full details."""
 
 
@@ -48,17 +50,24 @@ def _nanmean(xs) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def _failed(feature: int, reason: str, fragments: dict, usage: dict) -> dict:
+def _failed(feature: int, reason: str, fragments: dict, usage: dict, ledger=None) -> dict:
+    metrics = {"ledger": [ledger.to_json()]} if ledger is not None else None
     return {"feature": feature, "status": "failed", "reason": reason,
-            "fragments": dbm.dumps(fragments), **usage}
+            "fragments": dbm.dumps(fragments), "metrics": dbm.dumps(metrics) if metrics else None,
+            **usage}
 
 
-def _scored(feature: int, texts: list[str], records, fragments: dict, usage: dict) -> dict:
+def _scored(feature: int, texts: list[str], records, fragments: dict, usage: dict,
+            ledger=None) -> dict:
     for key in records[0].details:
         if key not in SUMMARY_KEYS:
             fragments[key] = [r.details.get(key) for r in records]
     metrics = {k: [r.details.get(k) for r in records] for k in SUMMARY_KEYS
                if k in records[0].details}
+    if len(records) > 1:  # per explanation sample: compare's stability resamples them
+        metrics["scores"] = [None if math.isnan(r.score) else r.score for r in records]
+    if ledger is not None:
+        metrics["ledger"] = [ledger.to_json()]
     scores = [r.score for r in records]
     return {"feature": feature, "status": "scored", "reason": None, "explanation": texts[0],
             "explanations": dbm.dumps(texts), "score": _nanmean(scores),
@@ -76,6 +85,9 @@ def _reason(stage: str, e: Exception) -> str:
 
 
 async def _explain(explainer, shown, n_explanations: int, feature: int) -> list[str]:
+    shown = drop_unsafe(shown)  # counted once per feature, in the explanation's ledger
+    if not shown:
+        raise ExplanationFailed("no explainer fragment can be shown safely")
     # Explanations given in a file (scoring/given.py) are looked up by feature; an
     # explainer that writes its own needs only the fragments.
     given = getattr(explainer, "explain_feature", None)
@@ -98,25 +110,30 @@ async def score_feature(ff: FeatureFragments, explainer, scorers, n_shown: int,
             "explainer": [_frag(f) for f in shown], "scoring": [_frag(f) for f in scoring],
             "histogram": histogram(ff)}
     try:
-        texts, explain_meter = await measure(_explain, explainer, shown, n_explanations,
-                                                  ff.feature)
+        (texts, explain_meter), explained = await tallied(measure, _explain, explainer, shown,
+                                                          n_explanations, ff.feature)
     except EndpointAuthError:
         raise  # a rejected key fails every feature alike: stop the run, record nothing
     except (ExplanationFailed, LLMCallError) as e:
         usage = getattr(e, "meter", Meter()).columns("explain_")
-        return {s.name: _failed(ff.feature, _reason("explanation", e), dict(base), usage)
-                for s in scorers}
+        return {s.name: _failed(ff.feature, _reason("explanation", e), dict(base), usage,
+                                getattr(e, "ledger", None)) for s in scorers}
     explain_usage = explain_meter.columns("explain_")
 
     async def one(scorer) -> tuple[str, dict]:
         try:
-            records, meter = await measure(_score_all, scorer, texts, ff, n_shown)
+            (records, meter), ledger = await tallied(measure, _score_all, scorer, texts, ff,
+                                                     n_shown)
         except EndpointAuthError:
             raise
         except (ScoringFailed, LLMCallError) as e:
             usage = {**explain_usage, **getattr(e, "meter", Meter()).columns()}
-            return scorer.name, _failed(ff.feature, _reason(scorer.name, e), dict(base), usage)
+            ledger = getattr(e, "ledger", Ledger())
+            ledger.merge(explained.to_json())
+            return scorer.name, _failed(ff.feature, _reason(scorer.name, e), dict(base), usage,
+                                        ledger)
         usage = {**explain_usage, **meter.columns()}
-        return scorer.name, _scored(ff.feature, texts, records, dict(base), usage)
+        ledger.merge(explained.to_json())
+        return scorer.name, _scored(ff.feature, texts, records, dict(base), usage, ledger)
 
     return dict(await asyncio.gather(*(one(s) for s in scorers)))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from autointerp.errors import BadInputError
 
@@ -77,6 +78,8 @@ def make_simulator(db, backend, model, mode, base_url, api_key_env, concurrency,
         asyncio.get_running_loop()
     except RuntimeError:  # resolve `auto` now (cached probes), so that cache ids made from
         asyncio.run(sim.prepare())  # simulator.mode (the self-test's) name the real mode
+        if sim.long_probe is not None:  # the mode auto chose at the run's prompt length, and why
+            print(f"{sim.name}: {sim.note}; {sim.long_probe.line()}", file=sys.stderr)
     return sim
 
 

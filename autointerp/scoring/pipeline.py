@@ -36,6 +36,7 @@ from autointerp.scoring.fragments import (
     fragment_set_from_json,
     fragment_set_to_json,
 )
+from autointerp.scoring.ledger import summarise_ledger
 from autointerp.scoring.scorers import make_scorers, parse_scorers
 from autointerp.scoring.stats import import_bootstrap, mean_ci
 from autointerp.scoring.usage import metered
@@ -104,6 +105,9 @@ class RunSummary:
     explain and score calls, prompt and completion tokens, calls without usage."""
     unexplained: tuple[int, ...] = ()
     """Sampled features that explanations given in a file leave out (not scored)."""
+    ledger: str = ""
+    """The failure ledger in one line (ledger.py): features lost by kind, and the retries,
+    unparsed answers, truncations and safety drops behind the score."""
 
 
 class NullProgress:
@@ -180,11 +184,13 @@ async def _selftests(scorers, simulator, db, store, enabled: bool) -> dict:
     """Each scorer's self-test on planted features (cached), by scorer name."""
     if not enabled:
         return {}
+    from autointerp.scoring.perturbation import checked
     from autointerp.scoring.selftest import selftest
 
     out = {}
     for scorer in scorers:
         out[scorer.name] = await selftest(simulator, db, store=store, scorer=scorer)
+        await checked(scorer, simulator, db, store=store)  # flagged in compare's tables
     return out
 
 
@@ -345,7 +351,7 @@ def summarise(db, run_id: str, simulator=None, st=None, seed: int = 0) -> RunSum
     """Counts, failure reasons, the mean score with its 95% CI and the mean cost per
     feature, from the rows in the DB."""
     run = db["runs"].get(run_id)
-    rows = list(db.query(f"select status, reason, score, score_spread, auroc, "
+    rows = list(db.query(f"select status, reason, score, score_spread, auroc, metrics, "
                          f"{', '.join(COST_COLUMNS)} from features where run_id = ?", [run_id]))
     scored = [r for r in rows if r["status"] == "scored"]
     reasons = Counter(re.sub(r"\d+", "N", r["reason"] or "") for r in rows if r["status"] == "failed")
@@ -360,4 +366,5 @@ def summarise(db, run_id: str, simulator=None, st=None, seed: int = 0) -> RunSum
         len(rows) - len(scored), tuple(reasons.most_common()), mean, lo, hi,
         float(np.mean(spreads)) if spreads else math.nan, run["selftest_id"],
         None if st is None else bool(st.passed), getattr(simulator, "note", ""),
-        run["scorer"] or "simulation", float(np.mean(aurocs)) if aurocs else math.nan, cost)
+        run["scorer"] or "simulation", float(np.mean(aurocs)) if aurocs else math.nan, cost,
+        summarise_ledger(rows, run["n_sampled"]).line())

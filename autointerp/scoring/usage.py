@@ -15,6 +15,8 @@ import asyncio
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from autointerp.scoring.ledger import note_completion
+
 _current: ContextVar[Meter | None] = ContextVar("autointerp_meter", default=None)
 
 
@@ -55,6 +57,7 @@ class MeteredClient:
 
     async def complete(self, request):
         completion = await self.inner.complete(request)
+        note_completion(request, completion)
         meter = _current.get()
         if meter is not None:
             meter.add(completion)

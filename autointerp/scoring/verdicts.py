@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from autointerp.llm.base import CompletionRequest
+from autointerp.scoring.contrast import DENSE_HIGH, DENSE_LOW, Contrast
+from autointerp.scoring.ledger import note
 from autointerp.scoring.parsing import (
     ParseError,
     escape_token,
@@ -29,6 +31,7 @@ from autointerp.scoring.parsing import (
     render,
     template,
 )
+from autointerp.scoring.safety import drop_unsafe, parse_own_array
 from autointerp.scoring.stats import auroc, balanced_accuracy
 from autointerp.types import Fragment, ScoringFailed
 
@@ -192,7 +195,13 @@ def score_verdicts(examples: list[Example], verdicts: list[Verdict], s: JudgeSet
 async def judge_examples(judge, explanation: str, examples: list[Example], s: JudgeSettings,
                          feature: int):
     groups = batches(examples, s, feature)
-    answers = await asyncio.gather(*(judge.judge(explanation, g) for g in groups))
+    # Every batch finishes before a failure is raised, so the ledger counts each batch's
+    # retries and unparsed answers, not only those that came back before the first failure.
+    answers = await asyncio.gather(*(judge.judge(explanation, g) for g in groups),
+                                   return_exceptions=True)
+    for a in answers:
+        if isinstance(a, BaseException):
+            raise a
     flat_examples = [e for g in groups for e in g]
     return score_verdicts(flat_examples, [v for a in answers for v in a], s)
 
@@ -225,15 +234,28 @@ class JudgeScorer:
     def examples(self, ff, s: JudgeSettings) -> list[Example]:
         raise NotImplementedError
 
+    def contrast(self, ff, s: JudgeSettings) -> Contrast | None:
+        """The rule that labelled the examples, recorded with the score (None: no rule)."""
+        return None
+
     def settings(self) -> dict:
-        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s)}
+        # The dense rule's quantiles are part of the run id: runs made before it refused
+        # dense features, and a rerun must score them rather than keep those refusals.
+        return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s),
+                "dense_rule": {"low": DENSE_LOW, "high": DENSE_HIGH}}
 
     async def prepare(self) -> None:
         await self.judge.prepare()
 
     async def score(self, explanation: str, ff, n_shown: int):
-        examples = self.examples(ff, self.s)
-        return await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
+        examples = drop_unsafe(self.examples(ff, self.s))
+        n_pos = sum(e.label for e in examples)
+        check_counts(n_pos, len(examples) - n_pos, self.s, f"{self.name} (after safety drops)")
+        record = await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
+        contrast = self.contrast(ff, self.s)
+        if contrast is not None:
+            record.details["negative_rule"] = contrast.details()
+        return record
 
 
 class LLMJudge:
@@ -292,9 +314,13 @@ class LLMJudge:
                 candidate_tokens=("0", "1") if logprobs else ())
             c = await self.simulator.ask(req)
             try:
-                values, offsets = parse_int_array(c.text, len(batch), 1)
+                values, offsets = parse_own_array(parse_int_array, c.text, "\n".join(
+                    render_example(e) for e in batch), len(batch), 1)
             except ParseError as e:
                 reasons.append(str(e))
+                note("parse", f"verdicts: {e}")
+                if attempt + 1 < self.simulator.retries:
+                    note("retried", "verdicts unusable")
                 continue
             if not logprobs:
                 return [Verdict(v, None) for v in values]

@@ -24,6 +24,7 @@ import json
 from autointerp.errors import BadInputError
 from autointerp.llm.base import Completion, CompletionRequest, LLMCallError, LLMClient
 from autointerp.scoring.explain import records_block
+from autointerp.scoring.ledger import note
 from autointerp.scoring.parsing import (
     ParseError,
     expected_value,
@@ -36,6 +37,7 @@ from autointerp.scoring.parsing import (
     template,
     token_starts,
 )
+from autointerp.scoring.safety import drop_unsafe, parse_own_array
 from autointerp.types import Fragment, Simulation, SimulationFailed
 
 MODES = ("all-at-once", "logprobs", "json")
@@ -162,6 +164,8 @@ class LLMSimulator:
         self.scale_max = scale_max
         self.note = ""
         """How the mode and scale were chosen, recorded with the run."""
+        self.long_probe = None
+        """auto's timed probe at the run's prompt length (probe.py), when it ran."""
         self.name = f"llm:{client.name}"
         self._prepared = False
 
@@ -182,6 +186,8 @@ class LLMSimulator:
         ten = None
         if self.requested_mode in ("auto", "all-at-once"):
             ok, ten = await self._probe_prompt()
+            if ok and self.requested_mode == "auto":
+                ok = await self._probe_long(ten)
             if ok:
                 self.mode = "all-at-once"
             elif self.requested_mode == "all-at-once":
@@ -196,6 +202,8 @@ class LLMSimulator:
         if self.scale_max is None:
             self.scale_max = 9 if ten is False else 10
         notes = [f"mode {self.mode}" + (" (chosen by auto)" if self.requested_mode == "auto" else "")]
+        if self.long_probe is not None and not self.long_probe.ok:
+            notes.append("prompt logprobs did not answer in time at the run's prompt length")
         if ten is False and self.scale_max == 9:
             notes.append("'10' is two tokens for this model, so activations use a 0..9 scale")
         self.note = "; ".join(notes)
@@ -209,6 +217,7 @@ class LLMSimulator:
             c = await self.client.complete(req)
             if not _lacks_logprobs(req, c):
                 return c
+            note("retried", "answer came without the logprobs asked for")
         return await self.client.complete(req)
 
     async def _probe_prompt(self) -> tuple[bool, bool | None]:
@@ -223,6 +232,16 @@ class LLMSimulator:
         if not c.prompt_tokens:
             return False, None
         return True, any(t.token.strip() == "10" for t in c.prompt_tokens)
+
+    async def _probe_long(self, ten: bool | None) -> bool:
+        """Whether prompt logprobs answer in time for a prompt as long as the run's."""
+        from autointerp.scoring.probe import probe_long, probe_tokens
+
+        scale = self.scale_max if self.scale_max is not None else (9 if ten is False else 10)
+        prompt = all_at_once_prompt("the word 'the'", probe_tokens(), scale)
+        k = 1 if self.client.supports("candidate_tokens") else self.top_logprobs
+        self.long_probe = await probe_long(self.client, prompt, scale, k)
+        return self.long_probe.ok
 
     async def _probe_chat(self) -> tuple[bool, bool | None]:
         """Whether generated tokens come with top logprobs, and whether '10' is one token."""
@@ -278,9 +297,13 @@ class LLMSimulator:
                 candidate_tokens=self._digits() if logprobs else ())
             c = await self.ask(req)
             try:
-                values, offsets = parse_int_array(c.text, len(tokens), self.scale_max)
+                values, offsets = parse_own_array(parse_int_array, c.text, "".join(tokens),
+                                                  len(tokens), self.scale_max)
             except ParseError as e:
                 reasons.append(str(e))
+                note("parse", f"simulation: {e}")
+                if attempt + 1 < self.retries:
+                    note("retried", "simulation unusable")
                 continue
             return read_logprobs(c, values, offsets, self.scale_max) if logprobs else \
                 [float(v) for v in values]
@@ -309,8 +332,12 @@ class SimulationScorer:
         from autointerp.scoring.stats import score_simulation
 
         scoring = ff.scoring_fragments(n_shown)
+        top, rest = drop_unsafe(scoring[:n_shown]), drop_unsafe(scoring[n_shown:])
+        if not top or not rest:
+            raise SimulationFailed("no top or no random scoring fragment can be shown safely")
+        scoring = top + rest
         sim = await self.simulator.simulate(explanation, scoring)
-        s = score_simulation(scoring, sim, n_top=n_shown)
+        s = score_simulation(scoring, sim, n_top=len(top))
         details = {"simulations": [list(p) for p in sim.predictions]}
         if sim.n_slots:
             details["no_answer"] = [sim.n_no_digit, sim.n_slots]
