@@ -18,6 +18,9 @@ from typing import Protocol
 from autointerp.errors import BadInputError
 
 SCORERS = ("simulation", "detection", "fuzzing")
+OUTPUT_SCORERS = ("output", "intervention")
+"""Output-side scorers (steering the feature, scoring.steered): asked for by name only, not
+by 'all', since they load the subject model."""
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,16 @@ class Scorer(Protocol):
 def parse_scorers(names: Iterable[str]) -> tuple[str, ...]:
     """`--scorer` values (repeatable, 'all' for every scorer) in canonical order."""
     names = [n.strip().lower() for n in names] or ["simulation"]
-    unknown = sorted(set(names) - {*SCORERS, "all"})
+    unknown = sorted(set(names) - {*SCORERS, *OUTPUT_SCORERS, "all"})
     if unknown:
-        raise BadInputError(f"unknown scorer {unknown[0]!r}; choose {', '.join(SCORERS)} or all")
-    return SCORERS if "all" in names else tuple(s for s in SCORERS if s in names)
+        raise BadInputError(f"unknown scorer {unknown[0]!r}; choose "
+                            f"{', '.join(SCORERS + OUTPUT_SCORERS)} or all")
+    return tuple(s for s in SCORERS + OUTPUT_SCORERS if s in names or s in SCORERS and "all" in names)
 
 
-def make_scorers(names: Iterable[str], simulator, judge_settings=None) -> list:
-    """Scorers for `names`, all scoring through `simulator`'s model."""
+def make_scorers(names: Iterable[str], simulator, judge_settings=None, steer_settings=None) -> list:
+    """Scorers for `names`, all scoring through `simulator`'s model (the output-side ones
+    through the subject model, bound to it by scoring.steered.bind_steering)."""
     from autointerp.scoring.scorers.detection import DetectionScorer
     from autointerp.scoring.scorers.fuzzing import FuzzingScorer
     from autointerp.scoring.scorers.simulation import SimulationScorer
@@ -73,9 +78,20 @@ def make_scorers(names: Iterable[str], simulator, judge_settings=None) -> list:
     judge_settings = judge_settings or JudgeSettings()
     out = []
     for name in parse_scorers(names):
-        if name == "simulation":
+        if name in OUTPUT_SCORERS:
+            out.append(_output_scorer(name, steer_settings))
+        elif name == "simulation":
             out.append(SimulationScorer(simulator))
         else:
             cls = DetectionScorer if name == "detection" else FuzzingScorer
             out.append(cls(judge_for(simulator, name), judge_settings))
     return out
+
+
+def _output_scorer(name: str, steer_settings):
+    from autointerp.scoring.scorers.intervention import InterventionScorer
+    from autointerp.scoring.scorers.output import OutputScorer
+    from autointerp.scoring.steered import SteerSettings
+
+    cls = OutputScorer if name == "output" else InterventionScorer
+    return cls(steer_settings or SteerSettings())
