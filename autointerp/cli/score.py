@@ -15,6 +15,13 @@ from rich.table import Table
 
 from autointerp.cli import app
 from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
+from autointerp.cli.steer_options import (
+    ContinuationOpt,
+    SteerKlOpt,
+    SteerPromptsOpt,
+    SteerTokensOpt,
+    steer_settings,
+)
 from autointerp.errors import BadInputError
 from autointerp.progress import Progress, RichProgress
 
@@ -42,7 +49,7 @@ BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compa
 ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (read at call time, never stored).")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (and endpoint requests) in flight at once.")]
 NExplOpt = Annotated[int, typer.Option("--explanations-per-feature", help="Explanations sampled per feature at temperature > 0; the score is their mean.")]
-ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
+ScorerOpt = Annotated[list[str] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable): simulation, detection, fuzzing, or all; and output or intervention (steering the feature, with the subject model), by name only. Every scorer scores the same explanation, with the simulator's model. Default: simulation.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes that score features at once, each with its share of --concurrency (endpoint or lexical backends). Reading each answer is Python work, so one process is bound to one core; use up to the cores free beside the endpoint.")]
 PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detection and fuzzing: held-out examples judged in one prompt (1-50).")]
 ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment (at most the store's fragment length, 64) around the maximum (SAEBench shows 21, delphi 32).")]
@@ -194,7 +201,10 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           selftest: SelftestOpt = True, device: DeviceOpt = "auto", seed: SeedOpt = 0,
           hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None,
           workers: WorkersOpt = 1, examples_per_prompt: PerPromptOpt = 10,
-          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10) -> None:
+          example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10,
+          steer_kl: SteerKlOpt = 0.5, steer_prompts: SteerPromptsOpt = 40,
+          steer_prompt_tokens: SteerTokensOpt = 32, continuation_tokens: ContinuationOpt = 8
+          ) -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
@@ -231,7 +241,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     frag_cfg = FragmentConfig(n_features=n_features, random_from=random_from, seed=seed)
     scorers = parse_scorers(scorer or ["simulation"])  # before any model is loaded
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
-                        force=force, scorers=scorers, judge=judge) for d in dict_]
+                        force=force, scorers=scorers, judge=judge,
+                        steering=steer_settings(steer_kl, steer_prompts, steer_prompt_tokens,
+                                                continuation_tokens, seed)) for d in dict_]
     from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
 
     fewer_collections()

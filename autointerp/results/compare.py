@@ -32,6 +32,7 @@ from autointerp.results.markdown import (  # noqa: F401 (re-exported: compare's 
     scorer_columns,
     table_markdown,
 )
+from autointerp.results.output_columns import add_output_columns, output_markdown
 from autointerp.scoring.stats import mean_ci
 
 FAILED = "FAILED: scores not meaningful"
@@ -114,7 +115,7 @@ def build_table(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
             "run_id": run.run_id, "dictionary_id": run.dictionary_id,
         })
         rows.append(row)
-    return pd.DataFrame(rows)
+    return add_output_columns(db, pd.DataFrame(rows), seed)
 
 
 def _difference(a: pd.DataFrame, b: pd.DataFrame, same_dictionary: bool, seed: int) -> dict:
@@ -263,7 +264,8 @@ def write_comparison(db: sqlite_utils.Database, out: Path, seed: int = 0) -> Com
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in
              ("table.md", "table.csv", "differences.md", "scores.png")}
-    paths["table.md"].write_text(table_markdown(table, verdicts, seed))
+    paths["table.md"].write_text(table_markdown(table, verdicts, seed)
+                                 + ("\n" + output_markdown(table) if output_markdown(table) else ""))
     table.to_csv(paths["table.csv"], index=False)
     paths["differences.md"].write_text(differences_markdown(diffs, verdicts, seed))
     save_scores(table, verdicts, paths["scores.png"])

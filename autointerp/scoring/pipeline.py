@@ -184,7 +184,12 @@ async def _selftests(scorers, simulator, db, store, enabled: bool) -> dict:
 
     out = {}
     for scorer in scorers:
-        out[scorer.name] = await selftest(simulator, db, store=store, scorer=scorer)
+        if hasattr(scorer, "bind"):  # steering scorers: planted output features instead
+            from autointerp.scoring.selftest_outputs import run_output_selftest
+
+            out[scorer.name] = run_output_selftest(scorer, db, store=store, ctx=scorer.ctx)
+        else:
+            out[scorer.name] = await selftest(simulator, db, store=store, scorer=scorer)
     return out
 
 

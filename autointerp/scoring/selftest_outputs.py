@@ -59,14 +59,20 @@ def builtin_prompts(tokenizer):
 
     from autointerp.harvest.corpus import open_corpus
 
+    made: dict = {}
+
     def prompts(n, n_tokens, exclude, seed):
+        if (n, n_tokens) in made:
+            return made[n, n_tokens]
         rows = []
         for doc in open_corpus("builtin"):
-            ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+            # the start of the document only: a builtin document can be a whole book
+            ids = tokenizer(doc.text[:20 * n_tokens], add_special_tokens=False)["input_ids"]
             if len(ids) >= n_tokens:
                 rows.append(ids[:n_tokens])
             if len(rows) == n:
-                return torch.as_tensor(rows), tuple(range(n))
+                made[n, n_tokens] = torch.as_tensor(rows), tuple(range(n))
+                return made[n, n_tokens]
         raise BadInputError(f"the builtin corpus has fewer than {n} documents of {n_tokens} tokens")
 
     return prompts

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,6 +43,9 @@ class SteerSettings:
     """|T|: the tokens the decoder direction promotes most (output score, Arad et al.)."""
     n_null: int = 3
     """Shuffled explanations per feature for the intervention score's null."""
+    random_rows: bool = True
+    """Also score a random direction of the same norm beside each feature (the
+    random-direction row); doubles the steering work."""
     seed: int = 0
 
     def __post_init__(self):

@@ -23,7 +23,7 @@ import torch
 
 from autointerp.causal import forward
 from autointerp.scoring.scorers import ScoreRecord
-from autointerp.scoring.scorers.output import steer_feature
+from autointerp.scoring.scorers.output import add_random_rows, steer_feature
 from autointerp.scoring.stats import mean_ci
 from autointerp.scoring.steered import SteeringContext, SteerSettings
 from autointerp.types import ScoringFailed
@@ -101,9 +101,15 @@ class InterventionScorer:
         return score_intervention(self.ctx, self.ctx.direction(ff.feature), explanation, ff, n_shown)
 
     async def finish(self, db, run_id: str) -> None:
-        """The shuffled-explanation null of every scored feature of the run."""
-        if self.ctx is not None:
-            shuffled_null(self.ctx, db, run_id, self.s)
+        """The shuffled-explanation null of every scored feature of the run, and the
+        random-direction row (a random direction of the same norm, the same explanation)."""
+        if self.ctx is None:
+            return
+        ctx = self.ctx
+        shuffled_null(ctx, db, run_id, self.s)
+        if self.s.random_rows:
+            add_random_rows(ctx, db, run_id,
+                            lambda d, text: score_intervention(ctx, d, text, None, 0).score)
 
 
 def score_intervention(ctx: SteeringContext, direction, explanation: str, ff,

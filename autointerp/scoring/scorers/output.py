@@ -81,6 +81,33 @@ class OutputScorer:
             raise ScoringFailed("the output scorer was not given the run's model")
         return score_direction(self.ctx, self.ctx.direction(ff.feature), ff, n_shown)
 
+    async def finish(self, db, run_id: str) -> None:
+        """The random-direction row: each feature's direction replaced by a random one."""
+        if self.ctx is not None and self.s.random_rows:
+            ctx = self.ctx
+            add_random_rows(ctx, db, run_id, lambda d, _: score_direction(ctx, d, None, 0).score)
+
+
+def add_random_rows(ctx: SteeringContext, db, run_id: str, score_fn) -> None:
+    """Into each scored feature's `metrics`: the same score of a random direction of the
+    same norm (seeded by the feature), score_fn(direction, explanation); None where no
+    strength reached the target KL."""
+    from autointerp import db as dbm
+    from autointerp.causal.steering import random_direction
+
+    rows = list(db.query("select feature, explanation, metrics from features where run_id = ? "
+                         "and status = 'scored' order by feature", [run_id]))
+    for r in rows:
+        metrics = dbm.loads(r["metrics"]) if r["metrics"] else {}
+        if "random_direction" in metrics:
+            continue
+        d = random_direction(ctx.direction(r["feature"]), ctx.s.seed + 7919 * (r["feature"] + 1))
+        try:
+            metrics["random_direction"] = score_fn(d, r["explanation"])
+        except ScoringFailed:
+            metrics["random_direction"] = None
+        db["features"].update((run_id, r["feature"]), {"metrics": dbm.dumps(metrics)})
+
 
 def score_direction(ctx: SteeringContext, direction, ff, n_shown: int) -> ScoreRecord:
     started = time.perf_counter()

@@ -1,0 +1,22 @@
+"""Options of the output-side scorers (`--scorer output`, `--scorer intervention`), shared
+by `score` and `selftest`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+SteerKlOpt = Annotated[float, typer.Option("--steer-kl", help="Output and intervention: the mean next-token KL(clean || steered) over the prompts that sets each feature's steering strength.")]
+SteerPromptsOpt = Annotated[int, typer.Option("--steer-prompts", help="Output and intervention: held-out prompts steered per feature (the start of eval fragments the explainer did not see).")]
+SteerTokensOpt = Annotated[int, typer.Option("--steer-prompt-tokens", help="Output and intervention: tokens per prompt (at most the store's fragment length).")]
+ContinuationOpt = Annotated[int, typer.Option("--continuation-tokens", help="Intervention: tokens sampled after each prompt, clean and steered, with a fixed seed.")]
+
+
+def steer_settings(steer_kl: float, steer_prompts: int, steer_prompt_tokens: int,
+                   continuation_tokens: int, seed: int = 0):
+    from autointerp.scoring.steered import SteerSettings
+
+    return SteerSettings(target_kl=steer_kl, n_prompts=steer_prompts,
+                         prompt_tokens=steer_prompt_tokens,
+                         continuation_tokens=continuation_tokens, seed=seed)
