@@ -130,7 +130,8 @@ def score_intervention(ctx: SteeringContext, direction, explanation: str, ff,
                "promoted": ctx.decode(steered["promoted"]),
                "suppressed": ctx.decode(steered["suppressed"]),
                "prompt_fragments": list(steerer.fragments),
-               "continuations": {k: [ctx.decode(np.asarray(c)) for c in v] for k, v in conts.items()},
+               "continuations": {k: ["".join(ctx.decode(np.asarray(c))) for c in v]
+                                 for k, v in conts.items()},
                "continuation_ids": conts, "prompt_ids": steerer.prompts.tolist(), "per_prompt": [round(float(x), 5) for x in per_prompt],
                "costs": costs}
     return ScoreRecord(float(per_prompt.mean()), details=details)
