@@ -42,14 +42,16 @@ class OutputSelftestSettings:
 
 
 def planted_direction(ctx, token_id: int, norm: float = 1.0):
-    """The least-squares d with W_out d = e_t (the token's logit raised, the others kept)."""
+    """The least-squares d with W_out d = e_t (the token's logit raised, the others kept):
+    d = (W_out^T W_out)^-1 W_out[t], the Gram matrix inverted once per context."""
     import torch
 
     from autointerp.causal.steering import Direction
 
-    target = torch.zeros(ctx.W_out.shape[0], 1)
-    target[token_id] = 1.0
-    d = torch.linalg.lstsq(ctx.W_out, target).solution[:, 0]
+    if getattr(ctx, "_gram_inv", None) is None:
+        W = ctx.W_out.double()
+        ctx._gram_inv = torch.linalg.inv(W.T @ W)  # (d_model, d_model)
+    d = (ctx._gram_inv @ ctx.W_out[token_id].double()).float()
     return Direction(d * norm / d.norm())
 
 
