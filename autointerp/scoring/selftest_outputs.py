@@ -122,19 +122,31 @@ def _result(kind: str, ctx, outcomes, right, wrong, gap, passed, key: dict) -> S
                           float("nan"), float("nan"), tuple(outcomes), scorer=kind)
 
 
+def _score_or_nan(ctx, direction, tick) -> float:
+    """The output score, or NaN where no strength reached the target KL."""
+    from autointerp.scoring.scorers.output import score_direction
+    from autointerp.types import ScoringFailed
+
+    try:
+        return score_direction(ctx, direction, None, 0).score
+    except ScoringFailed:
+        return float("nan")
+    finally:
+        tick()
+
+
 def output_selftest(ctx, settings: OutputSelftestSettings, tick=lambda: None) -> SelftestResult:
     """Planted directions' output scores against the 95th percentile of random ones."""
     from autointerp.causal.steering import random_direction
-    from autointerp.scoring.scorers.output import score_direction
 
     words = _words(ctx, settings.n_planted)
     dirs = _directions(ctx, settings, words)
-    randoms = []
-    for i in range(settings.n_random):
-        randoms.append(score_direction(ctx, random_direction(dirs[0], settings.seed + i), None, 0).score)
-        tick()
+    randoms = [s for i in range(settings.n_random)
+               if not np.isnan(s := _score_or_nan(ctx, random_direction(dirs[0], settings.seed + i), tick))]
+    if not randoms:
+        raise BadInputError("no random direction reached the target KL; lower --steer-kl")
     p95 = float(np.percentile(randoms, 95))
-    scores = [score_direction(ctx, d, None, 0).score for d in dirs]
+    scores = [np.nan_to_num(_score_or_nan(ctx, d, tick)) for d in dirs]
     outcomes = [PlantedOutcome(w, f"raises {w!r}", "random directions (95th percentile)", s, p95)
                 for (_, w, _), s in zip(words, scores, strict=True)]
     right, wrong = mean_ci(scores, seed=settings.seed), mean_ci(randoms, seed=settings.seed)
@@ -147,12 +159,20 @@ def intervention_selftest(ctx, settings: OutputSelftestSettings) -> SelftestResu
     """Each planted word's explanation against the other planted words' on its steered text."""
     from autointerp.scoring.scorers.intervention import deltas, vs_null
     from autointerp.scoring.scorers.output import steer_feature
+    from autointerp.types import ScoringFailed
 
     words = _words(ctx, settings.n_planted)
     texts = [e for _, _, e in words]
     outcomes, diffs, los = [], [], []
     for i, d in enumerate(_directions(ctx, settings, words)):
-        steered = steer_feature(ctx, d, None, 0)
+        try:
+            steered = steer_feature(ctx, d, None, 0)
+        except ScoringFailed as e:
+            outcomes.append(PlantedOutcome(words[i][1], texts[i], "the other planted explanations",
+                                           None, None, str(e)))
+            diffs.append(float("nan"))
+            los.append(float("nan"))
+            continue
         conts, _ = ctx.continuations(d, steered["steerer"], steered["calibration"].strength)
         per = deltas(ctx, conts, steered["steerer"].prompts, texts)
         v = vs_null(per[i], np.delete(per, i, axis=0), settings.seed)
@@ -161,9 +181,9 @@ def intervention_selftest(ctx, settings: OutputSelftestSettings) -> SelftestResu
                                        None if v["vs_null_lo"] > 0 else "CI of the difference includes 0"))
         diffs.append(v["vs_null"])
         los.append(v["vs_null_lo"])
-    right = mean_ci([o.right for o in outcomes], seed=settings.seed)
-    wrong = mean_ci([o.wrong for o in outcomes], seed=settings.seed)
-    gap = mean_ci(diffs, seed=settings.seed)
+    right = mean_ci([o.right for o in outcomes if o.right is not None], seed=settings.seed)
+    wrong = mean_ci([o.wrong for o in outcomes if o.wrong is not None], seed=settings.seed)
+    gap = mean_ci([x for x in diffs if not np.isnan(x)], seed=settings.seed)
     passed = sum(lo > 0 for lo in los) > len(los) / 2
     return _result("intervention", ctx, outcomes, right, wrong, gap, passed,
                    {"settings": settings.__dict__, "steer": ctx.s.__dict__})
