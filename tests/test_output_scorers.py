@@ -113,7 +113,10 @@ def test_rerun_steers_nothing(run, monkeypatch):
     assert db["steering_cache"].count == before
 
 
-def test_compare_and_report_show_output_columns(run):
+def test_compare_and_report_show_output_columns(run, tmp_path):
+    files = compare.write_comparison(run["db"], tmp_path)
+    assert "## Output-side scores" in files.paths["table.md"].read_text()
+    assert files.paths["scores.png"].stat().st_size > 0
     table = compare.build_table(run["db"])
     out = table[table.scorer == "output"].iloc[0]
     assert 0 <= out.input_mean <= 1 and out.steer_forward_passes_per_feature > 0
