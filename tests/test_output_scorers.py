@@ -128,3 +128,26 @@ def test_compare_and_report_show_output_columns(run, tmp_path):
     assert "## Output-side scores" in text and "random direction" in text
     page, _ = build_report(run["db"])
     assert "continuations: clean beside steered" in page and "promotes" in page
+
+
+def test_intervention_through_a_client_sums_the_explanations_prompt_logprobs():
+    from autointerp.llm.base import Completion, TokenLogprob
+    from autointerp.scoring.scorers.intervention import TEMPLATE, client_logprobs
+    from tests.helpers import FakeClient
+
+    class Tok:  # passages decode to fixed text
+        def decode(self, ids):
+            return "passage " + str(len(ids))
+
+    def respond(req):
+        prefix = req.prompt[:req.prompt.index(TEMPLATE) + len(TEMPLATE)]
+        # the prefix as two tokens, then the explanation as one token of logprob -len(E)
+        explanation = req.prompt[len(prefix):]
+        return Completion("", prompt_tokens=(TokenLogprob(prefix[:5], None),
+                                             TokenLogprob(prefix[5:], -9.0),
+                                             TokenLogprob(explanation, -float(len(explanation)))))
+
+    client = FakeClient(respond=respond, supports={"prompt_logprobs": True})
+    got = asyncio.run(client_logprobs(client, Tok(), [[1, 2], [3]], ["Paris", " dogs "]))
+    assert got.tolist() == [[-5.0, -5.0], [-4.0, -4.0]]  # only E's tokens, stripped
+    assert all(r.prompt_logprobs == 1 and r.max_tokens == 1 for r in client.requests)

@@ -17,6 +17,7 @@ from autointerp.cli import app
 from autointerp.cli.options import DEFAULT_DB, DbOpt, DeviceOpt, SeedOpt
 from autointerp.cli.steer_options import (
     ContinuationOpt,
+    InterventionByOpt,
     SteerKlOpt,
     SteerPromptsOpt,
     SteerTokensOpt,
@@ -203,8 +204,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           workers: WorkersOpt = 1, examples_per_prompt: PerPromptOpt = 10,
           example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10,
           steer_kl: SteerKlOpt = 0.5, steer_prompts: SteerPromptsOpt = 40,
-          steer_prompt_tokens: SteerTokensOpt = 32, continuation_tokens: ContinuationOpt = 8
-          ) -> None:
+          steer_prompt_tokens: SteerTokensOpt = 32, continuation_tokens: ContinuationOpt = 8,
+          intervention_scorer: InterventionByOpt = "subject") -> None:
     """Score dictionaries: sample features, explain their top fragments, simulate, correlate."""
     from autointerp.db import open_db
     from autointerp.scoring.fragments import FragmentConfig
@@ -243,7 +244,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
                         force=force, scorers=scorers, judge=judge,
                         steering=steer_settings(steer_kl, steer_prompts, steer_prompt_tokens,
-                                                continuation_tokens, seed)) for d in dict_]
+                                                continuation_tokens, seed, intervention_scorer))
+            for d in dict_]
     from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
 
     fewer_collections()

@@ -12,11 +12,14 @@ SteerPromptsOpt = Annotated[int, typer.Option("--steer-prompts", help="Output an
 SteerTokensOpt = Annotated[int, typer.Option("--steer-prompt-tokens", help="Output and intervention: tokens per prompt (at most the store's fragment length).")]
 ContinuationOpt = Annotated[int, typer.Option("--continuation-tokens", help="Intervention: tokens sampled after each prompt, clean and steered, with a fixed seed.")]
 
+InterventionByOpt = Annotated[str, typer.Option("--intervention-scorer", help="Intervention: who reads the explanation's log-probs: subject (the steered model itself, in process) or simulator (the scoring model's client: any endpoint that returns prompt logprobs).")]
+
 
 def steer_settings(steer_kl: float, steer_prompts: int, steer_prompt_tokens: int,
-                   continuation_tokens: int, seed: int = 0):
+                   continuation_tokens: int, seed: int = 0, intervention_by: str = "subject"):
     from autointerp.scoring.steered import SteerSettings
 
     return SteerSettings(target_kl=steer_kl, n_prompts=steer_prompts,
                          prompt_tokens=steer_prompt_tokens,
-                         continuation_tokens=continuation_tokens, seed=seed)
+                         continuation_tokens=continuation_tokens, seed=seed,
+                         intervention_by=intervention_by)

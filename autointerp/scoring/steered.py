@@ -43,12 +43,17 @@ class SteerSettings:
     """|T|: the tokens the decoder direction promotes most (output score, Arad et al.)."""
     n_null: int = 3
     """Shuffled explanations per feature for the intervention score's null."""
+    intervention_by: str = "subject"
+    """Who reads the intervention score's log-probs: the subject model (in process), or the
+    simulator's client ('simulator': any endpoint that returns prompt logprobs)."""
     random_rows: bool = True
     """Also score a random direction of the same norm beside each feature (the
     random-direction row); doubles the steering work."""
     seed: int = 0
 
     def __post_init__(self):
+        if self.intervention_by not in ("subject", "simulator"):
+            raise BadInputError("--intervention-scorer must be subject or simulator")
         if self.target_kl <= 0 or self.n_prompts < 2 or self.prompt_tokens < 1 \
                 or self.continuation_tokens < 1 or self.top_tokens < 1 or self.n_null < 1:
             raise BadInputError("steering needs a positive target KL, at least 2 prompts of at "

@@ -79,7 +79,7 @@ def make_scorers(names: Iterable[str], simulator, judge_settings=None, steer_set
     out = []
     for name in parse_scorers(names):
         if name in OUTPUT_SCORERS:
-            out.append(_output_scorer(name, steer_settings))
+            out.append(_output_scorer(name, steer_settings, simulator))
         elif name == "simulation":
             out.append(SimulationScorer(simulator))
         else:
@@ -88,10 +88,18 @@ def make_scorers(names: Iterable[str], simulator, judge_settings=None, steer_set
     return out
 
 
-def _output_scorer(name: str, steer_settings):
+def _output_scorer(name: str, steer_settings, simulator):
     from autointerp.scoring.scorers.intervention import InterventionScorer
     from autointerp.scoring.scorers.output import OutputScorer
     from autointerp.scoring.steered import SteerSettings
 
-    cls = OutputScorer if name == "output" else InterventionScorer
-    return cls(steer_settings or SteerSettings())
+    s = steer_settings or SteerSettings()
+    if name == "output":
+        return OutputScorer(s)
+    client = None
+    if s.intervention_by == "simulator":
+        client = getattr(simulator, "client", None)
+        if client is None:
+            raise BadInputError("--intervention-scorer simulator needs an LLM simulator (one "
+                                "that returns prompt logprobs), not the lexical one")
+    return InterventionScorer(s, client)

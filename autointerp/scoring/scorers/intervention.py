@@ -15,6 +15,7 @@ random direction of the same norm.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 
@@ -23,7 +24,7 @@ import torch
 
 from autointerp.causal import forward
 from autointerp.scoring.scorers import ScoreRecord
-from autointerp.scoring.scorers.output import add_random_rows, steer_feature
+from autointerp.scoring.scorers.output import random_rows_todo, steer_feature, write_random_row
 from autointerp.scoring.stats import mean_ci
 from autointerp.scoring.steered import SteeringContext, SteerSettings
 from autointerp.types import ScoringFailed
@@ -59,14 +60,54 @@ def explanation_logprobs(ctx: SteeringContext, passages: list[list[int]],
     return out
 
 
+def _passages(continuations: dict, prompts: torch.Tensor) -> list[list[int]]:
+    """Clean passages (prompt + clean continuation) then steered ones."""
+    rows = prompts.tolist()
+    return ([p + c for p, c in zip(rows, continuations["clean"], strict=True)]
+            + [p + c for p, c in zip(rows, continuations["steered"], strict=True)])
+
+
 def deltas(ctx: SteeringContext, continuations: dict, prompts: torch.Tensor,
            explanations: list[str]) -> np.ndarray:
     """(n_explanations, P): S_clean - S_steered per prompt = log P(E | steered) - log P(E | clean)."""
-    rows = prompts.tolist()
-    clean = [p + c for p, c in zip(rows, continuations["clean"], strict=True)]
-    steered = [p + c for p, c in zip(rows, continuations["steered"], strict=True)]
-    both = explanation_logprobs(ctx, clean + steered, explanations)
-    return both[:, len(rows):] - both[:, :len(rows)]
+    both = explanation_logprobs(ctx, _passages(continuations, prompts), explanations)
+    P = len(prompts)
+    return both[:, P:] - both[:, :P]
+
+
+async def client_logprobs(client, tokenizer, passages: list[list[int]],
+                          explanations: list[str]) -> np.ndarray:
+    """explanation_logprobs through any client that returns prompt logprobs (vLLM,
+    llama.cpp, in process): the passage is decoded to text, and E's log-prob is the sum
+    over the prompt tokens that end past the prefix."""
+    from autointerp.llm.base import CompletionRequest
+
+    async def one(prefix: str, e: str) -> float:
+        c = await client.complete(CompletionRequest(model="", prompt=prefix + e, max_tokens=1,
+                                                    prompt_logprobs=1))
+        if not c.prompt_tokens:
+            raise ScoringFailed(f"{client.name} returned no prompt logprobs")
+        total, end = 0.0, 0
+        for t in c.prompt_tokens:
+            end += len(t.token)
+            if end > len(prefix):
+                total += t.logprob or 0.0
+        return total
+
+    prefixes = [tokenizer.decode(p) + TEMPLATE for p in passages]
+    got = await asyncio.gather(*(one(p, e.strip()) for e in explanations for p in prefixes))
+    return np.asarray(got, dtype=float).reshape(len(explanations), len(passages))
+
+
+async def deltas_any(ctx: SteeringContext, client, continuations: dict, prompts: torch.Tensor,
+                     explanations: list[str]) -> np.ndarray:
+    """deltas with the subject model (client None) or through `client`."""
+    if client is None:
+        return deltas(ctx, continuations, prompts, explanations)
+    both = await client_logprobs(client, ctx.loaded.tokenizer, _passages(continuations, prompts),
+                                 explanations)
+    P = len(prompts)
+    return both[:, P:] - both[:, :P]
 
 
 def vs_null(own: np.ndarray, null: np.ndarray, seed: int = 0) -> dict:
@@ -80,14 +121,17 @@ def vs_null(own: np.ndarray, null: np.ndarray, seed: int = 0) -> dict:
 class InterventionScorer:
     name = "intervention"
 
-    def __init__(self, settings: SteerSettings = SteerSettings()):
+    def __init__(self, settings: SteerSettings = SteerSettings(), client=None):
         self.s = settings
         self.ctx: SteeringContext | None = None
+        self.client = client
+        """None: the subject model reads the log-probs; else this client (the simulator's)."""
 
     def settings(self) -> dict:
         from dataclasses import asdict
 
-        return {"scorer": self.name, **asdict(self.s), "template": TEMPLATE, "version": 1}
+        return {"scorer": self.name, **asdict(self.s), "template": TEMPLATE, "version": 1,
+                "by": "subject model" if self.client is None else self.client.name}
 
     def bind(self, ctx: SteeringContext) -> None:
         self.ctx = ctx
@@ -98,7 +142,8 @@ class InterventionScorer:
     async def score(self, explanation: str, ff, n_shown: int) -> ScoreRecord:
         if self.ctx is None:
             raise ScoringFailed("the intervention scorer was not given the run's model")
-        return score_intervention(self.ctx, self.ctx.direction(ff.feature), explanation, ff, n_shown)
+        return await score_intervention(self.ctx, self.ctx.direction(ff.feature), explanation, ff,
+                                        n_shown, self.client)
 
     async def finish(self, db, run_id: str) -> None:
         """The shuffled-explanation null of every scored feature of the run, and the
@@ -106,20 +151,29 @@ class InterventionScorer:
         if self.ctx is None:
             return
         ctx = self.ctx
-        shuffled_null(ctx, db, run_id, self.s)
+        await shuffled_null(ctx, db, run_id, self.s, self.client)
         if self.s.random_rows:
-            add_random_rows(ctx, db, run_id,
-                            lambda d, text: score_intervention(ctx, d, text, None, 0).score)
+            await add_random_rows_async(ctx, db, run_id, self.client)
 
 
-def score_intervention(ctx: SteeringContext, direction, explanation: str, ff,
-                       n_shown: int) -> ScoreRecord:
+async def add_random_rows_async(ctx: SteeringContext, db, run_id: str, client) -> None:
+    """The random-direction row (output.add_random_rows), awaiting the client."""
+    for feature, text, d, metrics in random_rows_todo(ctx, db, run_id):
+        try:
+            value = (await score_intervention(ctx, d, text, None, 0, client)).score
+        except ScoringFailed:
+            value = None
+        write_random_row(db, run_id, feature, metrics, value)
+
+
+async def score_intervention(ctx: SteeringContext, direction, explanation: str, ff,
+                             n_shown: int, client=None) -> ScoreRecord:
     started = time.perf_counter()
     steered = steer_feature(ctx, direction, ff, n_shown)
     steerer, cal = steered["steerer"], steered["calibration"]
     before = steerer.costs()
     conts, hit = ctx.continuations(direction, steerer, cal.strength)
-    per_prompt = deltas(ctx, conts, steerer.prompts, [explanation])[0]
+    per_prompt = (await deltas_any(ctx, client, conts, steerer.prompts, [explanation]))[0]
     n_seqs = 4 * len(per_prompt)  # clean and steered passages, and the two generations
     costs = {"forward_passes": steerer.costs()["forward_passes"] - before["forward_passes"]
              + math.ceil(2 * len(per_prompt) / BATCH)
@@ -137,7 +191,8 @@ def score_intervention(ctx: SteeringContext, direction, explanation: str, ff,
     return ScoreRecord(float(per_prompt.mean()), details=details)
 
 
-def shuffled_null(ctx: SteeringContext, db, run_id: str, s: SteerSettings) -> None:
+async def shuffled_null(ctx: SteeringContext, db, run_id: str, s: SteerSettings,
+                        client=None) -> None:
     """For each scored feature, the score of n_null other features' explanations on its own
     continuations; written into the row's `metrics` as the difference over that null."""
     from autointerp import db as dbm
@@ -156,7 +211,7 @@ def shuffled_null(ctx: SteeringContext, db, run_id: str, s: SteerSettings) -> No
         frag = dbm.loads(r["fragments"])
         conts = frag["continuation_ids"][0]
         prompts = torch.as_tensor(frag["prompt_ids"][0])
-        null = deltas(ctx, conts, prompts, [texts[d[i]] for d in shifts])
+        null = await deltas_any(ctx, client, conts, prompts, [texts[d[i]] for d in shifts])
         own = np.asarray(frag["per_prompt"][0])
         metrics.update(vs_null(own, null, s.seed))
         db["features"].update((run_id, r["feature"]), {"metrics": dbm.dumps(metrics)})

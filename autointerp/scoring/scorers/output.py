@@ -88,25 +88,40 @@ class OutputScorer:
             add_random_rows(ctx, db, run_id, lambda d, _: score_direction(ctx, d, None, 0).score)
 
 
-def add_random_rows(ctx: SteeringContext, db, run_id: str, score_fn) -> None:
-    """Into each scored feature's `metrics`: the same score of a random direction of the
-    same norm (seeded by the feature), score_fn(direction, explanation); None where no
-    strength reached the target KL."""
+def random_rows_todo(ctx: SteeringContext, db, run_id: str) -> list[tuple]:
+    """(feature, explanation, random direction of the same norm seeded by the feature,
+    metrics) for each scored feature of the run without its random-direction row yet."""
     from autointerp import db as dbm
     from autointerp.causal.steering import random_direction
 
-    rows = list(db.query("select feature, explanation, metrics from features where run_id = ? "
-                         "and status = 'scored' order by feature", [run_id]))
+    rows = db.query("select feature, explanation, metrics from features where run_id = ? "
+                    "and status = 'scored' order by feature", [run_id])
+    out = []
     for r in rows:
         metrics = dbm.loads(r["metrics"]) if r["metrics"] else {}
-        if "random_direction" in metrics:
-            continue
-        d = random_direction(ctx.direction(r["feature"]), ctx.s.seed + 7919 * (r["feature"] + 1))
+        if "random_direction" not in metrics:
+            d = random_direction(ctx.direction(r["feature"]), ctx.s.seed + 7919 * (r["feature"] + 1))
+            out.append((r["feature"], r["explanation"], d, metrics))
+    return out
+
+
+def write_random_row(db, run_id: str, feature: int, metrics: dict, value: float | None) -> None:
+    """Into the feature's `metrics`: its random direction's score (None where no strength
+    reached the target KL)."""
+    from autointerp import db as dbm
+
+    db["features"].update((run_id, feature), {"metrics": dbm.dumps({**metrics,
+                                                                     "random_direction": value})})
+
+
+def add_random_rows(ctx: SteeringContext, db, run_id: str, score_fn) -> None:
+    """The random-direction row: score_fn(direction, explanation) of each feature's."""
+    for feature, text, d, metrics in random_rows_todo(ctx, db, run_id):
         try:
-            metrics["random_direction"] = score_fn(d, r["explanation"])
+            value = score_fn(d, text)
         except ScoringFailed:
-            metrics["random_direction"] = None
-        db["features"].update((run_id, r["feature"]), {"metrics": dbm.dumps(metrics)})
+            value = None
+        write_random_row(db, run_id, feature, metrics, value)
 
 
 def score_direction(ctx: SteeringContext, direction, ff, n_shown: int) -> ScoreRecord:
