@@ -34,6 +34,8 @@ async def main() -> None:
     ap.add_argument("--n-fit", type=int, default=10_000)
     ap.add_argument("--steer-prompts", type=int, default=16)
     ap.add_argument("--selftest", action="store_true", help="run the intervention self-test")
+    ap.add_argument("--no-random-rows", action="store_true",
+                    help="skip the random-direction row (halves the steering work)")
     a = ap.parse_args()
     cfg = DemoConfig(out=a.out, llm=None, n_features=a.n_features, n_tokens=a.tokens,
                      train_tokens=a.train_tokens, n_fit=a.n_fit, steer_prompts=a.steer_prompts)
@@ -43,7 +45,8 @@ async def main() -> None:
     for d in build_dictionaries(cfg, harvest_stores(cfg)):
         score = ScoreConfig(d.path, fragments=fragments, label=d.label + " (lexical)",
                             scorers=("intervention",), selftest=a.selftest,
-                            steering=SteerSettings(n_prompts=cfg.steer_prompts, seed=cfg.seed))
+                            steering=SteerSettings(n_prompts=cfg.steer_prompts, seed=cfg.seed,
+                                                   random_rows=not a.no_random_rows))
         for s in await score_dictionary_runs(score, LexicalExplainer(), LexicalSimulator(), db):
             print(f"{s.label} [{s.scorer}]: {s.mean:.4f} [{s.lo:.4f}, {s.hi:.4f}], "
                   f"{s.n_scored} scored, {s.n_failed} failed", flush=True)
