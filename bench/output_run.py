@@ -36,9 +36,12 @@ async def main() -> None:
     ap.add_argument("--selftest", action="store_true", help="run the intervention self-test")
     ap.add_argument("--no-random-rows", action="store_true",
                     help="skip the random-direction row (halves the steering work)")
+    ap.add_argument("--no-random-model", action="store_true",
+                    help="only the trained model's dictionaries (not the random-init SAE)")
     a = ap.parse_args()
     cfg = DemoConfig(out=a.out, llm=None, n_features=a.n_features, n_tokens=a.tokens,
-                     train_tokens=a.train_tokens, n_fit=a.n_fit, steer_prompts=a.steer_prompts)
+                     train_tokens=a.train_tokens, n_fit=a.n_fit, steer_prompts=a.steer_prompts,
+                     random_model=not a.no_random_model)
     db = open_db(cfg.db_path)
     fragments = FragmentConfig(n_features=cfg.n_features, seed=cfg.seed,
                                n_held_out=cfg.detection_examples)
