@@ -36,6 +36,10 @@ class OutputSelftestSettings:
     (bench/output_null.py runs 200)."""
     planted: bool = True
     """False: random directions stand in for the planted ones (the test that it fails)."""
+    intervention_kl: float = 2.0
+    """Target KL of the intervention self-test: at 0.5 a planted word reaches about 0.5%
+    probability and 8-token samples of a few prompts rarely show it (measured on SmolLM2:
+    one of three planted words passed at 0.5, all three at 2.0; docs/output-scores.md)."""
     hook: str = "resid.20"
     """Where the planted directions are added when no store names a hook point."""
     seed: int = 0
@@ -157,10 +161,15 @@ def output_selftest(ctx, settings: OutputSelftestSettings, tick=lambda: None) ->
 
 def intervention_selftest(ctx, settings: OutputSelftestSettings) -> SelftestResult:
     """Each planted word's explanation against the other planted words' on its steered text."""
+    import copy
+    from dataclasses import replace
+
     from autointerp.scoring.scorers.intervention import deltas, vs_null
     from autointerp.scoring.scorers.output import steer_feature
     from autointerp.types import ScoringFailed
 
+    ctx = copy.copy(ctx)  # the same model and prompts, steered harder
+    ctx.s = replace(ctx.s, target_kl=max(ctx.s.target_kl, settings.intervention_kl))
     words = _words(ctx, settings.n_planted)
     texts = [e for _, _, e in words]
     outcomes, diffs, los = [], [], []
