@@ -79,13 +79,17 @@ class DemoConfig:
     detection_examples: int = 20
     """Held-out activating examples per feature for detection (and as many checked
     negatives); the score command's default is 50, the demo keeps its extra time small."""
+    output_score: bool = True
+    """Also score every dictionary's features by steering them (judge-free output score)."""
+    steer_prompts: int = 16
+    """Held-out prompts steered per feature for the output score (score's default is 40)."""
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
         if self.db is not None:
             object.__setattr__(self, "db", Path(self.db))
         for name in ("n_tokens", "sae_ratio", "sae_k", "train_tokens", "n_fit", "n_features",
-                     "concurrency", "detection_examples"):
+                     "concurrency", "detection_examples", "steer_prompts"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.llm is None and not self.lexical:
@@ -233,6 +237,7 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
     from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
     from autointerp.scoring.scorers import make_scorers
     from autointerp.scoring.selftest import selftest
+    from autointerp.scoring.steered import SteerSettings
 
     fragments = FragmentConfig(n_features=cfg.n_features, seed=cfg.seed,
                                n_held_out=cfg.detection_examples)
@@ -240,7 +245,7 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
                TimeElapsedColumn(), TextColumn("{task.fields[stats]}"))
     summaries = []
     with Progress(*columns, console=console) as bar:
-        for suffix, explainer, simulator in _scorers(cfg, db):
+        for i, (suffix, explainer, simulator) in enumerate(_scorers(cfg, db)):
             hooks = RichProgress(bar, [getattr(explainer, "client", None)])
             if simulator.name != "lexical":  # the self-test does not apply to it (compare.py)
                 # Run (or read back) first and said out loud: the scores that follow mean
@@ -255,9 +260,14 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
                     console.print(f"{scorer.name} self-test {simulator.name}: "
                                   f"{'passed' if st.passed else 'FAILED'}",
                                   markup=False, highlight=False)
+            # The output score ignores the explanation: scored once, beside the first pair.
+            steer = cfg.output_score and i == 0
             for d in dictionaries:
                 score = ScoreConfig(d.path, fragments=fragments, concurrency=cfg.concurrency,
-                                    label=d.label + suffix, scorers=SCORERS)
+                                    label=d.label + suffix,
+                                    scorers=SCORERS + (("output",) if steer else ()),
+                                    steering=SteerSettings(n_prompts=cfg.steer_prompts,
+                                                           seed=cfg.seed))
                 summaries += await score_dictionary_runs(score, explainer, simulator, db, hooks)
     return summaries
 

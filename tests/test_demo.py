@@ -35,7 +35,7 @@ def lexical_demo(tiny_llama_dir, tmp_path_factory):
     fragments."""
     cfg = DemoConfig(out=tmp_path_factory.mktemp("demo") / "results", model=str(tiny_llama_dir),
                      layer=1, n_tokens=30_000, train_tokens=8192, n_fit=2000, n_features=2,
-                     llm=None, seed=1)
+                     llm=None, seed=1, output_score=False)
     return cfg, run_demo(cfg)
 
 

@@ -75,6 +75,16 @@ def _head_at(model: nn.Module, positions: torch.Tensor):
         handle.remove()
 
 
+@contextmanager
+def edited(model: nn.Module, edits: dict[Hook, Edit]):
+    """Every forward pass inside replaces each hook point's output x by edit(x) (patching
+    for one pass; steering for each step of a generation)."""
+    with ExitStack() as stack:
+        for hook, edit in edits.items():
+            stack.callback(output_module(model, hook).register_forward_hook(_swap(edit)).remove)
+        yield
+
+
 def run(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         edits: dict[Hook, Edit] | None = None, read: Hook | None = None, grad: bool = False,
         positions: torch.Tensor | None = None,
@@ -91,8 +101,7 @@ def run(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
     with ExitStack() as stack:
         if start is not None:
             stack.enter_context(_skipped(model, start))
-        for hook, edit in (edits or {}).items():
-            stack.callback(output_module(model, hook).register_forward_hook(_swap(edit)).remove)
+        stack.enter_context(edited(model, edits or {}))
         if read is not None:
             stack.callback(output_module(model, read).register_forward_hook(record).remove)
         if positions is not None:

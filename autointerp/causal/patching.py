@@ -34,8 +34,8 @@ class Outcome:
     logit_diff: torch.Tensor | None  # (n_masks,) mean logit(answer) - logit(distractor)
 
 
-def _kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
-    """KL(P || P_ref) over the last axis."""
+def kl_divergence(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """KL(P || P_ref) over the last axis (steering.py measures its strength with it too)."""
     return (logp.exp() * (logp - logp_ref)).sum(-1)
 
 
@@ -130,7 +130,7 @@ class Patcher:
         return self._run(slice(0, P), n, edits, grad).reshape(n, P, -1)
 
     def _outcome(self, logp: torch.Tensor) -> Outcome:
-        kl = _kl(logp, self.logp_cf[None]).mean(-1)
+        kl = kl_divergence(logp, self.logp_cf[None]).mean(-1)
         if self.batch.answer is None:
             return Outcome(kl, None)
         rows = torch.arange(self.batch.n_prompts)
@@ -188,6 +188,6 @@ class _Slice:
     def objective_sum(self, logp: torch.Tensor, metric: str) -> torch.Tensor:
         p, s, e = self.p, self.s, self.e
         if metric == "kl":
-            return _kl(logp, p.logp_cf[s:e]).sum()
+            return kl_divergence(logp, p.logp_cf[s:e]).sum()
         rows = torch.arange(e - s)
         return (logp[rows, p.batch.answer[s:e]] - logp[rows, p.batch.distractor[s:e]]).sum()

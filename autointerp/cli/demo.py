@@ -56,6 +56,11 @@ def demo(
                                            "checked negatives.")] = D.detection_examples,
     device: DeviceOpt = D.device,
     seed: SeedOpt = D.seed,
+    output_score: Annotated[bool, Opt("--output-score/--no-output-score", help="Also score "
+                                      "each dictionary's features by steering them (judge-free "
+                                      "output score).")] = D.output_score,
+    steer_prompts: Annotated[int, Opt("--steer-prompts", help="Held-out prompts steered per "
+                                      "feature for the output score.")] = D.steer_prompts,
     n_features: Annotated[int | None, Opt("--n-features", hidden=True, help="Deprecated: --n-sampled.")] = None,
     simulator_mode: OldModeOpt = None,
 ) -> None:
@@ -71,7 +76,8 @@ def demo(
             llm=None if llm.lower() == "none" else llm,
             simulator_mode=mode, random_model=random_model, lexical=lexical,
             concurrency=concurrency, device=device, seed=seed,
-            detection_examples=detection_examples)
+            detection_examples=detection_examples, output_score=output_score,
+            steer_prompts=steer_prompts)
     console = Console()
     result = run_demo(cfg, console)
     console.rule("outputs")

@@ -12,14 +12,14 @@ import typer
 
 from autointerp.errors import BadInputError
 from autointerp.scoring.llms import BACKENDS, MODES
-from autointerp.scoring.scorers import SCORERS
+from autointerp.scoring.scorers import OUTPUT_SCORERS, SCORERS
 
 DEFAULT_DB = Path("results/autointerp.db")
 
 Backend = Enum("Backend", {b: b for b in BACKENDS}, type=str)
 """Explainer and scoring-model backends: inprocess, openai, lexical."""
 ScoringMode = Enum("ScoringMode", {m: m for m in MODES}, type=str)
-ScorerName = Enum("ScorerName", {s: s for s in (*SCORERS, "all")}, type=str)
+ScorerName = Enum("ScorerName", {s: s for s in (*SCORERS, *OUTPUT_SCORERS, "all")}, type=str)
 
 
 class Arch(str, Enum):
@@ -101,7 +101,7 @@ BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compa
 ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (read at call time, never stored).", rich_help_panel=SCORING)]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Features (and endpoint requests) in flight at once.", rich_help_panel=RUN)]
 
-ScorerOpt = Annotated[list[ScorerName] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable; all: every one). Every scorer scores the same explanation with the scoring model. Default: simulation.", rich_help_panel=SCORERS_PANEL)]
+ScorerOpt = Annotated[list[ScorerName] | None, typer.Option("--scorer", help="Scorer of the explanations (repeatable; all: simulation, detection and fuzzing). output and intervention steer the feature in the subject model and are asked for by name. Every scorer scores the same explanation. Default: simulation.", rich_help_panel=SCORERS_PANEL)]
 PerPromptOpt = Annotated[int, typer.Option("--examples-per-prompt", help="Detection and fuzzing: held-out examples judged in one prompt (1-50).", rich_help_panel=SCORERS_PANEL)]
 ExampleTokensOpt = Annotated[int, typer.Option("--example-tokens", help="Detection and fuzzing: tokens per example, a window of its fragment (at most the store's fragment length, 64) around the maximum (SAEBench shows 21, delphi 32).", rich_help_panel=SCORERS_PANEL)]
 QuantilesOpt = Annotated[int, typer.Option("--quantiles", help="Detection and fuzzing: activation quantile bins of the activating examples; recall is reported per bin.", rich_help_panel=SCORERS_PANEL)]

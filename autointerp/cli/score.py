@@ -47,6 +47,15 @@ from autointerp.cli.options import (
     scoring_model,
     value,
 )
+from autointerp.cli.steer_options import (
+    ContinuationOpt,
+    InterventionBy,
+    InterventionByOpt,
+    SteerKlOpt,
+    SteerPromptsOpt,
+    SteerTokensOpt,
+    steer_settings,
+)
 from autointerp.errors import BadInputError
 from autointerp.progress import Progress, RichProgress
 
@@ -144,6 +153,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           hook: HookOpt = None, force: ForceOpt = False, scorer: ScorerOpt = None,
           workers: WorkersOpt = 1, examples_per_prompt: PerPromptOpt = 10,
           example_tokens: ExampleTokensOpt = 21, quantiles: QuantilesOpt = 10,
+          steer_kl: SteerKlOpt = 0.5, steer_prompts: SteerPromptsOpt = 40,
+          steer_prompt_tokens: SteerTokensOpt = 32, continuation_tokens: ContinuationOpt = 8,
+          intervention_scorer: InterventionByOpt = InterventionBy.subject,
           simulator: OldBackendOpt = None, simulator_model: OldModelOpt = None,
           simulator_base_url: OldUrlOpt = None, simulator_mode: OldModeOpt = None,
           n_features: OldNFeaturesOpt = None, explanations: ExplanationsOpt = None,
@@ -195,7 +207,10 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     expl = given or expl
     frag_cfg = FragmentConfig(n_features=n_sampled, random_from=value(random_from), seed=seed)
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
-                        force=force, scorers=scorers, judge=judge) for d in dict_]
+                        force=force, scorers=scorers, judge=judge,
+                        steering=steer_settings(steer_kl, steer_prompts, steer_prompt_tokens,
+                                                continuation_tokens, seed, value(intervention_scorer)))
+            for d in dict_]
     from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
 
     fewer_collections()

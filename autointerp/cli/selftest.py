@@ -39,6 +39,13 @@ from autointerp.cli.options import (
     scorer_names,
     scoring_model,
 )
+from autointerp.cli.steer_options import (
+    ContinuationOpt,
+    SteerKlOpt,
+    SteerPromptsOpt,
+    SteerTokensOpt,
+    steer_settings,
+)
 from autointerp.progress import Progress
 
 StoreOpt = Annotated[Path | None, typer.Option("--acts", help="Activation store whose eval fragments carry the planted features; default: the builtin corpus, tokenized with SmolLM2's tokenizer.")]
@@ -84,7 +91,9 @@ def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_planted: PlantedOp
              concurrency: ConcurrencyOpt = 8, device: DeviceOpt = "auto",
              seed: SeedOpt = 0, scorer: ScorerOpt = None,
              examples_per_prompt: PerPromptOpt = 10, example_tokens: ExampleTokensOpt = 21,
-             quantiles: QuantilesOpt = 10, simulator: OldBackendOpt = None,
+             quantiles: QuantilesOpt = 10, steer_kl: SteerKlOpt = 0.5,
+             steer_prompts: SteerPromptsOpt = 40, steer_prompt_tokens: SteerTokensOpt = 32,
+             continuation_tokens: ContinuationOpt = 8, simulator: OldBackendOpt = None,
              simulator_model: OldModelOpt = None, simulator_base_url: OldUrlOpt = None,
              simulator_mode: OldModeOpt = None, n_features: OldPlantedOpt = None) -> None:
     """Score planted features with their true and with wrong explanations, for each scorer
@@ -104,7 +113,8 @@ def selftest(acts: StoreOpt = None, db: DbOpt = DEFAULT_DB, n_planted: PlantedOp
     database = open_db(db)
     sim = make_simulator(database, backend, model, mode, url or base_url, api_key_env,
                          concurrency, device, {})
-    for one in make_scorers(names, sim, judge):
+    steer = steer_settings(steer_kl, steer_prompts, steer_prompt_tokens, continuation_tokens, seed)
+    for one in make_scorers(names, sim, judge, steer):
         _one_selftest(one, sim, database, store, n_planted, seed, right_threshold,
                       gap_threshold)
 
@@ -113,6 +123,8 @@ def _one_selftest(scorer, sim, database, store, n_features, seed, right_threshol
                   gap_threshold) -> None:
     from autointerp.scoring.selftest import run_selftest
 
+    if hasattr(scorer, "bind"):
+        return _output_selftest(scorer, database, store)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns) as bar:
@@ -138,3 +150,22 @@ def _one_selftest(scorer, sim, database, store, n_features, seed, right_threshol
     # Does the score drop for a partial or padded explanation? (scoring/perturbation.py)
     p = asyncio.run(checked(scorer, sim, database, store=store, seed=seed))
     console.print(p.line(), style="bold red" if p.flagged else None, markup=False)
+
+
+def _output_selftest(scorer, database, store) -> None:
+    """Planted output features (steering scorers): no simulator involved."""
+    from autointerp.scoring.selftest_outputs import run_output_selftest
+
+    res = run_output_selftest(scorer, database, store=store)
+    table = Table(title=f"{scorer.name} self-test: planted output features on {res.simulator}")
+    for col in ("planted", "explanation", "score", "compared with", "its score", "note"):
+        table.add_column(col, overflow="fold")
+    for d in res.details:
+        table.add_row(d.feature, d.explanation, _score(d.right), d.wrong_explanation,
+                      _score(d.wrong), d.failure or "")
+    console = Console()
+    console.print(table)
+    console.print(f"planted {_ci(*res.right)}   null {_ci(*res.wrong)}   difference "
+                  f"{_ci(*res.gap)}", markup=False)
+    console.print(f"{res.verdict}: {res.simulator} [{scorer.name}]",
+                  style="bold green" if res.passed else "bold red", markup=False)

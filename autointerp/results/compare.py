@@ -32,6 +32,7 @@ from autointerp.results.markdown import (  # noqa: F401 (re-exported: compare's 
     scorer_columns,
     table_markdown,
 )
+from autointerp.results.output_columns import add_output_columns, output_markdown
 from autointerp.results.rules import ledger_line, rule_groups, with_rules
 from autointerp.scoring.stats import mean_ci
 
@@ -99,7 +100,7 @@ def build_table(db: sqlite_utils.Database, seed: int = 0) -> pd.DataFrame:
         mine = feats[feats.run_id == run.run_id]
         for rule, scored in rule_groups(mine[mine.status == "scored"]):
             rows.append(_row(run, mine, scored, rule, seed))
-    return pd.DataFrame(rows)
+    return add_output_columns(db, pd.DataFrame(rows), seed)
 
 
 def _row(run, mine: pd.DataFrame, scored: pd.DataFrame, rule: str, seed: int) -> dict:
@@ -299,7 +300,9 @@ def write_comparison(db: sqlite_utils.Database, out: Path, seed: int = 0) -> Com
     paths = {name: out / name for name in
              ("table.md", "table.csv", "differences.md", "scores.png")}
     checks = build_checks(db, table, seed)
-    paths["table.md"].write_text(table_markdown(table, verdicts, seed) + "\n" + checks.text)
+    outputs = output_markdown(table)
+    paths["table.md"].write_text(table_markdown(table, verdicts, seed)
+                                 + ("\n" + outputs if outputs else "") + "\n" + checks.text)
     table.to_csv(paths["table.csv"], index=False)
     paths["differences.md"].write_text(differences_markdown(diffs, verdicts, seed))
     save_scores(table, verdicts, paths["scores.png"])

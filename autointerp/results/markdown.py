@@ -17,6 +17,11 @@ SCORER_MEANING = {
                  "many checked zero-activation ones; AUROC of P(1) where logprobs exist",
     "fuzzing": "balanced accuracy (chance 0.5) of the judge's verdict on whether the marked "
                "tokens are the ones the explanation describes; AUROC of P(1) where logprobs exist",
+    "output": "Arad et al.'s output score (judge-free): after steering the feature at the "
+              "KL-matched strength, (1 - best rank of its decoder's top-20 tokens / |V|) x their "
+              "highest probability, mean over held-out prompts",
+    "intervention": "mean over held-out prompts of log P(explanation | steered continuation) - "
+                    "log P(explanation | clean continuation), the subject model as scorer",
 }
 
 def _missing(x) -> bool:

@@ -30,10 +30,11 @@ from autointerp.results.compare import (
     load_runs,
     verdict_lines,
 )
+from autointerp.results.output_columns import score_html, steered_html
 
 FEATURES_SQL = """
 SELECT run_id, feature, status, reason, explanation, explanations, score, score_top,
-       score_random, score_spread, constant, fragments, auroc
+       score_random, score_spread, constant, fragments, auroc, metrics
 FROM features ORDER BY run_id, feature
 """
 SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
@@ -122,6 +123,8 @@ def _lens_html(lens) -> str:
 
 
 def _score_html(run, feat: dict) -> str:
+    if (steered := score_html(run.scorer, feat)) is not None:
+        return steered
     if run.scorer == "simulation":
         return (f'<span class="score">score {_fmt(feat["score"])} (top {_fmt(feat["score_top"])}, '
                 f'random {_fmt(feat["score_random"])})</span>')
@@ -163,6 +166,7 @@ def _card(i: int, run, feat: dict, untrusted: bool, lens=None, np_id: str | None
         f'{e(str(run.simulator))}</span>{_np_link(np_id, int(feat["feature"]))}</header>'
         f'<p class="expl">{e(feat["explanation"] or "(no explanation)")}</p>{extra}'
         f'{_histogram_svg(json.loads(feat["fragments"] or "{}"))}{_lens_html(lens)}'
+        f'{steered_html(run.scorer, json.loads(feat["fragments"] or "{}"), feat.get("metrics"))}'
         '<div class="top-frags"></div>'
         f'<details class="scoring"><summary>{SUMMARIES.get(run.scorer, run.scorer)}</summary>'
         '<div class="scoring-frags"></div></details></article>')

@@ -24,7 +24,8 @@ from autointerp.types import ScoringFailed
 
 CALL_FAILED = "llm call failed"
 """Reason prefix of features lost to endpoint errors; a rerun tries them again."""
-SUMMARY_KEYS = ("recall_per_quantile", "no_answer", "n_positive", "n_negative", "negative_rule")
+SUMMARY_KEYS = ("recall_per_quantile", "no_answer", "n_positive", "n_negative", "negative_rule",
+                "input_score", "strength", "kl", "costs")
 """Small per-record figures kept in the `metrics` column beside the full details."""
 
 

@@ -39,6 +39,7 @@ from autointerp.scoring.fragments import (
 from autointerp.scoring.ledger import summarise_ledger
 from autointerp.scoring.scorers import make_scorers, parse_scorers
 from autointerp.scoring.stats import import_bootstrap, mean_ci
+from autointerp.scoring.steered import SteerSettings, bind_steering
 from autointerp.scoring.usage import metered
 from autointerp.scoring.verdicts import JudgeSettings
 from autointerp.scoring.workers import Shard
@@ -68,6 +69,8 @@ class ScoreConfig:
     """simulation, detection, fuzzing (or all): each scores the same explanations."""
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     """Detection and fuzzing settings (quantile bins, batch size, example length)."""
+    steering: SteerSettings = field(default_factory=SteerSettings)
+    """Output and intervention settings (target KL, prompts, continuation length)."""
 
     def __post_init__(self):
         if self.explanations_per_feature < 1 or self.concurrency < 1:
@@ -189,8 +192,13 @@ async def _selftests(scorers, simulator, db, store, enabled: bool) -> dict:
 
     out = {}
     for scorer in scorers:
-        out[scorer.name] = await selftest(simulator, db, store=store, scorer=scorer)
-        await checked(scorer, simulator, db, store=store)  # flagged in compare's tables
+        if hasattr(scorer, "bind"):  # steering scorers: planted output features instead
+            from autointerp.scoring.selftest_outputs import run_output_selftest
+
+            out[scorer.name] = run_output_selftest(scorer, db, store=store, ctx=scorer.ctx)
+        else:
+            out[scorer.name] = await selftest(simulator, db, store=store, scorer=scorer)
+            await checked(scorer, simulator, db, store=store)  # flagged in compare's tables
     return out
 
 
@@ -249,7 +257,11 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
                             f"store's {store.fragment_len}-token fragments")
     metered(explainer)
     metered(simulator)
-    scorers = make_scorers(cfg.scorers, simulator, cfg.judge)
+    scorers = make_scorers(cfg.scorers, simulator, cfg.judge, cfg.steering)
+    if workers is not None and workers.n > 1 and any(hasattr(s, "bind") for s in scorers):
+        raise BadInputError("the output and intervention scorers steer the model in one "
+                            "process: score them with --workers 1")
+    bind_steering(scorers, cfg.dictionary, store, db)
     for scorer in scorers:
         await scorer.prepare()
     tests = await _selftests(scorers, simulator, db, store, cfg.selftest)
@@ -296,6 +308,9 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
         await asyncio.gather(
             own_share(),
             workers.run(shards, progress.feature_done, getattr(progress, "worker_counts", None)))
+    for scorer in scorers:  # nulls that need every feature's explanation (intervention)
+        if hasattr(scorer, "finish"):
+            await scorer.finish(db, run_ids[scorer.name])
     return tuple(replace(summarise(db, run_ids[s.name], simulator, tests.get(s.name),
                                    seed=cfg.fragments.seed), unexplained=unexplained)
                  for s in scorers)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from autointerp.errors import BadInputError
 from autointerp.scoring.scorers.base import (  # noqa: F401 (the contract, re-exported)
+    OUTPUT_SCORERS,
     SCORERS,
     Scorer,
     ScoreRecord,
@@ -31,8 +33,9 @@ def judge_for(simulator, task: str):
     return LLMJudge(simulator, task)
 
 
-def make_scorers(names: Iterable[str], simulator, judge_settings=None) -> list:
-    """Scorers for `names`, all scoring through `simulator`'s model."""
+def make_scorers(names: Iterable[str], simulator, judge_settings=None, steer_settings=None) -> list:
+    """Scorers for `names`, all scoring through `simulator`'s model (the output-side ones
+    through the subject model, bound to it by scoring.steered.bind_steering)."""
     from autointerp.scoring.scorers.detection import DetectionScorer
     from autointerp.scoring.scorers.fuzzing import FuzzingScorer
     from autointerp.scoring.scorers.simulation import SimulationScorer
@@ -41,9 +44,28 @@ def make_scorers(names: Iterable[str], simulator, judge_settings=None) -> list:
     judge_settings = judge_settings or JudgeSettings()
     out = []
     for name in parse_scorers(names):
-        if name == "simulation":
+        if name in OUTPUT_SCORERS:
+            out.append(_output_scorer(name, steer_settings, simulator))
+        elif name == "simulation":
             out.append(SimulationScorer(simulator))
         else:
             cls = DetectionScorer if name == "detection" else FuzzingScorer
             out.append(cls(judge_for(simulator, name), judge_settings))
     return out
+
+
+def _output_scorer(name: str, steer_settings, simulator):
+    from autointerp.scoring.scorers.intervention import InterventionScorer
+    from autointerp.scoring.scorers.output import OutputScorer
+    from autointerp.scoring.steered import SteerSettings
+
+    s = steer_settings or SteerSettings()
+    if name == "output":
+        return OutputScorer(s)
+    client = None
+    if s.intervention_by == "simulator":
+        client = getattr(simulator, "client", None)
+        if client is None:
+            raise BadInputError("--intervention-scorer simulator needs an LLM simulator (one "
+                                "that returns prompt logprobs), not the lexical one")
+    return InterventionScorer(s, client)

@@ -10,6 +10,9 @@ from typing import Protocol
 from autointerp.errors import BadInputError
 
 SCORERS = ("simulation", "detection", "fuzzing")
+OUTPUT_SCORERS = ("output", "intervention")
+"""Output-side scorers (steering the feature, scoring.steered): asked for by name only, not
+by 'all', since they load the subject model."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,10 @@ class Scorer(Protocol):
 
 
 def parse_scorers(names: Iterable[str]) -> tuple[str, ...]:
-    """`--scorer` values (repeatable, 'all' for every scorer) in canonical order."""
+    """`--scorer` values (repeatable, 'all' for every input-side scorer) in canonical order."""
     names = [n.strip().lower() for n in names] or ["simulation"]
-    unknown = sorted(set(names) - {*SCORERS, "all"})
+    unknown = sorted(set(names) - {*SCORERS, *OUTPUT_SCORERS, "all"})
     if unknown:
-        raise BadInputError(f"unknown scorer {unknown[0]!r}; choose {', '.join(SCORERS)} or all")
-    return SCORERS if "all" in names else tuple(s for s in SCORERS if s in names)
+        raise BadInputError(f"unknown scorer {unknown[0]!r}; choose "
+                            f"{', '.join(SCORERS + OUTPUT_SCORERS)} or all")
+    return tuple(s for s in SCORERS + OUTPUT_SCORERS if s in names or s in SCORERS and "all" in names)
