@@ -48,7 +48,8 @@ def random_like(sae: Dictionary, seed: int = 0) -> Dictionary:
 
 def random_sae_from(sae_dir: str | Path, store, out: str | Path, seed: int = 0) -> Dictionary:
     """Make (or reuse) the random SAE of the SAE in `sae_dir`, evaluated on `store`."""
-    from autointerp.dictionaries.dictionary import load_dictionary, prepare_out
+    from autointerp.dictionaries.outputs import prepare_out
+    from autointerp.dictionaries.sources import load_dictionary
     from autointerp.sae.run import save_evaluated
 
     sae = load_dictionary(sae_dir)

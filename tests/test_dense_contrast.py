@@ -63,7 +63,7 @@ def test_dense_fuzzing_marks_high_tokens_and_mismarks_low_ones():
 
 
 def test_zero_rule_kept_wherever_it_applies(tmp_path):
-    from autointerp.dictionaries.dictionary import load_dictionary
+    from autointerp.dictionaries.sources import load_dictionary
     from autointerp.harvest.store import ActivationStore
     from autointerp.scoring.fragments import FragmentConfig, collect_fragments
 

@@ -18,8 +18,7 @@ from autointerp.dictionaries.dictionary import Dictionary
 from autointerp.errors import BadInputError
 from autointerp.harvest.hooks import parse_hook
 from autointerp.harvest.models import load_causal_lm
-from tests.support.models import build_tiny_gpt2
-from tests.support.models import single_torch_thread
+from tests.support.models import build_tiny_gpt2, single_torch_thread
 
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 

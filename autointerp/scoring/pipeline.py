@@ -382,4 +382,4 @@ def summarise(db, run_id: str, simulator=None, st=None, seed: int = 0) -> RunSum
         float(np.mean(spreads)) if spreads else math.nan, run["selftest_id"],
         None if st is None else bool(st.passed), getattr(simulator, "note", ""),
         run["scorer"] or "simulation", float(np.mean(aurocs)) if aurocs else math.nan, cost,
-        summarise_ledger(rows, run["n_sampled"]).line())
+        ledger=summarise_ledger(rows, run["n_sampled"]).line())
