@@ -111,11 +111,6 @@ class CachedClient:
     def supports(self, feature: str) -> bool | None:
         return self.inner.supports(feature)
 
-    def _latency(self, key: str) -> float | None:
-        """How long the stored answer took when it was made (the endpoint probe reads it)."""
-        rows = list(self.db.query("select latency_s from llm_calls where key = ?", [key]))
-        return rows[0]["latency_s"] if rows else None
-
     def _lookup(self, key: str) -> dict | None:
         rows = list(self.db.query("select response from llm_calls where key = ?", [key]))
         return loads(rows[0]["response"]) if rows else None
@@ -123,12 +118,13 @@ class CachedClient:
     async def complete(self, request: CompletionRequest) -> Completion:
         text = dumps(canonical(request))
         key = request_key(self.name, request, text)
-        stored = self._lookup(key)
-        if stored is not None:
+        rows = list(self.db.query("select response, latency_s from llm_calls where key = ?",
+                                  [key]))
+        if rows:  # one query: a hit also gives how long the answer took (the probe reads it)
             self.hits += 1
-            c = completion_from_json(stored)  # usage stays that of the original call
+            c = completion_from_json(loads(rows[0]["response"]))  # usage: the original call's
             return replace(c, meta={**c.meta, "cache_hit": True,
-                                    "latency_s": self._latency(key)})
+                                    "latency_s": rows[0]["latency_s"]})
         if key in self._in_flight:
             self.hits += 1
             return await asyncio.shield(self._in_flight[key])
