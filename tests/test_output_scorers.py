@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,23 +23,10 @@ from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulato
 from autointerp.scoring.scorers.output import output_score
 from autointerp.scoring.steered import SteerSettings
 from tests.support.cli import random_dictionary
-from tests.support.models import corpus_text, single_torch_thread, train_tokenizer
+from tests.support.models import build_tiny, corpus_text, single_torch_thread
 
 one_thread = pytest.fixture(autouse=True)(single_torch_thread)
 STEER = SteerSettings(n_prompts=4, prompt_tokens=8, continuation_tokens=4, n_null=2, tolerance=0.05)
-
-
-def _tiny_gpt2(path: Path) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tok = train_tokenizer([corpus_text(1)], "gpt2")
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                                       vocab_size=len(tok), initializer_range=0.4,
-                                       pad_token_id=tok.pad_token_id))
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +34,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     corpus = root / "docs.txt"
     corpus.write_text(corpus_text(0, n_paragraphs=60), encoding="utf-8")
-    store = harvest(HarvestConfig(hook="resid.0", model=str(_tiny_gpt2(root / "gpt2")),
+    store = harvest(HarvestConfig(hook="resid.0", model=str(build_tiny("gpt2", root / "gpt2", n_layer=2, initializer_range=0.4)),
                                   corpus=str(corpus), n_tokens=3000, eval_fraction=0.5,
                                   device="cpu", dtype="float32", batch_size=16, out=root / "store"))
     dict_path = random_dictionary(store, root / "dict", n_features=8)
