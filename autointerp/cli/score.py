@@ -79,6 +79,7 @@ HarvestDtypeOpt = Annotated[ModelDtype, typer.Option("--dtype", help="Model dtyp
 SelftestOpt = Annotated[bool, typer.Option("--selftest/--no-selftest", help="Run the scoring model's self-test on planted features first (cached).", rich_help_panel=SCORERS_PANEL)]
 ExplanationsOpt = Annotated[Path | None, typer.Option("--explanations", help="Score explanations written elsewhere instead of explaining: our `export neuronpedia` folder, Neuronpedia's public export (explanations/batch-N.jsonl.gz), delphi's explanations folder, or a CSV/JSONL of index,text[,source]. Sampled features it does not explain are listed, not scored.", rich_help_panel=EXPLAINER)]
 ExplanationsSourceOpt = Annotated[str | None, typer.Option("--explanations-source", help="With --explanations: keep only rows of this source (Neuronpedia: TYPENAME/EXPLANATIONMODELNAME, e.g. oai_token-act-pair/gpt-4o-mini), for files that explain a feature more than once.", rich_help_panel=EXPLAINER)]
+ResampleOpt = Annotated[int, typer.Option("--resample-examples", help="Simulation, detection and fuzzing: score each explanation on N seeded draws of its held-out examples (draw 0 is the usual one; the others resample them with replacement); the score is their mean, and compare splits off the variance between draws. 1 changes nothing.", rich_help_panel=SCORERS_PANEL)]
 
 
 def _ci(s) -> str:
@@ -160,7 +161,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           simulator_base_url: OldUrlOpt = None, simulator_mode: OldModeOpt = None,
           n_features: OldNFeaturesOpt = None, explanations: ExplanationsOpt = None,
           explanations_source: ExplanationsSourceOpt = None,
-          dtype: HarvestDtypeOpt = ModelDtype.auto) -> None:
+          dtype: HarvestDtypeOpt = ModelDtype.auto,
+          resample_examples: ResampleOpt = 1) -> None:
     """Score dictionaries: sample features, explain their top fragments (or read the
     explanations given), score each explanation with every scorer asked for."""
     from autointerp.db import open_db
@@ -180,6 +182,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
                             f"(each worker would load its own; got {workers})")
     judge = judge_settings(examples_per_prompt, example_tokens, quantiles)
     scorers = scorer_names(scorer)
+    from autointerp.scoring.scorers.draws import check_draws
+
+    check_draws(resample_examples, scorers)
     from autointerp.dictionaries.sources import expand_specs
 
     dict_ = expand_specs(dict_)  # a sparsify checkpoint root scores every hookpoint
@@ -209,7 +214,8 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
                         force=force, scorers=scorers, judge=judge,
                         steering=steer_settings(steer_kl, steer_prompts, steer_prompt_tokens,
-                                                continuation_tokens, seed, value(intervention_scorer)))
+                                                continuation_tokens, seed, value(intervention_scorer)),
+                        resample_examples=resample_examples)
             for d in dict_]
     from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
 

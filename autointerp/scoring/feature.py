@@ -61,11 +61,13 @@ def _failed(feature: int, reason: str, fragments: dict, usage: dict, ledger=None
 def _scored(feature: int, texts: list[str], records, fragments: dict, usage: dict,
             ledger=None) -> dict:
     for key in records[0].details:
-        if key not in SUMMARY_KEYS:
+        if key not in SUMMARY_KEYS and key != "draw_scores":
             fragments[key] = [r.details.get(key) for r in records]
     metrics = {k: [r.details.get(k) for r in records] for k in SUMMARY_KEYS
                if k in records[0].details}
-    if len(records) > 1:  # per explanation sample: compare's stability resamples them
+    if "draw_scores" in records[0].details:  # (explanation samples, example draws)
+        metrics["scores"] = [r.details["draw_scores"] for r in records]
+    elif len(records) > 1:  # per explanation sample: compare's stability resamples them
         metrics["scores"] = [None if math.isnan(r.score) else r.score for r in records]
     if ledger is not None:
         metrics["ledger"] = [ledger.to_json()]

@@ -38,6 +38,7 @@ from autointerp.scoring.fragments import (
 )
 from autointerp.scoring.ledger import summarise_ledger
 from autointerp.scoring.scorers import make_scorers, parse_scorers
+from autointerp.scoring.scorers.draws import check_draws
 from autointerp.scoring.stats import import_bootstrap, mean_ci
 from autointerp.scoring.steered import SteerSettings, bind_steering
 from autointerp.scoring.usage import metered
@@ -71,11 +72,15 @@ class ScoreConfig:
     """Detection and fuzzing settings (quantile bins, batch size, example length)."""
     steering: SteerSettings = field(default_factory=SteerSettings)
     """Output and intervention settings (target KL, prompts, continuation length)."""
+    resample_examples: int = 1
+    """Seeded draws of each scorer's held-out examples per explanation (scorers/draws.py);
+    the score is their mean. 1: today's single draw, same scores and run ids."""
 
     def __post_init__(self):
         if self.explanations_per_feature < 1 or self.concurrency < 1:
             raise BadInputError("--explanations-per-feature and --concurrency must be at least 1")
         object.__setattr__(self, "scorers", parse_scorers(self.scorers))
+        check_draws(self.resample_examples, self.scorers)
 
 
 @dataclass(frozen=True)
@@ -215,8 +220,9 @@ def _upsert_dictionary(db, dict_id: str, path: Path, dictionary) -> None:
 def _run_config(base: dict, scorer) -> dict:
     """A simulation run's config is what it was before there were other scorers, so its
     run id (and a database's finished rows) stay valid."""
-    return base if scorer.name == "simulation" else {**base, "scorer": scorer.name,
-                                                     "scorer_settings": scorer.settings()}
+    if scorer.name == "simulation":
+        return {**base, **scorer.settings()}  # empty unless examples are drawn again
+    return {**base, "scorer": scorer.name, "scorer_settings": scorer.settings()}
 
 
 def _insert_run(db, run_id, config, cfg, store, dict_id, label, explainer, simulator, scorer,
@@ -257,7 +263,7 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
                             f"store's {store.fragment_len}-token fragments")
     metered(explainer)
     metered(simulator)
-    scorers = make_scorers(cfg.scorers, simulator, cfg.judge, cfg.steering)
+    scorers = make_scorers(cfg.scorers, simulator, cfg.judge, cfg.steering, cfg.resample_examples)
     if workers is not None and workers.n > 1 and any(hasattr(s, "bind") for s in scorers):
         raise BadInputError("the output and intervention scorers steer the model in one "
                             "process: score them with --workers 1")
@@ -297,7 +303,8 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
                         tuple(s.name for s in scorers),
                         cfg.judge, run_ids,
                         {k: frozenset(ff.feature for ff in part if ff.feature in v)
-                         for k, v in todo.items()}, tuple(part), *args, share)
+                         for k, v in todo.items()}, tuple(part), *args, share,
+                        draws=cfg.resample_examples)
                   for part in rest if part]
 
         async def own_share() -> None:

@@ -32,6 +32,7 @@ from autointerp.scoring.parsing import (
     template,
 )
 from autointerp.scoring.safety import drop_unsafe, parse_own_array
+from autointerp.scoring.scorers.draws import draw_settings, judge_draw, score_draws
 from autointerp.scoring.stats import auroc, balanced_accuracy
 from autointerp.types import Fragment, ScoringFailed
 
@@ -228,8 +229,9 @@ class JudgeScorer:
 
     name = ""
 
-    def __init__(self, judge, settings: JudgeSettings = JudgeSettings()):
-        self.judge, self.s = judge, settings
+    def __init__(self, judge, settings: JudgeSettings = JudgeSettings(), draws: int = 1):
+        self.judge, self.s, self.draws = judge, settings, draws
+        """draws: seeded draws of the held-out examples per explanation (scorers/draws.py)."""
 
     def examples(self, ff, s: JudgeSettings) -> list[Example]:
         raise NotImplementedError
@@ -242,17 +244,22 @@ class JudgeScorer:
         # The dense rule's quantiles are part of the run id: runs made before it refused
         # dense features, and a rerun must score them rather than keep those refusals.
         return {"scorer": self.name, "judge": self.judge.settings(), **asdict(self.s),
-                "dense_rule": {"low": DENSE_LOW, "high": DENSE_HIGH}}
+                "dense_rule": {"low": DENSE_LOW, "high": DENSE_HIGH},
+                **draw_settings(self.draws)}
 
     async def prepare(self) -> None:
         await self.judge.prepare()
 
     async def score(self, explanation: str, ff, n_shown: int):
-        examples = drop_unsafe(self.examples(ff, self.s))
+        return await score_draws(lambda k: self._score_draw(explanation, *judge_draw(
+            ff, self.s, k)), self.draws)
+
+    async def _score_draw(self, explanation: str, ff, s: JudgeSettings):
+        examples = drop_unsafe(self.examples(ff, s))
         n_pos = sum(e.label for e in examples)
-        check_counts(n_pos, len(examples) - n_pos, self.s, f"{self.name} (after safety drops)")
-        record = await judge_examples(self.judge, explanation, examples, self.s, ff.feature)
-        contrast = self.contrast(ff, self.s)
+        check_counts(n_pos, len(examples) - n_pos, s, f"{self.name} (after safety drops)")
+        record = await judge_examples(self.judge, explanation, examples, s, ff.feature)
+        contrast = self.contrast(ff, s)
         if contrast is not None:
             record.details["negative_rule"] = contrast.details()
         return record

@@ -69,6 +69,8 @@ class Shard:
     n_shown: int
     n_explanations: int
     concurrency: int
+    draws: int = 1
+    """Seeded draws of each scorer's held-out examples (scorers/draws.py)."""
 
 
 class Workers:
@@ -198,7 +200,7 @@ async def _score_shard(shard: Shard) -> int:
 
     metered(explainer)
     metered(simulator)
-    scorers = make_scorers(shard.scorers, simulator, shard.judge)
+    scorers = make_scorers(shard.scorers, simulator, shard.judge, draws=shard.draws)
     for scorer in scorers:
         await scorer.prepare()
     await shard.score_features(shard.features, explainer, scorers, shard.todo, shard.run_ids, db,

@@ -33,9 +33,11 @@ def judge_for(simulator, task: str):
     return LLMJudge(simulator, task)
 
 
-def make_scorers(names: Iterable[str], simulator, judge_settings=None, steer_settings=None) -> list:
+def make_scorers(names: Iterable[str], simulator, judge_settings=None, steer_settings=None,
+                 draws: int = 1) -> list:
     """Scorers for `names`, all scoring through `simulator`'s model (the output-side ones
-    through the subject model, bound to it by scoring.steered.bind_steering)."""
+    through the subject model, bound to it by scoring.steered.bind_steering). `draws`:
+    seeded draws of the held-out examples per explanation (draws.py)."""
     from autointerp.scoring.scorers.detection import DetectionScorer
     from autointerp.scoring.scorers.fuzzing import FuzzingScorer
     from autointerp.scoring.scorers.simulation import SimulationScorer
@@ -47,10 +49,10 @@ def make_scorers(names: Iterable[str], simulator, judge_settings=None, steer_set
         if name in OUTPUT_SCORERS:
             out.append(_output_scorer(name, steer_settings, simulator))
         elif name == "simulation":
-            out.append(SimulationScorer(simulator))
+            out.append(SimulationScorer(simulator, draws))
         else:
             cls = DetectionScorer if name == "detection" else FuzzingScorer
-            out.append(cls(judge_for(simulator, name), judge_settings))
+            out.append(cls(judge_for(simulator, name), judge_settings, draws))
     return out
 
 

@@ -38,6 +38,7 @@ from autointerp.scoring.parsing import (
     token_starts,
 )
 from autointerp.scoring.safety import drop_unsafe, parse_own_array
+from autointerp.scoring.scorers.draws import draw_settings, score_draws, simulation_draw
 from autointerp.types import Fragment, Simulation, SimulationFailed
 
 MODES = ("all-at-once", "logprobs", "json")
@@ -316,11 +317,14 @@ class SimulationScorer:
 
     name = "simulation"
 
-    def __init__(self, simulator):
-        self.simulator = simulator
+    def __init__(self, simulator, draws: int = 1):
+        self.simulator, self.draws = simulator, draws
+        """draws: seeded resamples of the scoring fragments per explanation (draws.py)."""
 
     def settings(self) -> dict:
-        return {}  # the simulator's settings are the run's; a simulation run id stays as it was
+        # The simulator's settings are the run's; a simulation run id stays as it was
+        # unless the scoring fragments are drawn more than once.
+        return draw_settings(self.draws)
 
     async def prepare(self) -> None:
         prepare = getattr(self.simulator, "prepare", None)
@@ -328,13 +332,17 @@ class SimulationScorer:
             await prepare()
 
     async def score(self, explanation: str, ff, n_shown: int):
-        from autointerp.scoring.scorers.base import ScoreRecord
-        from autointerp.scoring.stats import score_simulation
-
         scoring = ff.scoring_fragments(n_shown)
         top, rest = drop_unsafe(scoring[:n_shown]), drop_unsafe(scoring[n_shown:])
         if not top or not rest:
             raise SimulationFailed("no top or no random scoring fragment can be shown safely")
+        return await score_draws(lambda k: self._score_draw(explanation, *simulation_draw(
+            top, rest, ff.feature, k)), self.draws)
+
+    async def _score_draw(self, explanation: str, top: list, rest: list):
+        from autointerp.scoring.scorers.base import ScoreRecord
+        from autointerp.scoring.stats import score_simulation
+
         scoring = top + rest
         sim = await self.simulator.simulate(explanation, scoring)
         s = score_simulation(scoring, sim, n_top=len(top))
