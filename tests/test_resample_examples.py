@@ -14,19 +14,28 @@ import pytest
 from autointerp.db import open_db
 from autointerp.errors import BadInputError
 from autointerp.results import compare
+from autointerp.scoring.fragments import FragmentConfig
 from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
-from tests.support.cli import error_line, run_cli
+from autointerp.scoring.workers import Workers
+from tests.support.cli import check_db, error_line, run_cli
 from tests.support.data import sparse_planted
 
 SCORERS = ("simulation", "detection", "fuzzing")
 
 
-def _score(db_path, dict_path, n: int):
+def _score(db_path, dict_path, n: int, workers=None, n_features: int = 150):
     db = open_db(db_path)
-    cfg = ScoreConfig(dict_path, scorers=("all",), selftest=False, resample_examples=n)
-    asyncio.run(score_dictionary_runs(cfg, LexicalExplainer(), LexicalSimulator(), db))
+    cfg = ScoreConfig(dict_path, scorers=("all",), selftest=False, resample_examples=n,
+                      fragments=FragmentConfig(n_features=n_features))
+    asyncio.run(score_dictionary_runs(cfg, LexicalExplainer(), LexicalSimulator(), db,
+                                      workers=workers))
     return db
+
+
+def lexical_llms(db):
+    """A worker's make_llms (module level, so that it pickles)."""
+    return LexicalExplainer(), LexicalSimulator(), []
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +100,14 @@ def test_bad_resample_examples_is_one_line_on_the_command_line(tmp_path):
                       "--explainer", "lexical", "--scoring-backend", "lexical",
                       "--resample-examples", "0"])
     assert error_line(result) == "--resample-examples must be at least 1 (got 0)"
+
+
+def test_workers_draw_the_same_examples(tmp_path):
+    _, dict_path = sparse_planted(tmp_path, n_fragments=200)
+    rows = {}
+    for n in (1, 2):
+        with Workers(n, str(tmp_path / f"{n}.db"), lexical_llms) as workers:
+            _score(tmp_path / f"{n}.db", dict_path, 3, workers, n_features=6)
+        rows[n] = check_db(tmp_path / f"{n}.db").execute(
+            "select run_id, feature, score, metrics from features order by 1, 2").fetchall()
+    assert rows[2] == rows[1] and all('"scores"' in r[3] for r in rows[1])
