@@ -13,21 +13,28 @@ import pytest
 
 from autointerp.db import open_db
 from autointerp.errors import BadInputError
+from autointerp.llm.cache import CachedClient
 from autointerp.results import compare
-from autointerp.scoring.fragments import FragmentConfig
+from autointerp.scoring.fragments import FragmentConfig, collect_fragments
 from autointerp.scoring.pipeline import ScoreConfig, score_dictionary_runs
+from autointerp.scoring.scorers.detection import DetectionScorer
 from autointerp.scoring.scorers.lexical import LexicalExplainer, LexicalSimulator
+from autointerp.scoring.scorers.simulation import LLMSimulator
+from autointerp.scoring.verdicts import JudgeSettings, LLMJudge
 from autointerp.scoring.workers import Workers
 from tests.support.cli import check_db, error_line, run_cli
 from tests.support.data import sparse_planted
+from tests.support.llm import judge_endpoint
 
 SCORERS = ("simulation", "detection", "fuzzing")
 
 
-def _score(db_path, dict_path, n: int, workers=None, n_features: int = 150):
+def _score(db_path, dict_path, n: int, workers=None, n_features: int = 150,
+           n_explanations: int = 1):
     db = open_db(db_path)
     cfg = ScoreConfig(dict_path, scorers=("all",), selftest=False, resample_examples=n,
-                      fragments=FragmentConfig(n_features=n_features))
+                      fragments=FragmentConfig(n_features=n_features),
+                      explanations_per_feature=n_explanations)
     asyncio.run(score_dictionary_runs(cfg, LexicalExplainer(), LexicalSimulator(), db,
                                       workers=workers))
     return db
@@ -111,3 +118,48 @@ def test_workers_draw_the_same_examples(tmp_path):
         rows[n] = check_db(tmp_path / f"{n}.db").execute(
             "select run_id, feature, score, metrics from features order by 1, 2").fetchall()
     assert rows[2] == rows[1] and all('"scores"' in r[3] for r in rows[1])
+
+
+def test_draws_of_several_explanation_samples(tmp_path):
+    _, dict_path = sparse_planted(tmp_path, n_fragments=200)
+    db = _score(tmp_path / "r.db", dict_path, 3, n_features=6, n_explanations=2)
+    methods = compare.build_checks(db, compare.build_table(db)).methods
+    assert (methods.n_explanations == 2).all() and (methods.n_draws == 3).all()
+    parts = methods.var_feature + methods.var_explanation + methods.var_draw
+    assert np.allclose(parts, methods.var_total, rtol=0, atol=1e-9)
+
+
+def _detect(fs, client, draws: int):
+    scorer = DetectionScorer(LLMJudge(LLMSimulator(client, "logprobs", scale_max=10),
+                                      "detection"), JudgeSettings(), draws)
+
+    async def main():
+        await scorer.prepare()
+        return [await scorer.score(f"feature {ff.feature}", ff, 5) for ff in fs.features[:2]]
+    return asyncio.run(main())
+
+
+def test_llm_draws_go_through_the_cache(tmp_path):
+    from autointerp.dictionaries.sources import load_dictionary
+    from autointerp.harvest.store import ActivationStore
+
+    store, dict_path = sparse_planted(tmp_path)
+    fs = collect_fragments(load_dictionary(dict_path), ActivationStore(store), FragmentConfig())
+    db = open_db(tmp_path / "cache.db")
+
+    def cached(policy: str, seed: int = 0) -> CachedClient:
+        inner = judge_endpoint({}, policy, seed)
+        inner.name = "judge"  # one model's cache, whatever it answers
+        return CachedClient(inner, db)
+
+    one = cached("always1")
+    _detect(fs, one, 1)
+    first = cached("random", 1)
+    records = _detect(fs, first, 3)
+    # draw 0 asks exactly today's prompts (answered from the cache), the others new ones
+    assert first.hits == one.calls > 0 and first.calls > 0
+    again = cached("random", 2)
+    rerun = _detect(fs, again, 3)
+    assert again.calls == 0 and again.inner.requests == []
+    assert [(r.score, r.auroc, r.details["draw_scores"]) for r in rerun] == \
+        [(r.score, r.auroc, r.details["draw_scores"]) for r in records]

@@ -30,7 +30,8 @@ GROUP = ["hook", "scorer", "explainer", "simulator", "negatives"]
 
 
 def _scores(feats: pd.DataFrame, row) -> list:
-    """Per scored feature of the row: its score per explanation sample (one when N = 1)."""
+    """Per scored feature of the row: its score per explanation sample (one when N = 1),
+    each a list of its example draws' scores where there are several (--resample-examples)."""
     mine = feats[(feats.run_id == row.run_id) & (feats.status == "scored")]
     if "negatives" in mine:
         mine = mine[mine.negatives == row.negatives]
