@@ -148,16 +148,20 @@ def output_selftest(ctx, settings: OutputSelftestSettings, tick=lambda: None) ->
     dirs = _directions(ctx, settings, words)
     randoms = [s for i in range(settings.n_random)
                if not np.isnan(s := _score_or_nan(ctx, random_direction(dirs[0], settings.seed + i), tick))]
-    if not randoms:
-        raise BadInputError("no random direction reached the target KL; lower --steer-kl")
+    key = {"settings": settings.__dict__, "steer": ctx.s.__dict__}
+    if not randoms:  # a model steering cannot move (a re-initialised one): a FAIL, said why
+        why = "no random direction reached the target KL (a lower --steer-kl may)"
+        nan = (float("nan"),) * 3
+        outcomes = [PlantedOutcome(w, f"raises {w!r}", "random directions (95th percentile)",
+                                   None, None, why) for _, w, _ in words]
+        return _result("output", ctx, outcomes, nan, nan, nan, False, key)
     p95 = float(np.percentile(randoms, 95))
     scores = [np.nan_to_num(_score_or_nan(ctx, d, tick)) for d in dirs]
     outcomes = [PlantedOutcome(w, f"raises {w!r}", "random directions (95th percentile)", s, p95)
                 for (_, w, _), s in zip(words, scores, strict=True)]
     right, wrong = mean_ci(scores, seed=settings.seed), mean_ci(randoms, seed=settings.seed)
     gap = mean_ci([s - p95 for s in scores], seed=settings.seed)
-    return _result("output", ctx, outcomes, right, wrong, gap, min(scores) > p95,
-                   {"settings": settings.__dict__, "steer": ctx.s.__dict__})
+    return _result("output", ctx, outcomes, right, wrong, gap, min(scores) > p95, key)
 
 
 def intervention_selftest(ctx, settings: OutputSelftestSettings) -> SelftestResult:
