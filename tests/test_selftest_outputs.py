@@ -40,3 +40,22 @@ def test_output_selftest_passes_planted_and_fails_random(ctx):
     bad = output_selftest(ctx, OutputSelftestSettings(n_planted=2, n_random=4, planted=False))
     assert not bad.passed
     assert bad.right[0] < ok.right[0]
+
+
+def test_a_model_no_direction_can_steer_is_a_recorded_fail(monkeypatch):
+    """A re-initialised model may not reach the target KL along any random direction: the
+    self-test then FAILS with the reason instead of stopping the score run."""
+    from types import SimpleNamespace
+
+    from autointerp.scoring import selftest_outputs as so
+
+    words = [(1, " Paris", "Paris"), (2, " dog", "dog")]
+    monkeypatch.setattr(so, "_words", lambda ctx, n: words)
+    monkeypatch.setattr(so, "_directions", lambda ctx, s, w: [object() for _ in w])
+    monkeypatch.setattr(so, "_score_or_nan", lambda ctx, d, tick: float("nan"))
+    monkeypatch.setattr("autointerp.causal.steering.random_direction", lambda d, seed: d)
+    ctx = SimpleNamespace(model_id={"model": "random-init"}, loaded=SimpleNamespace(name="m"),
+                          s=SimpleNamespace(target_kl=0.5))
+    res = so.output_selftest(ctx, so.OutputSelftestSettings())
+    assert res.passed is False
+    assert all("no random direction reached the target KL" in d.failure for d in res.details)
