@@ -83,6 +83,9 @@ class DemoConfig:
     """Also score every dictionary's features by steering them (judge-free output score)."""
     steer_prompts: int = 16
     """Held-out prompts steered per feature for the output score (score's default is 40)."""
+    intervention: bool = False
+    """Also the intervention score of every explanation (LLM and lexical): the subject
+    model's log-prob of the explanation after steered text, against shuffled explanations."""
 
     def __post_init__(self):
         object.__setattr__(self, "out", Path(self.out))
@@ -260,12 +263,13 @@ async def _score_all(cfg: DemoConfig, dictionaries: list[DemoDictionary], traine
                     console.print(f"{scorer.name} self-test {simulator.name}: "
                                   f"{'passed' if st.passed else 'FAILED'}",
                                   markup=False, highlight=False)
-            # The output score ignores the explanation: scored once, beside the first pair.
+            # The output score ignores the explanation: scored once, beside the first pair;
+            # the intervention score is each explanation's, so every pair's.
             steer = cfg.output_score and i == 0
+            extra = (("output",) if steer else ()) + (("intervention",) if cfg.intervention else ())
             for d in dictionaries:
                 score = ScoreConfig(d.path, fragments=fragments, concurrency=cfg.concurrency,
-                                    label=d.label + suffix,
-                                    scorers=SCORERS + (("output",) if steer else ()),
+                                    label=d.label + suffix, scorers=SCORERS + extra,
                                     steering=SteerSettings(n_prompts=cfg.steer_prompts,
                                                            seed=cfg.seed))
                 summaries += await score_dictionary_runs(score, explainer, simulator, db, hooks)

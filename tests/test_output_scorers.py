@@ -116,6 +116,32 @@ def test_compare_and_report_show_output_columns(run, tmp_path):
     assert "continuations: clean beside steered" in page and "promotes" in page
 
 
+def test_explain_outputs_shows_the_steering_tokens_and_is_scored_as_a_second_run(run,
+                                                                                 monkeypatch):
+    """The output-centric explainer's prompt names the tokens steering makes most and least
+    likely (the same KL-matched strength as the output scorer, read from its cache); its
+    explanations are a second run, labelled +outputs, scored by every scorer."""
+    from autointerp.causal import steering
+    from autointerp.scoring.explain import LLMExplainer
+    from autointerp.scoring.explain_outputs import OutputCentricExplainer
+    from tests.support.llm import FakeClient
+
+    client = FakeClient(respond=lambda request: "tokens the steering promotes")
+    explainer = OutputCentricExplainer(LLMExplainer(client), STEER)
+    db = run["db"]
+    monkeypatch.setattr(steering.Steerer, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    summaries = asyncio.run(score_dictionary_runs(run["cfg"], explainer, LexicalSimulator(), db))
+    assert {s.label for s in summaries} == {"random-dirs +outputs (lexical simulator)"}
+    assert {s.run_id for s in summaries}.isdisjoint({s.run_id for s in run["summaries"]})
+    last = client.requests[0].messages[-1][1]
+    assert "more likely: '" in last and "less likely: '" in last
+    assert last.rstrip().endswith("the main thing this feature does is find")
+    for summary in summaries:  # the output and the intervention runs
+        rows = list(db["features"].rows_where("run_id = ?", [summary.run_id]))
+        assert [r["status"] for r in rows] == ["scored", "scored"]
+        assert {r["explanation"] for r in rows} == {"tokens the steering promotes"}
+
+
 def test_intervention_through_a_client_sums_the_explanations_prompt_logprobs():
     from autointerp.llm.base import Completion, TokenLogprob
     from autointerp.scoring.scorers.intervention import TEMPLATE, client_logprobs

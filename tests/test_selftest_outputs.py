@@ -1,5 +1,5 @@
 """The output scorer's self-test on SmolLM2-135M (offline, the shipped weights): planted
-directions that raise one word (" Paris", " dog") score above the 95th percentile of random
+directions that raise one word (" Paris", " dog") at the middle layer 15 score above the 95th percentile of random
 directions of the same norm, each steered at the same KL; with random directions in their
 place it fails. Small settings keep it short (bench/output_null.py runs 200 directions)."""
 
@@ -28,7 +28,25 @@ def ctx(tmp_path_factory):
 def test_planted_direction_promotes_its_word(ctx):
     paris = ctx.loaded.tokenizer(" Paris", add_special_tokens=False)["input_ids"][0]
     up, _ = ctx.promoted(planted_direction(ctx, paris))
-    assert up[0] == paris
+    assert paris in up
+
+
+def test_a_rerun_reads_the_verdict_back(ctx, monkeypatch):
+    """The verdict is keyed by model, hook point, prompts and settings: a second run with the
+    same ones steers nothing."""
+    from types import SimpleNamespace
+
+    from autointerp.scoring import selftest_outputs as so
+
+    settings = OutputSelftestSettings(n_planted=2, n_random=2)
+    scorer = SimpleNamespace(name="output", s=STEER)
+    first = so.run_output_selftest(scorer, ctx.db, settings=settings, ctx=ctx)
+    assert not first.cached
+    monkeypatch.setattr(so, "output_selftest", lambda *a, **k: pytest.fail("steered again"))
+    again = so.run_output_selftest(scorer, ctx.db, settings=settings, ctx=ctx)
+    assert again.cached and again.id == first.id and again.passed == first.passed
+    assert so.selftest_id("output", ctx, OutputSelftestSettings(n_planted=2, n_random=3)) \
+        != first.id
 
 
 def test_output_selftest_passes_planted_and_fails_random(ctx):
@@ -54,8 +72,8 @@ def test_a_model_no_direction_can_steer_is_a_recorded_fail(monkeypatch):
     monkeypatch.setattr(so, "_directions", lambda ctx, s, w: [object() for _ in w])
     monkeypatch.setattr(so, "_score_or_nan", lambda ctx, d, tick: float("nan"))
     monkeypatch.setattr("autointerp.causal.steering.random_direction", lambda d, seed: d)
-    ctx = SimpleNamespace(model_id={"model": "random-init"}, loaded=SimpleNamespace(name="m"),
-                          s=SimpleNamespace(target_kl=0.5))
+    ctx = SimpleNamespace(model_id={"model": "random-init"}, store=None,
+                          loaded=SimpleNamespace(name="m", tokenizer=None), s=SteerSettings())
     res = so.output_selftest(ctx, so.OutputSelftestSettings())
     assert res.passed is False
     assert all("no random direction reached the target KL" in d.failure for d in res.details)

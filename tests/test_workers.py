@@ -113,3 +113,13 @@ def test_workers_refuse_an_in_process_model(tmp_path):
                           str(tmp_path / "r.db"), *extra])
         assert result.returncode == 1 and "--workers" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_explain_outputs_refuses_a_lexical_explainer(tmp_path, capsys, monkeypatch):
+    """Output-centric explanations need an LLM explainer that steers in this process."""
+    from tests.support.cli import run_main
+
+    code, _, err = run_main(["score", "--dict", tmp_path / "missing", "--db", tmp_path / "r.db",
+                             "--explainer", "lexical", "--explain-outputs"], capsys, monkeypatch)
+    assert code == 1 and "--explain-outputs needs an LLM explainer" in err
+    assert len(err.strip().splitlines()) == 1

@@ -61,6 +61,9 @@ def demo(
                                       "output score).")] = D.output_score,
     steer_prompts: Annotated[int, Opt("--steer-prompts", help="Held-out prompts steered per "
                                       "feature for the output score.")] = D.steer_prompts,
+    intervention: Annotated[bool, Opt("--intervention/--no-intervention", help="Also the "
+                                      "intervention score of every explanation (the subject "
+                                      "model reads it on steered text; slower).")] = D.intervention,
     n_features: Annotated[int | None, Opt("--n-features", hidden=True, help="Deprecated: --n-sampled.")] = None,
     simulator_mode: OldModeOpt = None,
 ) -> None:
@@ -77,7 +80,7 @@ def demo(
             simulator_mode=mode, random_model=random_model, lexical=lexical,
             concurrency=concurrency, device=device, seed=seed,
             detection_examples=detection_examples, output_score=output_score,
-            steer_prompts=steer_prompts)
+            steer_prompts=steer_prompts, intervention=intervention)
     console = Console()
     result = run_demo(cfg, console)
     console.rule("outputs")

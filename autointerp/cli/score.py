@@ -49,6 +49,7 @@ from autointerp.cli.options import (
 )
 from autointerp.cli.steer_options import (
     ContinuationOpt,
+    ExplainOutputsOpt,
     InterventionBy,
     InterventionByOpt,
     SteerKlOpt,
@@ -157,6 +158,7 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
           steer_kl: SteerKlOpt = 0.5, steer_prompts: SteerPromptsOpt = 40,
           steer_prompt_tokens: SteerTokensOpt = 32, continuation_tokens: ContinuationOpt = 8,
           intervention_scorer: InterventionByOpt = InterventionBy.subject,
+          explain_outputs: ExplainOutputsOpt = False,
           simulator: OldBackendOpt = None, simulator_model: OldModelOpt = None,
           simulator_base_url: OldUrlOpt = None, simulator_mode: OldModeOpt = None,
           n_features: OldNFeaturesOpt = None, explanations: ExplanationsOpt = None,
@@ -195,6 +197,9 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
         given = given_explainer(explanations, dict_, explanations_source,
                                 explanations_per_feature, workers)
         explainer = "lexical"  # no explainer model is loaded
+    if explain_outputs and (explainer == "lexical" or workers > 1):
+        raise BadInputError("--explain-outputs needs an LLM explainer (not --explanations or "
+                            "the lexical one) and --workers 1: it steers the model in process")
     stores = {d: acts for d in dict_}
     if acts is None and model is not None:
         from autointerp.scoring.stores import HarvestSpec, harvest_for
@@ -211,10 +216,10 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
     expl, sim, clients = make_llms(database, concurrency=concurrency, **llm_args)
     expl = given or expl
     frag_cfg = FragmentConfig(n_features=n_sampled, random_from=value(random_from), seed=seed)
+    steering = steer_settings(steer_kl, steer_prompts, steer_prompt_tokens, continuation_tokens,
+                              seed, value(intervention_scorer))
     cfgs = [ScoreConfig(d, stores[d], frag_cfg, explanations_per_feature, concurrency, selftest,
-                        force=force, scorers=scorers, judge=judge,
-                        steering=steer_settings(steer_kl, steer_prompts, steer_prompt_tokens,
-                                                continuation_tokens, seed, value(intervention_scorer)),
+                        force=force, scorers=scorers, judge=judge, steering=steering,
                         resample_examples=resample_examples)
             for d in dict_]
     from autointerp.scoring.workers import Workers, concurrency_share, fewer_collections
@@ -226,6 +231,11 @@ def score(dict_: DictOpt, acts: ActsOpt = None, model: HarvestModelOpt = None,
 
         pool.start(score_features)
         summaries = asyncio.run(_score_all(cfgs, expl, sim, database, clients, pool))
+    if explain_outputs:  # the same features, explained again with their output effects
+        from autointerp.scoring.explain_outputs import OutputCentricExplainer
+
+        summaries += asyncio.run(_score_all(cfgs, OutputCentricExplainer(expl, steering), sim,
+                                            database, clients))
     console = Console()
     from autointerp.dictionaries.sources import dictionary_id
 

@@ -166,6 +166,6 @@ def _output_selftest(scorer, database, store) -> None:
     console = Console()
     console.print(table)
     console.print(f"planted {_ci(*res.right)}   null {_ci(*res.wrong)}   difference "
-                  f"{_ci(*res.gap)}", markup=False)
+                  f"{_ci(*res.gap)}{'   (cached)' if res.cached else ''}", markup=False)
     console.print(f"{res.verdict}: {res.simulator} [{scorer.name}]",
                   style="bold green" if res.passed else "bold red", markup=False)

@@ -39,8 +39,10 @@ def records_block(fragments: list[Fragment], scale_max: int = 10) -> str:
                      for f in fragments)
 
 
-def explainer_messages(fragments: list[Fragment]) -> tuple[tuple[str, str], ...]:
-    """System prompt, one user/assistant pair per few-shot example, then the feature."""
+def explainer_messages(fragments: list[Fragment], outputs: str = ""
+                       ) -> tuple[tuple[str, str], ...]:
+    """System prompt, one user/assistant pair per few-shot example, then the feature (with
+    `outputs`, a paragraph on what steering it does, after its fragments)."""
     messages = [("system", template("explainer_system.txt"))]
     user = template("explainer_user.txt")
     examples = fewshot_examples()
@@ -49,8 +51,11 @@ def explainer_messages(fragments: list[Fragment]) -> tuple[tuple[str, str], ...]
                  for f in ex["fragments"]]
         messages.append(("user", render(user, index=i, records=records_block(frags))))
         messages.append(("assistant", ex["explanation"]))
-    messages.append(("user", render(user, index=len(examples) + 1,
-                                    records=records_block(fragments))))
+    last = render(user, index=len(examples) + 1, records=records_block(fragments))
+    if outputs:  # before the closing cue ("...the main thing this feature does is find")
+        head, _, cue = last.rstrip("\n").rpartition("\n")
+        last = f"{head.rstrip()}\n\n{outputs}\n\n{cue}"
+    messages.append(("user", last))
     return tuple(messages)
 
 
@@ -71,7 +76,10 @@ class LLMExplainer:
                 "max_tokens": self.max_tokens, "retries": self.retries, "prompt_version": 1}
 
     async def explain(self, fragments: list[Fragment], sample_index: int = 0) -> Explanation:
-        messages = explainer_messages(fragments)
+        return await self.explain_messages(explainer_messages(fragments), sample_index)
+
+    async def explain_messages(self, messages, sample_index: int = 0) -> Explanation:
+        """One explanation from the prompt `messages`, retried (sampling) when unusable."""
         reasons = []
         for attempt in range(self.retries):
             # A retry must be able to answer differently, so it samples.

@@ -87,16 +87,24 @@ def _reason(stage: str, e: Exception) -> str:
     return f"{CALL_FAILED}: {e}" if isinstance(e, LLMCallError) else f"{stage}: {e}"
 
 
-async def _explain(explainer, shown, n_explanations: int, feature: int) -> list[str]:
+async def _explain(explainer, shown, n_explanations: int, ff, n_shown: int) -> list[str]:
     shown = drop_unsafe(shown)  # counted once per feature, in the explanation's ledger
     if not shown:
         raise ExplanationFailed("no explainer fragment can be shown safely")
     # Explanations given in a file (scoring/given.py) are looked up by feature; an
-    # explainer that writes its own needs only the fragments.
+    # output-centric explainer (explain_outputs.py) steers the feature first; any other
+    # explainer needs only the fragments.
     given = getattr(explainer, "explain_feature", None)
-    got = await asyncio.gather(*(given(feature, shown, sample_index=i) if given else
-                                 explainer.explain(shown, sample_index=i)
-                                 for i in range(n_explanations)))
+    steered = getattr(explainer, "explain_steered", None)
+
+    def one(i: int):
+        if given:
+            return given(ff.feature, shown, sample_index=i)
+        if steered:
+            return steered(ff, n_shown, shown, sample_index=i)
+        return explainer.explain(shown, sample_index=i)
+
+    got = await asyncio.gather(*(one(i) for i in range(n_explanations)))
     return [e.text for e in got]
 
 
@@ -114,7 +122,7 @@ async def score_feature(ff: FeatureFragments, explainer, scorers, n_shown: int,
             "histogram": histogram(ff)}
     try:
         (texts, explain_meter), explained = await tallied(measure, _explain, explainer, shown,
-                                                          n_explanations, ff.feature)
+                                                          n_explanations, ff, n_shown)
     except EndpointAuthError:
         raise  # a rejected key fails every feature alike: stop the run, record nothing
     except (ExplanationFailed, LLMCallError) as e:

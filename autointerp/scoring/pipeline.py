@@ -171,12 +171,14 @@ def fragment_set(db, dictionary, dict_id: str, store: ActivationStore, cfg: Frag
 
 
 def run_label(cfg: ScoreConfig, meta: dict, explainer, simulator) -> str:
+    outputs = " +outputs" if getattr(explainer, "outputs", False) else ""
     if cfg.label:
-        return cfg.label
+        return cfg.label + outputs
     base = meta.get("label") or meta.get("method") or "dictionary"
     lex = [who for who, x in (("explainer", explainer), ("simulator", simulator))
            if x.name == "lexical"]
-    return base + {0: "", 1: f" (lexical {lex[0]})" if lex else "", 2: " (lexical)"}[len(lex)]
+    return base + outputs + {0: "", 1: f" (lexical {lex[0]})" if lex else "",
+                             2: " (lexical)"}[len(lex)]
 
 
 def pending(db, run_id: str, features: tuple[FeatureFragments, ...]) -> list[FeatureFragments]:
@@ -264,10 +266,11 @@ async def score_dictionary_runs(cfg: ScoreConfig, explainer, simulator,
     metered(explainer)
     metered(simulator)
     scorers = make_scorers(cfg.scorers, simulator, cfg.judge, cfg.steering, cfg.resample_examples)
-    if workers is not None and workers.n > 1 and any(hasattr(s, "bind") for s in scorers):
-        raise BadInputError("the output and intervention scorers steer the model in one "
-                            "process: score them with --workers 1")
-    bind_steering(scorers, cfg.dictionary, store, db)
+    if workers is not None and workers.n > 1 and any(hasattr(s, "bind") for s in
+                                                     (*scorers, explainer)):
+        raise BadInputError("the output and intervention scorers and --explain-outputs steer "
+                            "the model in one process: run them with --workers 1")
+    bind_steering((*scorers, explainer), cfg.dictionary, store, db)
     for scorer in scorers:
         await scorer.prepare()
     tests = await _selftests(scorers, simulator, db, store, cfg.selftest)
