@@ -2,7 +2,7 @@
 directions of the same norm, every direction steered at the same KL (the self-tests use 20
 random directions and KL 2; the claims here are about 200 and the scorers' default KL).
 
-    .venv/bin/python bench/output_null.py --n-random 200 --prompts 40 --prompt-tokens 32
+    .venv/bin/python bench/output_null.py --n-random 200 --prompts 16 --intervention-prompts 40
 
 Prints (1) each planted word's output score, the random directions' 95th percentile and
 where each planted score ranks among them; (2) the intervention score of the planted
@@ -35,7 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-random", type=int, default=200)
     ap.add_argument("--n-planted", type=int, default=4)
-    ap.add_argument("--prompts", type=int, default=40)
+    ap.add_argument("--prompts", type=int, default=16, help="prompts of part (1)")
+    ap.add_argument("--intervention-prompts", type=int, default=40, help="prompts of part (2)")
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--target-kl", type=float, default=0.5)
     ap.add_argument("--intervention-kl", type=float, default=2.0,
@@ -67,11 +68,14 @@ def main() -> None:
 
     from dataclasses import replace
 
-    ctx.s = replace(ctx.s, target_kl=a.intervention_kl)
+    n_forward = sum(s.n_forward for s in ctx._steerers.values())
+    ctx = selftest_context(replace(steer, target_kl=a.intervention_kl,
+                                   n_prompts=a.intervention_prompts),
+                           OutputSelftestSettings(hook=a.hook), loaded=ctx.loaded)
     texts = [e for _, e in PLANTED_WORDS]
     paris = dirs[words[0][1]]
     print(f"(2) intervention at KL {a.intervention_kl}: explanation {texts[0]!r} against "
-          f"{texts[1:]} (shuffled), {a.prompts} prompts, 8-token continuations")
+          f"{texts[1:]} (shuffled), {a.intervention_prompts} prompts, 8-token continuations")
     for name, d in (("planted ' Paris'", paris), ("random direction", random_direction(paris, 0))):
         steered = steer_feature(ctx, d, None, 0)
         conts, _ = ctx.continuations(d, steered["steerer"], steered["calibration"].strength)
@@ -81,7 +85,7 @@ def main() -> None:
               f"difference {v['vs_null']:.3f} [{v['vs_null_lo']:.3f}, {v['vs_null_hi']:.3f}] "
               f"(CI {'excludes' if v['vs_null_lo'] > 0 or v['vs_null_hi'] < 0 else 'includes'} 0)",
               flush=True)
-    n = sum(s.n_forward for s in ctx._steerers.values())
+    n = n_forward + sum(s.n_forward for s in ctx._steerers.values())
     print(f"(3) {n} forward passes, {time.perf_counter() - started:.0f} s")
 
 

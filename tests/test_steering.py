@@ -76,3 +76,16 @@ def test_encode_only_dictionaries_cannot_steer():
     assert torch.equal(feature_direction(sae, 2).vector, sae.W_dec[2])
     same = random_direction(feature_direction(sae, 2), seed=0)
     assert abs(same.norm - sae.W_dec[2].norm()) < 1e-5
+
+
+def test_a_saturated_kl_ends_the_search_early(steerer, monkeypatch):
+    """A direction whose KL stops growing below the target (a re-initialised model's) is
+    not doubled 40 times: three flat doublings end the search, unreached."""
+    from autointerp.causal import steering
+
+    monkeypatch.setattr(steering.Steerer, "kl", lambda self, d, s: min(0.1, s * 1e-3))
+    d = random_direction(Direction(torch.ones(steerer.loaded.d_model)), 0)
+    cal = steerer.calibrate(d, target=0.5)
+    assert not cal.reached and cal.kl == pytest.approx(0.1)
+    assert len(cal.steps) < 20
+    assert [k for _, k in cal.steps[-steering.SATURATED - 1:]] == [0.1] * (steering.SATURATED + 1)

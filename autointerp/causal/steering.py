@@ -57,6 +57,12 @@ def random_direction(like: Direction, seed: int) -> Direction:
     return Direction(v * like.norm / v.norm(), like.input_norm)
 
 
+SATURATED = 3
+"""Doublings of the strength in a row that leave the KL within 1% end the search below the
+target: a direction (or a re-initialised model) whose effect has saturated never reaches
+it, and 40 more doublings would only cost forward passes."""
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The strength whose mean next-token KL over the prompts is closest to the target."""
@@ -143,11 +149,14 @@ class Steerer:
 
         s = 0.25 * self.activation_norm / direction.norm
         lo = hi = None
-        while len(steps) < max_steps and (lo is None or hi is None):
+        flat = 0  # doublings in a row that raised the KL by under 1%: it has saturated
+        while len(steps) < max_steps and (lo is None or hi is None) and flat < SATURATED:
             k = tried(s)
             if abs(k - target) <= tol:
                 break
             if k < target:
+                grew = len(steps) < 2 or steps[-2][0] > s or k > 1.01 * steps[-2][1]
+                flat = 0 if grew else flat + 1
                 lo, s = s, s * 2
             else:
                 hi, s = s, s / 2
