@@ -65,6 +65,19 @@ def test_continuations_reproducible_and_steering_changes_them(steerer):
     assert steerer.costs()["generated_tokens"] >= 3 * 6 * 8
 
 
+def test_cached_generation_matches_full_passes(steerer):
+    """The key-value cache changes nothing: the same tokens as sampling each step from a
+    full steered pass over the prompt and the tokens so far (the last position's logits)."""
+    d = random_direction(Direction(torch.ones(steerer.loaded.d_model)), seed=3)
+    s = steerer.calibrate(d, 1.0).strength
+    got = steerer.generate(d, s, 6, seed=7)
+    g, ids = torch.Generator().manual_seed(7), steerer.prompts
+    for _ in range(6):
+        logits = forward.run(steerer.loaded, ids, torch.ones_like(ids), steerer._edit(d, s))
+        ids = torch.cat([ids, torch.multinomial(logits[:, -1].float().softmax(-1), 1, generator=g)], 1)
+    assert torch.equal(got, ids[:, steerer.prompts.shape[1]:])
+
+
 def test_encode_only_dictionaries_cannot_steer():
     d_model, n = 8, 4
     transcoder = Dictionary(torch.randn(n, d_model), torch.zeros(n), torch.randn(n, 12),

@@ -14,6 +14,7 @@ strength favours whichever method has the larger decoder norms.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -172,14 +173,31 @@ class Steerer:
                  seed: int) -> torch.Tensor:
         """(P, n_tokens) sampled continuations (temperature 1), steered at every position.
         The sampler's random stream depends only on `seed`, so the clean and the steered
-        continuations of a prompt share their random draws and differ by the steering only."""
+        continuations of a prompt share their random draws and differ by the steering only.
+        Each step after the first reads the model's key-value cache: the edit is applied
+        position by position, so the new token's activation gets it as a full pass would
+        (checked against full passes by tests/test_steering.py), at a fraction of the cost."""
+        started = time.perf_counter()
         g = torch.Generator().manual_seed(seed)
-        ids = self.prompts
-        for _ in range(n_tokens):
-            probs = self._logits(ids, direction, s).softmax(-1)
-            ids = torch.cat([ids, torch.multinomial(probs, 1, generator=g)], dim=1)
+        device = self.loaded.device
+        step = self.prompts.to(device)
+        model = self.loaded.model
+        # transformers 5 names the cache argument and output `cache`, 4.x `past_key_values`
+        name = "cache" if "cache" in inspect.signature(model.forward).parameters \
+            else "past_key_values"
+        mask, past, out = torch.ones_like(step), None, []
+        with torch.inference_mode(), forward.edited(model, self._edit(direction, s)):
+            for _ in range(n_tokens):
+                res = model(input_ids=step, attention_mask=mask, use_cache=True, **{name: past})
+                past = getattr(res, name)
+                probs = res.logits[:, -1].float().cpu().softmax(-1)
+                out.append(torch.multinomial(probs, 1, generator=g))
+                step = out[-1].to(device)
+                mask = torch.cat([mask, torch.ones_like(step)], dim=1)
+                self.n_forward += 1
         self.n_generated += n_tokens * len(self.prompts)
-        return ids[:, self.prompts.shape[1]:]
+        self.seconds += time.perf_counter() - started
+        return torch.cat(out, dim=1)
 
     def costs(self) -> dict:
         return {"forward_passes": self.n_forward, "generated_tokens": self.n_generated,
