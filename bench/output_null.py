@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--target-kl", type=float, default=0.5)
     ap.add_argument("--intervention-kl", type=float, default=2.0,
                     help="target KL of part (2); the self-test's")
+    ap.add_argument("--no-intervention", action="store_true", help="part (1) only")
     ap.add_argument("--hook", default="resid.15")
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
@@ -68,6 +69,10 @@ def main() -> None:
 
     from dataclasses import replace
 
+    if a.no_intervention:
+        print(f"(3) {sum(s.n_forward for s in ctx._steerers.values())} forward passes, "
+              f"{time.perf_counter() - started:.0f} s")
+        return
     n_forward = sum(s.n_forward for s in ctx._steerers.values())
     ctx = selftest_context(replace(steer, target_kl=a.intervention_kl,
                                    n_prompts=a.intervention_prompts),

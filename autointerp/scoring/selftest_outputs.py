@@ -28,7 +28,7 @@ import numpy as np
 from autointerp import db as dbm
 from autointerp.errors import BadInputError
 from autointerp.scoring.planted import PlantedOutcome
-from autointerp.scoring.selftest import SelftestResult, SelftestSettings, _to_row
+from autointerp.scoring.selftest import SelftestResult, _to_row
 from autointerp.scoring.stats import mean_ci
 
 PLANTED_WORDS = ((" Paris", "Paris"), (" dog", "dogs"), (" music", "music"),
@@ -281,6 +281,5 @@ def run_output_selftest(scorer, db, store=None, settings: OutputSelftestSettings
     fn = output_selftest if scorer.name == "output" else intervention_selftest
     res = fn(ctx, settings)
     if db is not None:
-        db["selftests"].upsert(_to_row(res, SelftestSettings(n_features=max(2, len(res.details)))),
-                               pk="id")
+        db["selftests"].upsert(_to_row(res, settings), pk="id")  # its own settings
     return res
