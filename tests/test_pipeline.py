@@ -205,3 +205,19 @@ def test_cli_lexical_run_prints_the_summary(planted, tmp_path):
     assert "Scores per dictionary" in result.output and "planted (lexical)" in result.output
     run = next(open_db(tmp_path / "r.db")["runs"].rows)
     assert json.loads(run["config"])["fragments"]["random_from"] == "all"
+
+
+def test_a_rerun_links_the_newest_selftest(tmp_path):
+    """A run's warning must come from the self-test made now: a rerun after the self-test
+    changed (a new version, a new verdict) links the new one, not the first one's."""
+    from types import SimpleNamespace as NS
+
+    from autointerp.scoring.pipeline import _insert_run
+
+    db = open_db(tmp_path / "r.db")
+    args = dict(config={}, cfg=NS(dictionary="d"), store=NS(path="s"), dict_id="d", label="x",
+                explainer=NS(name="e"), simulator=NS(name="s", mode="m"),
+                scorer=NS(name="output"), fs=NS(features=(), n_skipped=0))
+    _insert_run(db, "run", st=NS(id="old"), **args)
+    _insert_run(db, "run", st=NS(id="new"), **args)
+    assert db["runs"].get("run")["selftest_id"] == "new"

@@ -237,6 +237,8 @@ def _insert_run(db, run_id, config, cfg, store, dict_id, label, explainer, simul
                                             "store_path": str(store.path)}),
                        "n_sampled": len(fs.features), "n_skipped": fs.n_skipped,
                        "created_at": dbm.now()}, ignore=True)
+    if st is not None:  # a rerun links the self-test made now (a newer version's verdict)
+        db["runs"].update(run_id, {"selftest_id": st.id})
 
 
 def _save(db, row: dict, run_id: str) -> None:
