@@ -47,11 +47,12 @@ class OutputSelftestSettings:
     planted: bool = True
     """False: random directions stand in for the planted ones (the test that it fails)."""
     selftest_kl: float = 2.0
-    """Target KL of both self-tests (or the run's, if higher). At 0.5 the planted words reach
-    0.3-4% probability at SmolLM2's layer 15, and 8-token samples rarely show them; one
-    random direction in ten promotes frequent tokens and scores as high (measured on
-    SmolLM2, 40 prompts of 32 tokens: planted 0.004-0.042 at KL 0.5, 0.024-0.125 at 2.0;
-    random directions 0-0.035 at both; docs/output-scores.md)."""
+    """Target KL of both self-tests (or the run's, if higher). At 0.5 a planted word reaches
+    a few percent probability at SmolLM2's layer 15 and 8-token samples rarely show it,
+    while about one random direction in ten promotes a frequent token and scores as high
+    (measured on SmolLM2 at resid.15 against 200 random directions: at KL 0.5 two of four
+    planted words beat their 95th percentile, at KL 2 all four beat all 200;
+    docs/output-scores.md)."""
     hook: str = "resid.15"
     """Where the planted directions are added when no store names a hook point."""
     seed: int = 0
