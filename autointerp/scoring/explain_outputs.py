@@ -34,6 +34,7 @@ class OutputCentricExplainer:
         self.client = getattr(inner, "client", None)
         self.name = inner.name + "+outputs"
         self.ctx: SteeringContext | None = None
+        self._tokens: dict[int, tuple[list[str], list[str]]] = {}
 
     def settings(self) -> dict:
         """The inner explainer's, and what decides the tokens shown (part of the run id)."""
@@ -43,20 +44,25 @@ class OutputCentricExplainer:
                 "outputs": {"n_tokens": self.n_tokens, "steer": steer, "version": VERSION}}
 
     def bind(self, ctx: SteeringContext) -> None:
-        self.ctx = ctx
+        """The run's model, dictionary and prompts (one dictionary at a time)."""
+        self.ctx, self._tokens = ctx, {}
 
     def token_changes(self, ff, n_shown: int) -> tuple[list[str], list[str]]:
         """(most promoted, most suppressed) decoded tokens: the mean over the prompts of
-        log p_steered - log p_clean of the next token, at the KL-matched strength."""
+        log p_steered - log p_clean of the next token, at the KL-matched strength; once per
+        feature, however many explanations are sampled."""
         from autointerp.scoring.scorers.output import steer_feature
 
+        if ff.feature in self._tokens:
+            return self._tokens[ff.feature]
         direction = self.ctx.direction(ff.feature)
         steered = steer_feature(self.ctx, direction, ff, n_shown)
         steerer, strength = steered["steerer"], steered["calibration"].strength
         change = (steerer.last_logp(direction, strength) - steerer.logp_clean).mean(0)
         up = change.topk(self.n_tokens).indices.tolist()
         down = (-change).topk(self.n_tokens).indices.tolist()
-        return self.ctx.decode(up), self.ctx.decode(down)
+        self._tokens[ff.feature] = self.ctx.decode(up), self.ctx.decode(down)
+        return self._tokens[ff.feature]
 
     async def explain_steered(self, ff, n_shown: int, shown, sample_index: int = 0
                               ) -> Explanation:
